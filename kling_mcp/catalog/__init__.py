@@ -1,0 +1,99 @@
+"""The catalog: every provider x Kling O1 variant, as data. The single source of truth.
+
+Validation (``kling_mcp.validation``), quotes (``kling_mcp.pricing``), the tools' JSON schemas and
+their descriptions are derived from :data:`PROVIDERS`. Adding a provider variant is one entry
+here plus one adapter in ``kling_mcp.providers``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from .aimlapi import AIMLAPI
+from .evolink import EVOLINK
+from .local import LOCAL
+from .model import (ASPECT_RATIOS, OPERATION_LABELS, OPERATIONS, TIERS, ModelVariant, Operation,
+                    OperationSpec, Price, ProviderEntry)
+from .runpod import RUNPOD
+from .runware import RUNWARE
+
+PROVIDERS: dict[str, ProviderEntry] = {p.name: p for p in (RUNWARE, RUNPOD, AIMLAPI, EVOLINK, LOCAL)}
+PROVIDER_NAMES: tuple[str, ...] = tuple(PROVIDERS)
+REAL_PROVIDERS: tuple[str, ...] = tuple(n for n in PROVIDERS if n != "local")
+
+__all__ = [
+    "ASPECT_RATIOS", "OPERATIONS", "OPERATION_LABELS", "TIERS", "PROVIDERS", "PROVIDER_NAMES",
+    "REAL_PROVIDERS", "ModelVariant", "Operation", "OperationSpec", "Price", "ProviderEntry",
+    "provider", "variants", "bounds", "catalog_json", "describe_provider",
+]
+
+
+def provider(name: str) -> ProviderEntry:
+    return PROVIDERS[name]
+
+
+def variants(provider_name: str, tier: str | None = None) -> list[ModelVariant]:
+    """The provider's variants, cheapest-tier-agnostic, filtered by ``tier`` when given."""
+    return [v for v in PROVIDERS[provider_name].variants if tier is None or v.tier == tier]
+
+
+def _all_specs() -> list[OperationSpec]:
+    return [s for p in PROVIDERS.values() for v in p.variants for s in v.operations.values()]
+
+
+def bounds() -> dict[str, Any]:
+    """The widest limits over every provider: the tools' JSON-schema minimum/maximum."""
+    specs = _all_specs()
+    durations = [d for s in specs for d in s.durations]
+    return {
+        "duration_min": min(durations),
+        "duration_max": max(durations),
+        "reference_images_max": max(max(s.reference_images[1], s.reference_images_with_video) for s in specs),
+        "num_videos_max": max(s.max_videos for s in specs),
+        "prompt_max": max(v.max_prompt_chars for p in PROVIDERS.values() for v in p.variants),
+        "aspect_ratios": ASPECT_RATIOS,
+    }
+
+
+def _range_text(values: tuple[int, ...]) -> str:
+    if not values:
+        return "follows the input video"
+    if len(values) > 2 and list(values) == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}-{values[-1]} s"
+    return "|".join(str(v) for v in values) + " s"
+
+
+def describe_provider(entry: ProviderEntry) -> str:
+    """One line per variant operation: the limits a model needs to choose arguments."""
+    lines = []
+    for v in entry.variants:
+        ops = []
+        for op, s in v.operations.items():
+            bits = [OPERATION_LABELS[op]]
+            if s.durations:
+                bits.append(_range_text(s.durations))
+            if op == "reference":
+                bits.append(f"{s.reference_images[0]}-{s.reference_images[1]} images")
+                if s.reference_video != "no":
+                    bits.append(f"video {s.reference_video} (<= {s.reference_images_with_video} images with it)")
+            if op == "edit" and s.input_video_s:
+                lo, hi = s.input_video_s
+                bits.append(f"input {lo:g}-{hi:g} s, <= {s.reference_images_with_video} images")
+                if s.input_video_s_fast:
+                    bits.append(f"fast: input {s.input_video_s_fast[0]:g}-{s.input_video_s_fast[1]:g} s")
+            if s.price.usd_per_second is not None:
+                bits.append(f"${s.price.usd_per_second:g}/s ({s.price.basis})")
+            ops.append(", ".join(bits))
+        lines.append(f"{entry.name} {v.tier} ({v.model}; prompt <= {v.max_prompt_chars}): " + "; ".join(ops))
+    return "\n".join(lines)
+
+
+def catalog_json() -> dict[str, Any]:
+    """The whole catalog as JSON-able data (served as the ``kling://catalog`` resource)."""
+    out: dict[str, Any] = {}
+    for name, entry in PROVIDERS.items():
+        data = asdict(entry)
+        data["variants"] = [asdict(v) for v in entry.variants]
+        out[name] = data
+    return {"providers": out, "bounds": {k: list(v) if isinstance(v, tuple) else v for k, v in bounds().items()}}

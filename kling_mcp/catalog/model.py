@@ -1,0 +1,106 @@
+"""Types of the catalog: what each provider's Kling O1 variant accepts, produces and costs.
+
+These are plain frozen dataclasses so the catalog stays data. Validation (``validation.py``),
+quotes (``pricing.py``), tool schemas and tool descriptions are all derived from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Operation = Literal["text", "image", "reference", "edit"]
+OPERATIONS: tuple[Operation, ...] = ("text", "image", "reference", "edit")
+OPERATION_LABELS: dict[str, str] = {
+    "text": "text-to-video",
+    "image": "image-to-video (first/last frame)",
+    "reference": "reference-to-video",
+    "edit": "video edit",
+}
+Tier = Literal["standard", "pro"]
+TIERS: tuple[Tier, ...] = ("standard", "pro")
+PriceBasis = Literal["published", "inferred", "unknown"]
+InputKind = Literal["url", "data_uri", "upload"]
+Support = Literal["no", "optional", "required"]
+AspectRatio = Literal["16:9", "9:16", "1:1"]
+ASPECT_RATIOS: tuple[str, ...] = ("16:9", "9:16", "1:1")
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per second of billed video, with where the number comes from."""
+
+    usd_per_second: float | None
+    basis: PriceBasis
+    source: str
+
+    def cost(self, seconds: float) -> float | None:
+        if self.usd_per_second is None:
+            return None
+        return round(self.usd_per_second * seconds, 4)
+
+
+@dataclass(frozen=True)
+class OperationSpec:
+    """What one model variant accepts for one operation.
+
+    Durations are output seconds; for edits the output follows the input video, whose allowed
+    length is ``input_video_s`` (and ``input_video_s_fast`` with ``fast=True``).
+    """
+
+    operation: Operation
+    price: Price
+    durations: tuple[int, ...] = ()          # allowed output durations (empty: follows the input video)
+    default_duration: int | None = None
+    aspect_ratios: tuple[str, ...] = ()      # empty: not chosen by the caller (follows an input)
+    reference_images: tuple[int, int] = (0, 0)           # (min, max) without a reference/input video
+    reference_images_with_video: int = 0                  # max when a video is present
+    reference_video: Support = "no"
+    last_frame: bool = False
+    input_video_s: tuple[float, float] | None = None      # edit: accepted input length
+    input_video_s_fast: tuple[float, float] | None = None # edit with fast=True
+    billing_clamps_input: bool = False                    # input outside the range is billed at the bound
+    fast: Support = "no"
+    keep_original_sound: bool = False
+    negative_prompt: bool = False
+    seed: bool = False
+    max_videos: int = 1
+    price_with_video: Price | None = None    # reference with a reference video (R2V rate)
+    price_fast: Price | None = None          # edit with fast=True
+    model: str | None = None                 # overrides the variant's model id for this operation
+    model_with_video: str | None = None      # reference with a video served by another model id
+    model_fast: str | None = None            # edit with fast=True served by another model id
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ModelVariant:
+    """One provider's Kling O1 offering at one tier."""
+
+    provider: str
+    model: str
+    tier: Tier
+    operations: dict[str, OperationSpec]
+    sizes: dict[str, tuple[int, int]]        # aspect ratio -> output (width, height)
+    max_prompt_chars: int
+    input_kinds: tuple[InputKind, ...]
+    url_lifetime_s: int | None                # how long the provider keeps result links
+    typical_seconds: float                    # typical time to a finished video, for poll pacing
+    label: str = ""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    """A provider: how it is configured and which variants it serves."""
+
+    name: str
+    display_name: str
+    env_key: str | None                      # None: needs no key (local)
+    base_url_env: str | None
+    default_base_url: str | None
+    variants: tuple[ModelVariant, ...]
+    can_cancel: bool
+    cancel_note: str = ""
+    docs_url: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)   # other URL overrides: env var -> default

@@ -1,0 +1,116 @@
+"""Settings, resolved once at start-up from an environment mapping (never at import).
+
+Order of precedence: explicit argument, then the environment, then the default. A provider is
+enabled when its API key is set; ``local`` is always available.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import errors
+from .catalog import PROVIDERS, REAL_PROVIDERS
+
+WAIT_DEFAULT_S = 20.0
+WAIT_MAX_S = 50.0
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    api_key: str | None = field(repr=False)
+    base_url: str | None
+    extra_urls: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def configured(self) -> bool:
+        return self.name == "local" or bool(self.api_key)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    providers: dict[str, ProviderConfig]
+    default_provider: str = "auto"
+    poll_interval_s: float | None = None       # None: start from the variant's typical time
+    poll_max_interval_s: float = 30.0
+    max_job_cost_usd: float | None = None
+    daily_budget_usd: float | None = None
+    allowed_dirs: tuple[Path, ...] = ()
+    http_token: str | None = field(default=None, repr=False)
+    job_deadline_s: float = 3600.0
+    max_consecutive_errors: int = 6
+    max_download_bytes: int = 2 * 1024**3
+
+    @property
+    def configured(self) -> list[str]:
+        """Real providers with a key, in catalog order."""
+        return [n for n in REAL_PROVIDERS if self.providers[n].configured]
+
+    @property
+    def offered(self) -> list[str]:
+        """What the ``provider`` argument offers: the configured providers and ``local``."""
+        return [*self.configured, "local"]
+
+    def secrets(self) -> tuple[str, ...]:
+        keys = tuple(p.api_key for p in self.providers.values() if p.api_key)
+        return keys + ((self.http_token,) if self.http_token else ())
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        env = os.environ if env is None else env
+        providers: dict[str, ProviderConfig] = {}
+        for name, entry in PROVIDERS.items():
+            key = (env.get(entry.env_key) or "").strip() or None if entry.env_key else None
+            base = (env.get(entry.base_url_env) or "").strip() if entry.base_url_env else ""
+            extra = {var: (env.get(var) or "").strip() or default for var, default in entry.extra_env.items()}
+            providers[name] = ProviderConfig(name, key, (base or entry.default_base_url or "").rstrip("/") or None,
+                                             extra)
+        default_provider = (env.get("KLING_MCP_DEFAULT_PROVIDER") or "auto").strip().lower()
+        if default_provider != "auto" and default_provider not in PROVIDERS:
+            raise errors.InvalidRequest(
+                f"KLING_MCP_DEFAULT_PROVIDER={default_provider!r} is not a provider.",
+                hint=f"Use auto or one of: {', '.join(PROVIDERS)}.")
+        values: dict[str, object] = dict(
+            data_dir=_data_dir(env),
+            providers=providers,
+            default_provider=default_provider,
+            poll_interval_s=_float(env, "KLING_MCP_POLL_INTERVAL_S"),
+            poll_max_interval_s=_float(env, "KLING_MCP_POLL_MAX_INTERVAL_S") or 30.0,
+            max_job_cost_usd=_float(env, "KLING_MCP_MAX_JOB_COST_USD"),
+            daily_budget_usd=_float(env, "KLING_MCP_DAILY_BUDGET_USD"),
+            allowed_dirs=tuple(Path(p).expanduser().resolve()
+                               for p in (env.get("KLING_MCP_ALLOWED_DIRS") or "").split(os.pathsep) if p.strip()),
+            http_token=(env.get("KLING_MCP_HTTP_TOKEN") or "").strip() or None,
+        )
+        deadline = _float(env, "KLING_MCP_JOB_DEADLINE_S")
+        if deadline:
+            values["job_deadline_s"] = deadline
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _float(env: Mapping[str, str], name: str) -> float | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise errors.InvalidRequest(f"{name}={raw!r} is not a number.", hint=f"Set {name} to a number, e.g. 5.") \
+            from None
+    if value < 0:
+        raise errors.InvalidRequest(f"{name}={raw!r} is negative.", hint=f"Set {name} to a positive number.")
+    return value
+
+
+def _data_dir(env: Mapping[str, str]) -> Path:
+    raw = (env.get("KLING_MCP_DATA_DIR") or "").strip()
+    if raw:
+        return Path(raw).expanduser().resolve()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("kling-mcp", appauthor=False)).resolve()

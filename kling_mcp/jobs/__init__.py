@@ -1,0 +1,1 @@
+"""Jobs: the record and state machine (model), persistence (store), the background runner."""

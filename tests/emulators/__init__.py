@@ -1,0 +1,1 @@
+"""Loopback emulators of the providers, built from shared/reference/providers.md."""
