@@ -38,6 +38,7 @@ def _variant(tier: str, sizes: dict[str, tuple[int, int]]) -> ModelVariant:
 
 LOCAL = ProviderEntry(
     name="local", display_name="Local preview", env_key=None, base_url_env=None, default_base_url=None,
+    client_chosen_id=True,
     can_cancel=True,
     variants=(
         _variant("standard", {"16:9": (640, 360), "9:16": (360, 640), "1:1": (480, 480)}),

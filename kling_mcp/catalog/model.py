@@ -55,6 +55,7 @@ class OperationSpec:
     aspect_ratios: tuple[str, ...] = ()      # empty: not chosen by the caller (follows an input)
     reference_images: tuple[int, int] = (0, 0)           # (min, max) without a reference/input video
     reference_images_with_video: int = 0                  # max when a video is present
+    reference_images_with_video_min: int = 0              # min when a video is present
     reference_video: Support = "no"
     last_frame: bool = False
     input_video_s: tuple[float, float] | None = None      # edit: accepted input length
@@ -102,5 +103,6 @@ class ProviderEntry:
     variants: tuple[ModelVariant, ...]
     can_cancel: bool
     cancel_note: str = ""
+    client_chosen_id: bool = False           # our job id is the provider's task id: resume by polling
     docs_url: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)   # other URL overrides: env var -> default

@@ -24,6 +24,7 @@ RUNPOD = ProviderEntry(
                 "reference": OperationSpec(
                     "reference", _PRICE, durations=tuple(range(3, 11)), default_duration=5,
                     aspect_ratios=ASPECT_RATIOS, reference_images=(1, 10), reference_images_with_video=10,
+                    reference_images_with_video_min=1,
                     reference_video="optional", negative_prompt=True, seed=True,
                     price_with_video=_PRICE),
             },

@@ -47,6 +47,7 @@ def _variant(model: str, tier: str, base: float, r2v: float, sizes: dict[str, tu
 RUNWARE = ProviderEntry(
     name="runware", display_name="Runware", env_key="RUNWARE_API_KEY",
     base_url_env="KLING_MCP_RUNWARE_BASE_URL", default_base_url="https://api.runware.ai/v1",
+    client_chosen_id=True,
     can_cancel=False,
     cancel_note="Runware has no server-side cancel: the task keeps running and is billed.",
     docs_url="https://runware.ai/docs/models/klingai-video-o1-pro",

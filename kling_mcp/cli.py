@@ -1,0 +1,58 @@
+"""Command line: ``kling-mcp [serve]`` (stdio), ``serve --transport http``, ``demo``.
+
+Logging goes to stderr only: on stdio, stdout is the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kling-mcp", description="MCP server for Kling Video O1.")
+    parser.add_argument("--version", action="version", version=f"kling-mcp {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the MCP server (default: stdio)")
+    serve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    demo = sub.add_parser("demo", help="quote, generate and wait on the local provider through a real MCP client")
+    demo.add_argument("--prompt", default="A paper boat sails across a moonlit lake, gentle ripples, cinematic")
+    demo.add_argument("--duration", type=int, default=5)
+    demo.add_argument("--aspect-ratio", default="16:9", choices=["16:9", "9:16", "1:1"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    command = args.command or "serve"
+    if command == "demo":
+        from .demo import run_demo
+
+        return run_demo(prompt=args.prompt, duration=args.duration, aspect_ratio=args.aspect_ratio)
+    from . import errors
+    from .config import Settings
+
+    try:
+        settings = Settings.from_env()
+    except errors.KlingError as exc:
+        print(f"kling-mcp: {exc}", file=sys.stderr)
+        return 2
+    from .server import create_server
+
+    transport = getattr(args, "transport", "stdio")
+    server = create_server(settings)
+    if transport == "http":
+        from .http import run_http
+
+        return run_http(server, settings, host=args.host, port=args.port)
+    server.run("stdio")
+    return 0

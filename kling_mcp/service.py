@@ -1,0 +1,342 @@
+"""VideoService: infer the operation, validate, quote, guard, submit, wait.
+
+The service is what the MCP tools (server.py) and the CLI share. It never imports mcp; progress
+is reported through a plain async callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import errors, inputs
+from .catalog import OPERATION_LABELS, PROVIDERS, REAL_PROVIDERS
+from .config import WAIT_DEFAULT_S, WAIT_MAX_S, Settings
+from .jobs.model import Job, JobStatus
+from .jobs.runner import JobRunner
+from .jobs.store import JobStore
+from .providers import ProviderContext, VideoProvider, create_provider
+from .requests import (Budget, CancelResult, EditRequest, ErrorView, Estimate, EstimateRequest, GenerateRequest,
+                       JobList, MediaRef, VideoSpec)
+from .validation import Match, check
+from .views import job_view
+
+log = logging.getLogger("kling_mcp.service")
+
+Progress = Callable[[float, str], Awaitable[None]]
+
+
+def infer_operation(*, video: Any = None, first_frame: Any = None, last_frame: Any = None,
+                    reference_images: list[Any] | None = None, reference_video: Any = None) -> str:
+    """``video`` -> edit; first/last frame -> image; references -> reference; none -> text."""
+    if video:
+        return "edit"
+    if first_frame or last_frame:
+        return "image"
+    if reference_images or reference_video:
+        return "reference"
+    return "text"
+
+
+class VideoService:
+    def __init__(self, settings: Settings, client: httpx.AsyncClient, store: JobStore | None = None) -> None:
+        self.settings = settings
+        self.client = client
+        self.store = store or JobStore(settings.data_dir)
+        self._providers: dict[str, VideoProvider] = {}
+        self.runner = JobRunner(self.store, self.provider, client, settings)
+
+    def provider(self, name: str) -> VideoProvider:
+        if name not in self._providers:
+            cfg = self.settings.providers[name]
+            self._providers[name] = create_provider(ProviderContext(
+                name=name, api_key=cfg.api_key, base_url=cfg.base_url, client=self.client, kv=self.store,
+                data_dir=self.settings.data_dir, extra_urls=dict(cfg.extra_urls)))
+        return self._providers[name]
+
+    # --- building the spec -----------------------------------------------------------------
+
+    async def _ref(self, value: str | None, arg: str, kind: str, probe: bool = False) -> MediaRef | None:
+        if value is None:
+            return None
+        return await inputs.resolve(value, arg=arg, kind=kind, data_dir=self.settings.data_dir,  # type: ignore[arg-type]
+                                    allowed_dirs=self.settings.allowed_dirs, probe_urls=probe)
+
+    async def build_spec(self, req: GenerateRequest | EditRequest | EstimateRequest,
+                         video_duration_s: float | None = None) -> VideoSpec:
+        video = getattr(req, "video", None)
+        first, last = getattr(req, "first_frame", None), getattr(req, "last_frame", None)
+        ref_video = getattr(req, "reference_video", None)
+        operation = infer_operation(video=video, first_frame=first, last_frame=last,
+                                    reference_images=req.reference_images, reference_video=ref_video)
+        problems = []
+        if not req.prompt.strip() and not isinstance(req, EstimateRequest):
+            problems.append("prompt is empty; describe the video you want.")
+        if last and not first:
+            problems.append("last_frame needs a first_frame; pass first_frame too.")
+        if operation == "image" and (req.reference_images or ref_video):
+            problems.append("first_frame/last_frame cannot be combined with reference_images/reference_video; "
+                            "use frames (image-to-video) or references (reference-to-video).")
+        if operation == "edit" and (first or last or ref_video):
+            problems.append("an edit (video=...) takes only reference_images besides the video; remove "
+                            "first_frame/last_frame/reference_video.")
+        if operation == "edit" and getattr(req, "duration", None) is not None:
+            problems.append("an edit's length follows the input video; remove duration.")
+        num = getattr(req, "num_videos", 1)
+        if num < 1:
+            problems.append(f"num_videos must be at least 1; got {num}.")
+        if problems:
+            raise errors.InvalidRequest(" ".join(problems))
+        edit_video = await self._ref(video, "video", "video", probe=video_duration_s is None)
+        if edit_video is not None and video_duration_s is not None:
+            edit_video = edit_video.model_copy(update={"duration_s": video_duration_s})
+        refs = [await self._ref(r, f"reference_images[{i}]", "image") for i, r in enumerate(req.reference_images)]
+        return VideoSpec(
+            operation=operation, prompt=req.prompt, video=edit_video,  # type: ignore[arg-type]
+            first_frame=await self._ref(first, "first_frame", "image"),
+            last_frame=await self._ref(last, "last_frame", "image"),
+            reference_images=[r for r in refs if r is not None],
+            reference_video=await self._ref(ref_video, "reference_video", "video", probe=True),
+            aspect_ratio=getattr(req, "aspect_ratio", None), duration=getattr(req, "duration", None),
+            tier=req.tier, negative_prompt=getattr(req, "negative_prompt", None),
+            seed=getattr(req, "seed", None), num_videos=num,
+            keep_original_sound=req.keep_original_sound, fast=getattr(req, "fast", False))
+
+    # --- choosing a provider ---------------------------------------------------------------
+
+    def _candidates(self, requested: str | None) -> tuple[str, list[str]]:
+        choice = (requested or self.settings.default_provider or "auto").strip().lower()
+        if choice == "auto":
+            configured = self.settings.configured
+            return choice, configured or ["local"]
+        if choice not in PROVIDERS:
+            raise errors.InvalidRequest(f"provider {choice!r} is not known.",
+                                        hint=f"Use auto or one of: {', '.join(self.settings.offered)}.")
+        if not self.settings.providers[choice].configured:
+            env = PROVIDERS[choice].env_key
+            raise errors.NotConfigured(
+                f"provider {choice!r} is not configured on this server: {env} is not set.",
+                hint=f"Set {env} in the server's environment and restart it, or use one of: "
+                     f"{', '.join(self.settings.offered)}.")
+        return choice, [choice]
+
+    def choose(self, spec: VideoSpec, requested: str | None) -> list[Match]:
+        """Valid matches, cheapest first; raises a tool error listing every problem otherwise."""
+        choice, names = self._candidates(requested)
+        matches = [check(spec, n, spec.tier) for n in names]
+        valid = sorted((m for m in matches if m.ok), key=lambda m: m.cost_usd if m.cost_usd is not None else 1e9)
+        if valid:
+            return valid
+        label = OPERATION_LABELS[spec.operation]
+        details = " ".join(f"[{m.provider}] " + " ".join(m.problems) for m in matches)
+        others = [n for n in self.settings.offered if n not in names and check(spec, n, spec.tier).ok]
+        unconfigured = [n for n in REAL_PROVIDERS if n not in self.settings.offered and check(spec, n, spec.tier).ok]
+        hint = (f"Change the arguments as described{', or use provider=' + ' or '.join(others) if others else ''}."
+                + (f" Also accepted by {', '.join(unconfigured)} (not configured: set "
+                   f"{', '.join(str(PROVIDERS[n].env_key) for n in unconfigured)})." if unconfigured else ""))
+        cls = errors.UnsupportedByProvider if choice != "auto" else errors.InvalidRequest
+        raise cls(f"this {label} request cannot be served as given. {details}", hint=hint)
+
+    # --- budgets ---------------------------------------------------------------------------
+
+    def budget(self) -> Budget:
+        spent = self.store.spent()
+        daily = self.settings.daily_budget_usd
+        return Budget(max_job_cost_usd=self.settings.max_job_cost_usd, daily_budget_usd=daily,
+                      spent_today_usd=round(spent, 4),
+                      remaining_today_usd=None if daily is None else round(max(0.0, daily - spent), 4))
+
+    def _guard(self, match: Match) -> None:
+        limit, daily = self.settings.max_job_cost_usd, self.settings.daily_budget_usd
+        if match.provider == "local" or (limit is None and daily is None):
+            return
+        cost = match.cost_usd
+        quote = f"{match.provider} quotes ${cost:.3f} ({match.price.basis if match.price else 'unknown'})" \
+            if cost is not None else f"{match.provider} gives no price for this request"
+        if cost is None:
+            raise errors.BudgetExceeded(f"{quote}, and a spending limit is set, so it was not submitted.",
+                                        hint="Pass video_duration_s so it can be priced, or use another provider.")
+        if limit is not None and cost > limit:
+            raise errors.BudgetExceeded(f"{quote}; KLING_MCP_MAX_JOB_COST_USD is ${limit:.2f}.")
+        if daily is not None:
+            spent = self.store.spent()
+            if spent + cost > daily:
+                raise errors.BudgetExceeded(
+                    f"{quote}; ${spent:.2f} of the ${daily:.2f} KLING_MCP_DAILY_BUDGET_USD is already spent today.")
+
+    # --- the tools -------------------------------------------------------------------------
+
+    async def estimate(self, req: EstimateRequest) -> Estimate:
+        spec = await self.build_spec(req, video_duration_s=req.video_duration_s)
+        names = list(PROVIDERS) if (req.provider or "auto") == "auto" else [req.provider.lower()]  # type: ignore[union-attr]
+        for name in names:
+            if name not in PROVIDERS:
+                raise errors.InvalidRequest(f"provider {name!r} is not known.",
+                                            hint=f"Use auto or one of: {', '.join(PROVIDERS)}.")
+        quotes = [check(spec, n, spec.tier).quote(configured=self.settings.providers[n].configured) for n in names]
+        try:
+            recommended: str | None = self.choose(spec, req.provider)[0].provider
+        except errors.KlingError:
+            recommended = None
+        dur = spec.input_video_s if spec.operation == "edit" else (spec.duration or next(
+            (q.billed_seconds / spec.num_videos for q in quotes if q.provider == recommended and q.billed_seconds),
+            None))
+        next_action = (f"Call {'edit_video' if spec.operation == 'edit' else 'generate_video'} with the same "
+                       f"arguments (provider={recommended!r} is what auto picks)." if recommended else
+                       "No configured provider accepts this request; see each quote's problems.")
+        return Estimate(operation=spec.operation, duration_s=dur, quotes=quotes, recommended=recommended,  # type: ignore[arg-type]
+                        budget=self.budget(), next_action=next_action)
+
+    async def generate(self, req: GenerateRequest | EditRequest, progress: Progress | None = None
+                       ) -> tuple[Job, str | None]:
+        spec = await self.build_spec(req)
+        matches = self.choose(spec, req.provider)
+        if req.idempotency_key:
+            existing = self.store.by_idempotency_key(req.idempotency_key)
+            if existing is not None:
+                return await self._wait(existing, req.wait_seconds, progress), (
+                    f"Returned the existing job for idempotency_key={req.idempotency_key!r}; nothing new was billed.")
+        match = matches[0]
+        filled = spec.model_copy(update={"duration": match.duration, "aspect_ratio": match.aspect_ratio,
+                                         "tier": match.variant.tier if match.variant else spec.tier})
+        fingerprint = _fingerprint(match.provider, filled)
+        if not req.idempotency_key:
+            twin = self.store.by_fingerprint(fingerprint)
+            if twin is not None and not twin.terminal:
+                return await self._wait(twin, req.wait_seconds, progress), (
+                    f"An identical request is already running as job {twin.job_id}; returned it instead of paying "
+                    "twice. Pass a new idempotency_key to start another one.")
+        self._guard(match)
+        job = Job(provider=match.provider, model=match.model or "", tier=filled.tier, spec=filled,
+                  fingerprint=fingerprint, idempotency_key=req.idempotency_key,
+                  estimated_cost_usd=match.cost_usd)
+        job, note = await self._submit(job, matches, requested_auto=(req.provider or "auto") == "auto")
+        return await self._wait(job, req.wait_seconds, progress), note
+
+    async def _submit(self, job: Job, matches: list[Match], requested_auto: bool) -> tuple[Job, str | None]:
+        self.runner.save(job)
+        notes: list[str] = []
+        for i, match in enumerate(matches):
+            if i:
+                job = self.runner.save(job.updated(provider=match.provider, model=match.model or "",
+                                                   tier=match.variant.tier if match.variant else job.tier,
+                                                   estimated_cost_usd=match.cost_usd,
+                                                   spec=job.spec.model_copy(update={"duration": match.duration,
+                                                                                    "aspect_ratio": match.aspect_ratio})))
+            try:
+                accepted = await self.provider(match.provider).submit(job)
+            except errors.ProviderError as exc:
+                can_fail_over = requested_auto and not exc.may_have_accepted and i + 1 < len(matches)
+                if can_fail_over:
+                    notes.append(f"{match.provider} could not take the job ({exc.message}); failed over to "
+                                 f"{matches[i + 1].provider}.")
+                    continue
+                return self._submit_failed(job, exc), " ".join(notes) or None
+            job = self.runner.save(job.moved(JobStatus.SUBMITTED, remote_id=accepted.remote_id,
+                                             submitted_at=job.updated_at, provider_data=accepted.data,
+                                             cost_usd=accepted.cost_usd, note=" ".join(notes) or None))
+            if job.estimated_cost_usd:
+                self.store.add_spend(job.estimated_cost_usd)
+            self.runner.track(job.job_id)
+            return job, " ".join(notes) or None
+        raise AssertionError("unreachable: matches is never empty")
+
+    def _submit_failed(self, job: Job, exc: errors.ProviderError) -> Job:
+        if exc.may_have_accepted and PROVIDERS[job.provider].client_chosen_id:
+            # The request may have reached the provider under our id: poll it, never resubmit.
+            job = self.runner.save(job.moved(JobStatus.SUBMITTED, remote_id=job.job_id, note=(
+                f"The submit to {job.provider} did not get an answer ({exc.message}); tracking it by its id.")))
+            self.runner.track(job.job_id)
+            return job
+        if exc.may_have_accepted:
+            self.runner.finish(job, JobStatus.FAILED, error=ErrorView(**errors.JobInterrupted(
+                f"the submit to {job.provider} got no clear answer ({exc.message}); it may or may not be running "
+                "and billed.").to_info()))
+            raise errors.JobInterrupted(f"job {job.job_id}: the submit to {job.provider} got no clear answer "
+                                        f"({exc.message}); it may or may not be running and billed.")
+        self.runner.finish(job, JobStatus.FAILED, error=ErrorView(**exc.to_info()))
+        if job.idempotency_key:
+            self.store.forget_idempotency_key(job.idempotency_key)
+        raise exc
+
+    async def _wait(self, job: Job, wait_seconds: float | None, progress: Progress | None) -> Job:
+        seconds = WAIT_DEFAULT_S if wait_seconds is None else min(max(0.0, wait_seconds), WAIT_MAX_S)
+        if job.terminal or seconds <= 0:
+            return job
+
+        async def report(latest: Job) -> None:
+            if progress is not None:
+                await progress(latest.progress, f"{latest.status.value} ({latest.provider})")
+
+        return await self.runner.wait(job.job_id, seconds, report)
+
+    async def check(self, job_id: str, wait_seconds: float | None = None, progress: Progress | None = None) -> Job:
+        job = self.get(job_id)
+        if not job.terminal and job.job_id not in self.runner._active and self.runner._tg is not None:
+            self.runner.track(job.job_id)
+        return await self._wait(job, 0.0 if wait_seconds is None else wait_seconds, progress)
+
+    def get(self, job_id: str) -> Job:
+        job = self.store.get(job_id) if isinstance(job_id, str) and job_id else None
+        if job is None:
+            raise errors.UnknownJob(f"no job {job_id!r} on this server.")
+        return job
+
+    def list_jobs(self, status: str | None = None, limit: int = 50) -> JobList:
+        state = JobStatus(status) if status else None
+        jobs = self.store.list(state, max(1, min(limit, 500)))
+        views = [job_view(j) for j in jobs]
+        return JobList(jobs=views, count=len(views),
+                       next_action="Call check_job with a job_id for details." if views else
+                       "No jobs yet: call generate_video.")
+
+    async def cancel(self, job_id: str) -> CancelResult:
+        job = self.get(job_id)
+        if job.terminal:
+            return CancelResult(job_id=job_id, status=job.status.value, cancelled_at_provider=False,  # type: ignore[arg-type]
+                                message=f"job {job_id} had already finished ({job.status.value}); nothing to cancel.",
+                                next_action="Nothing to do.")
+        entry = PROVIDERS[job.provider]
+        stopped = False
+        if job.remote_id is not None and entry.can_cancel:
+            try:
+                stopped = await self.provider(job.provider).cancel(job)
+            except errors.ProviderError as exc:
+                log.warning("cancel %s at %s failed: %s", job_id, job.provider, exc.code)
+        self.runner.stop_tracking(job_id)
+        if stopped:
+            message = f"Cancelled job {job_id} at {job.provider}."
+        elif not entry.can_cancel:
+            message = (f"Stopped tracking job {job_id}. {entry.cancel_note} Any result it produces will not be "
+                       "downloaded.")
+        else:
+            message = (f"Stopped tracking job {job_id}, but {job.provider} did not confirm the cancel: it may "
+                       "still run and be billed.")
+        job = self.runner.finish(job, JobStatus.CANCELLED, note=message)
+        return CancelResult(job_id=job_id, status=job.status.value, cancelled_at_provider=stopped,  # type: ignore[arg-type]
+                            message=message, next_action="Nothing more will happen for this job.")
+
+    def video_path(self, job_id: str, index: int) -> Path:
+        job = self.get(job_id)
+        for video in job.videos:
+            if video.index == index:
+                path = Path(video.path).resolve()
+                if path.is_relative_to(self.settings.data_dir) and path.is_file():
+                    return path
+        raise errors.UnknownJob(f"job {job_id} has no video {index}.", hint="Call check_job to see its videos.")
+
+
+def _fingerprint(provider: str, spec: VideoSpec) -> str:
+    data = spec.model_dump(mode="json")
+    for key in ("first_frame", "last_frame", "reference_video", "video"):
+        if data.get(key):
+            data[key] = data[key].get("sha256") or data[key]["value"]
+    data["reference_images"] = [r.get("sha256") or r["value"] for r in data["reference_images"]]
+    raw = json.dumps({"provider": provider, **data}, sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()

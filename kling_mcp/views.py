@@ -1,0 +1,48 @@
+"""What a caller sees of a job: :class:`JobView` with a one-sentence ``next_action``."""
+
+from __future__ import annotations
+
+from .catalog import PROVIDERS
+from .jobs.model import Job, JobStatus
+from .requests import JobView, VideoView, short
+
+
+def video_uri(job_id: str, index: int) -> str:
+    return f"kling://jobs/{job_id}/videos/{index}"
+
+
+def _typical(job: Job) -> float:
+    return next((v.typical_seconds for v in PROVIDERS[job.provider].variants if v.model == job.model), 120.0)
+
+
+def next_action(job: Job) -> str:
+    if job.status == JobStatus.SUCCEEDED:
+        n = len(job.videos)
+        where = job.videos[0].path if job.videos else "the data dir"
+        more = f" ({n} videos)" if n > 1 else ""
+        return (f"Done{more}: show the user the video at {where}, or read resource {video_uri(job.job_id, 0)}. "
+                "For a next shot with continuity, pass this video's last frame as first_frame.")
+    if job.status == JobStatus.FAILED:
+        if job.error is not None and job.error.retryable:
+            return f"The job failed but may succeed if generated again: {job.error.hint or job.error.message}"
+        return f"The job failed: {job.error.hint if job.error else 'see error'}"
+    if job.status == JobStatus.CANCELLED:
+        return "Nothing more will happen for this job."
+    typical = _typical(job)
+    remaining = max(5.0, typical - (job.updated_at - job.created_at))
+    if job.status == JobStatus.DOWNLOADING:
+        return f"The video is being downloaded; call check_job with job_id={job.job_id!r} and wait_seconds=20."
+    return (f"Still {job.status.value}; call check_job with job_id={job.job_id!r} and wait_seconds=45 "
+            f"(typically ready in about {remaining:.0f} s). Do not call generate_video again: that would bill twice.")
+
+
+def job_view(job: Job, note: str | None = None) -> JobView:
+    return JobView(
+        job_id=job.job_id, status=job.status.value, provider=job.provider, model=job.model,  # type: ignore[arg-type]
+        tier=job.tier, operation=job.spec.operation, prompt=short(job.spec.prompt),
+        progress=round(job.progress, 1), estimated_cost_usd=job.estimated_cost_usd, cost_usd=job.cost_usd,
+        videos=[VideoView(uri=video_uri(job.job_id, v.index), path=v.path, mime_type=v.mime_type, width=v.width,
+                          height=v.height, duration_s=v.duration_s, size_bytes=v.size_bytes) for v in job.videos],
+        error=job.error, next_action=next_action(job),
+        note=" ".join(n for n in (note, job.note) if n) or None,
+        created_at=job.created_at, updated_at=job.updated_at)
