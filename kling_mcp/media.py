@@ -87,7 +87,7 @@ def probe(path: str | Path) -> MediaInfo:
     """
     text = str(path)
     if text.startswith(("http://", "https://")):
-        return _probe_video(text, text, is_url=True)
+        return _probe_video(text, is_url=True)
     p = Path(path)
     if p.is_dir():
         raise _invalid(p, "it is a directory; pass the path of a file inside it")
@@ -95,7 +95,7 @@ def probe(path: str | Path) -> MediaInfo:
         raise _invalid(p, "no such file; check the path (it must be absolute or relative to the server)")
     if p.stat().st_size == 0:
         raise _invalid(p, "the file is empty")
-    return _probe_image(p) or _probe_video(str(p), p, is_url=False)
+    return _probe_image(p) or _probe_video(str(p), is_url=False)
 
 
 def _probe_image(p: Path) -> MediaInfo | None:
@@ -114,30 +114,38 @@ def _probe_image(p: Path) -> MediaInfo | None:
     return MediaInfo("image", IMAGE_MIME.get(fmt, "image/" + fmt.lower()), width, height)
 
 
-def _probe_video(target: str, shown: object, *, is_url: bool) -> MediaInfo:
+def _open_video(target: str | Path, *, is_url: bool = False) -> Any:
+    """An open PyAV container of an accepted video format with a video stream, else InvalidInputFile."""
     import av
 
     try:
-        with av.open(target, "r", **({"timeout": URL_TIMEOUT_S} if is_url else {})) as container:
-            fmt = container.format.name
-            if not any(part in _VIDEO_DEMUXERS for part in fmt.split(",")):
-                raise _invalid(shown, f"it is neither an image nor a video in an accepted format (ffmpeg sees {fmt})")
-            if not container.streams.video:
-                raise _invalid(shown, "it has no video stream")
-            stream = container.streams.video[0]
-            first = next(container.decode(stream), None)
-            if first is None:
-                raise _invalid(shown, "it has no decodable video frame (is it truncated?)")
-            fps = float(stream.average_rate or stream.guessed_rate or 0) or None
-            codec = stream.codec_context.name
-            return MediaInfo("video", _video_mime(fmt, target, codec), stream.codec_context.width or first.width,
-                             stream.codec_context.height or first.height, _duration(container, stream, fps),
-                             fps, codec)
-    except errors.InvalidInputFile:
-        raise
+        container = av.open(str(target), "r", **({"timeout": URL_TIMEOUT_S} if is_url else {}))
     except (av.FFmpegError, OSError, ValueError) as exc:
         what = "the URL does not serve a readable video" if is_url else "it is neither an image nor a video"
-        raise _invalid(shown, f"{what} ({exc})") from None
+        raise _invalid(target, f"{what} ({exc})") from None
+    fmt = container.format.name
+    if not any(part in _VIDEO_DEMUXERS for part in fmt.split(",")) or not container.streams.video:
+        container.close()
+        raise _invalid(target, f"it is neither an image nor a video in an accepted format (ffmpeg sees {fmt})")
+    return container
+
+
+def _probe_video(target: str, *, is_url: bool) -> MediaInfo:
+    import av
+
+    with _open_video(target, is_url=is_url) as container:
+        stream = container.streams.video[0]
+        try:
+            first = next(container.decode(stream), None)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise _invalid(target, f"its first video frame does not decode ({exc})") from None
+        if first is None:
+            raise _invalid(target, "it has no decodable video frame (is it truncated?)")
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or None
+        codec = stream.codec_context.name
+        return MediaInfo("video", _video_mime(container.format.name, target, codec),
+                         stream.codec_context.width or first.width, stream.codec_context.height or first.height,
+                         _duration(container, stream, fps), fps, codec)
 
 
 def _duration(container: Any, stream: Any, fps: float | None) -> float | None:
@@ -201,19 +209,6 @@ def save_data_uri(uri: str, dest_dir: str | Path) -> Path:
 
 
 # --- frames -------------------------------------------------------------------------------------
-
-
-def _open_video(path: str | Path) -> Any:
-    import av
-
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise _invalid(path, f"it does not open as a video ({exc})") from None
-    if not container.streams.video:
-        container.close()
-        raise _invalid(path, "it has no video stream")
-    return container
 
 
 def _seek(container: Any, stream: Any, seconds: float) -> bool:
@@ -487,16 +482,15 @@ class _Overlay:
 
         box = ImageDraw.Draw(Image.new("RGBA", (1, 1))).multiline_textbbox((0, 0), text, font=font,
                                                                              align="center")
-        pw, ph = min(self.w, math.ceil(box[2]) + 2 * pad), min(self.h, math.ceil(box[3]) + 2 * pad)
+        pw, ph = math.ceil(box[2]) + 2 * pad, math.ceil(box[3]) + 2 * pad
         patch = Image.new("RGBA", (pw, ph), (0, 0, 0, 150))
         ImageDraw.Draw(patch).multiline_text((pad, pad), text, font=font, fill=(255, 255, 255, 255),
                                              align="center")
-        x = (self.w - pw) // 2 if centred else x
-        y = self.h - ph - 2 * pad if y is None else y
-        rgba = np.asarray(patch, dtype=np.uint16)
+        x = max(0, (self.w - pw) // 2 if centred else x)
+        y = max(0, self.h - ph - 2 * pad if y is None else y)
+        rgba = np.asarray(patch, dtype=np.uint16)[: self.h - y, : self.w - x]   # clip to the frame
         alpha = rgba[..., 3:4]
-        self.patches.append((max(0, y), max(0, y) + ph, max(0, x), max(0, x) + pw, rgba[..., :3] * alpha,
-                             255 - alpha))
+        self.patches.append((y, y + rgba.shape[0], x, x + rgba.shape[1], rgba[..., :3] * alpha, 255 - alpha))
 
     def apply(self, rgb: np.ndarray) -> None:
         for y0, y1, x0, x1, premultiplied, inverse in self.patches:
