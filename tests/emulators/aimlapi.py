@@ -293,6 +293,9 @@ class _Emulator:
                                  "error": None, "meta": None})
         return self._answer(self._final(request, gen))
 
+    async def download(self, request: Request) -> Response:
+        return await self.state.files.handle(request)     # looked up per call: tests may swap the host
+
     def _final(self, request: Request, gen: Generation) -> dict[str, Any]:
         state = self.state
         if gen.outcome == "error_named":
@@ -319,7 +322,7 @@ def create_app(state: AimlState | None = None) -> Starlette:
         Route("/v2/video/generations", emulator.submit, methods=["POST"]),
         Route("/v1/video/generations", emulator.submit, methods=["POST"]),
         Route("/v2/video/generations", emulator.fetch, methods=["GET"]),
-        Route("/files/{name}", state.files.handle, methods=["GET"]),
+        Route("/files/{name}", emulator.download, methods=["GET"]),
     ])
     app.state.emulator = state
     return app
