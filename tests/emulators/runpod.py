@@ -189,31 +189,34 @@ def validate(body: Any) -> str | None:
     return None
 
 
-class _Emulator:
-    def __init__(self, state: RunpodState) -> None:
-        self.state = state
+def _state(request: Request) -> RunpodState:
+    # Read per request, so a test may swap in a fresh state on a running server.
+    return request.app.state.emulator
 
+
+class _Emulator:
     async def _record(self, request: Request) -> tuple[bytes, Any]:
         raw = await request.body()
         try:
             body: Any = json.loads(raw) if raw else None
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = raw.decode("utf-8", "replace")
-        self.state.requests.append(Recorded(request.method, request.url.path, request.url.query,
-                                            dict(request.headers), body))
+        _state(request).requests.append(
+            Recorded(request.method, request.url.path, request.url.query, dict(request.headers), body))
         return raw, body
 
     def _authorized(self, request: Request) -> bool:
         value = request.headers.get("authorization", "")
-        key = self.state.api_key
+        key = _state(request).api_key
         return value in (f"Bearer {key}", key)
 
     async def _submit(self, request: Request, sync: bool) -> Response:
+        state = _state(request)
         raw, body = await self._record(request)
         if not self._authorized(request):
             return _error(401, "Unauthorized: missing or invalid API key")
-        if self.state.submit_faults:
-            return _http_fault(self.state.submit_faults.popleft())
+        if state.submit_faults:
+            return _http_fault(state.submit_faults.popleft())
         limit = RUNSYNC_MAX_BYTES if sync else RUN_MAX_BYTES
         if len(raw) > limit:
             return _error(413, f"Payload too large: the limit for /{'runsync' if sync else 'run'} is "
@@ -223,20 +226,20 @@ class _Emulator:
         if problem:
             return _error(400, problem, job_id)
         job = RunpodJob(job_id, body["input"], ttl_s=RUNSYNC_TTL_S if sync else RUN_TTL_S)
-        if self.state.result_ttl_s is not None and not sync:
-            job.ttl_s = self.state.result_ttl_s
-        if self.state.reject_data_uris and any(
+        if state.result_ttl_s is not None and not sync:
+            job.ttl_s = state.result_ttl_s
+        if state.reject_data_uris and any(
                 isinstance(v, str) and v.startswith("data:") for v in [*job.input["images"], job.input.get("video")]):
             job.fault = JobFault("FAILED", DATA_URI_ERROR)
-        elif self.state.job_faults:
-            job.fault = self.state.job_faults.popleft()
-        self.state.jobs[job_id] = job
+        elif state.job_faults:
+            job.fault = state.job_faults.popleft()
+        state.jobs[job_id] = job
         if not sync:
             return JSONResponse({"id": job_id, "status": "IN_QUEUE"})
-        if self.state.runsync_completes:
+        if state.runsync_completes:
             self._finish(job, request)
         else:
-            job.status = "IN_PROGRESS"
+            job.status, job.polls = "IN_PROGRESS", 1
         return JSONResponse(self._view(job))
 
     async def run(self, request: Request) -> Response:
@@ -246,20 +249,21 @@ class _Emulator:
         return await self._submit(request, sync=True)
 
     async def status(self, request: Request) -> Response:
+        state = _state(request)
         await self._record(request)
         if not self._authorized(request):
             return _error(401, "Unauthorized: missing or invalid API key")
-        if self.state.poll_faults:
-            return _http_fault(self.state.poll_faults.popleft())
-        if self.state.malformed_polls > 0:
-            self.state.malformed_polls -= 1
+        if state.poll_faults:
+            return _http_fault(state.poll_faults.popleft())
+        if state.malformed_polls > 0:
+            state.malformed_polls -= 1
             return Response('{"id": "truncated', media_type="application/json")
-        job = self.state.jobs.get(request.path_params["job_id"])
+        job = state.jobs.get(request.path_params["job_id"])
         if job is None or job.expired():
             return _error(404, "request does not exist")
         if job.status not in TERMINAL:
             job.polls += 1
-            step = self.state.progression[min(job.polls, len(self.state.progression) - 1)]
+            step = state.progression[min(job.polls, len(state.progression) - 1)]
             if step == "COMPLETED":
                 self._finish(job, request)
             else:
@@ -267,10 +271,11 @@ class _Emulator:
         return JSONResponse(self._view(job))
 
     async def cancel(self, request: Request) -> Response:
+        state = _state(request)
         await self._record(request)
         if not self._authorized(request):
             return _error(401, "Unauthorized: missing or invalid API key")
-        job = self.state.jobs.get(request.path_params["job_id"])
+        job = state.jobs.get(request.path_params["job_id"])
         if job is None or job.expired():
             return _error(404, "request does not exist")
         if job.status not in TERMINAL:
@@ -278,14 +283,15 @@ class _Emulator:
         return JSONResponse({"id": job.id, "status": job.status})
 
     def _finish(self, job: RunpodJob, request: Request) -> None:
+        state = _state(request)
         job.finished_at = time.time()
         if job.fault is not None:
             job.status, job.error = job.fault.status, job.fault.error
             return
         duration = job.input.get("duration", 5)
         width, height = _SMALL_SIZES[job.input.get("aspect_ratio", "16:9")]
-        data = mp4_bytes(float(self.state.video_seconds or duration), width, height)
-        name = self.state.files.add(data, ttl_s=self.state.video_ttl_s)
+        data = mp4_bytes(float(state.video_seconds or duration), width, height)
+        name = state.files.add(data, ttl_s=state.video_ttl_s)
         job.status = "COMPLETED"
         job.output = {"video_url": f"{str(request.base_url).rstrip('/')}/files/{name}",
                       "cost": round(PRICE_PER_SECOND * duration, 4)}
@@ -308,14 +314,18 @@ class _Emulator:
 def create_app(state: RunpodState | None = None) -> Starlette:
     """The emulator as a Starlette app; its state is ``app.state.emulator``."""
     state = state or RunpodState()
-    emu = _Emulator(state)
+    emu = _Emulator()
+
+    async def files(request: Request) -> Response:
+        return await _state(request).files.handle(request)
+
     prefix = f"/v2/{ENDPOINT}"
     app = Starlette(routes=[
         Route(f"{prefix}/run", emu.run, methods=["POST"]),
         Route(f"{prefix}/runsync", emu.runsync, methods=["POST"]),
         Route(f"{prefix}/status/{{job_id}}", emu.status, methods=["GET"]),
         Route(f"{prefix}/cancel/{{job_id}}", emu.cancel, methods=["POST"]),
-        Route("/files/{name}", state.files.handle, methods=["GET"]),
+        Route("/files/{name}", files, methods=["GET"]),
     ])
     app.state.emulator = state
     return app
