@@ -3,7 +3,6 @@ imports mcp. Tool schemas (enums, minimum/maximum) and descriptions are derived 
 and the configured providers when the server is built.
 """
 
-from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
