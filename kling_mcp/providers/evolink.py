@@ -325,6 +325,9 @@ class EvolinkProvider:
             exc.message = f"uploading {path.name} to evolink's files API failed: {exc.message}"
             exc.args = (exc.message,)
             exc.may_have_accepted = False
+            if isinstance(exc, errors.InsufficientCredits):
+                exc.hint = ("EvoLink's file storage may be full (100 files, each kept 72 h) or the account is "
+                            "out of credits: delete uploaded files or top up, or pass public URLs instead.")
             raise
         return answer.data.file_url, _lifetime(answer.data.expires_at)
 
