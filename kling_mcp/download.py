@@ -17,6 +17,7 @@ same path concurrently.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -69,8 +70,8 @@ async def download(
     Streams to ``dest + ".part"`` with flat memory, retries up to ``attempts`` requests in all with a
     short backoff, resumes with ``Range`` where the server allows it, and refuses bodies over
     ``max_bytes``. Bytes are written as they arrive from the network; ``chunk_size`` is the read size
-    when re-hashing a ``.part`` left by an earlier call. ``secrets`` are scrubbed from error messages; signed URLs are shown without their
-    query string.
+    when re-hashing a ``.part`` left by an earlier call. ``secrets`` are scrubbed from error messages;
+    signed URLs are shown without their query string.
 
     Raises:
         errors.InvalidRequest: ``dest`` resolves outside ``root``.
@@ -125,35 +126,47 @@ class _Download:
         self._check_scheme()
         p = self.progress
         if p.part.resolve() != p.part:
-            raise errors.InvalidRequest(f"The partial download {p.part} is a symlink; refusing to write through it.",
-                                        hint="Delete that .part file and call again.")
-        self.target.parent.mkdir(parents=True, exist_ok=True)
+            raise errors.InvalidRequest(
+                f"The partial download {p.part} is a symlink; refusing to write through it.",
+                hint="Delete that .part file and call again.")
         try:
-            await self._load_leftover()
-            failures = 0
-            while True:
-                try:
-                    await self._attempt()
-                    break
-                except _Restart:
-                    # Only ever raised in answer to a Range request, and Range is not sent again
-                    # once ranges is False (the next attempt truncates the .part), so this happens
-                    # at most once per call.
-                    p.ranges = False
-                except _Transient as exc:
-                    failures += 1
-                    if failures >= self.attempts:
-                        kept = f"; the partial file ({p.offset} bytes) is kept and the next call resumes it" \
-                            if p.offset else ""
-                        raise self._fail(f"{exc} (after {failures} attempts){kept}", retryable=True) from exc
-                    await anyio.sleep(_BACKOFF_S[min(failures, len(_BACKOFF_S)) - 1])
-            await anyio.to_thread.run_sync(_commit, p.part, self.target)
+            try:
+                self.target.parent.mkdir(parents=True, exist_ok=True)
+                await self._load_leftover()
+                await self._transfer()
+                await anyio.to_thread.run_sync(_commit, p.part, self.target)
+            except OSError as exc:
+                raise self._unwritable(exc) from exc
         except errors.DownloadFailed as exc:
             if not exc.retryable or p.offset == 0:  # keep only a .part worth resuming
-                p.part.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # the error being raised matters more
+                    p.part.unlink(missing_ok=True)
             raise
         return DownloadResult(path=self.target, size_bytes=p.offset, sha256=p.hasher.hexdigest(),
                               resumed=p.resumed, content_type=p.content_type)
+
+    async def _transfer(self) -> None:
+        """Request until the .part holds the whole body, or raise DownloadFailed."""
+        p, failures = self.progress, 0
+        while True:
+            try:
+                await self._attempt()
+                return
+            except _Restart:
+                # Only ever raised in answer to a Range request, and Range is not sent again once
+                # ranges is False (the next attempt truncates the .part): at most once per call.
+                p.ranges = False
+            except _Transient as exc:
+                failures += 1
+                if failures >= self.attempts:
+                    kept = f"; the partial file ({p.offset} bytes) is kept and the next call resumes it" \
+                        if p.offset else ""
+                    raise self._fail(f"{exc} (after {failures} attempts){kept}", retryable=True) from exc
+                await anyio.sleep(_BACKOFF_S[min(failures, len(_BACKOFF_S)) - 1])
+
+    def _unwritable(self, exc: OSError) -> errors.DownloadFailed:
+        return self._fail(f"could not write {self.target} ({exc.strerror or exc})", retryable=False,
+                          hint="Free disk space or fix the data directory's permissions, then call again.")
 
     def _check_scheme(self) -> None:
         try:
@@ -201,8 +214,7 @@ class _Download:
         except httpx.RequestError as exc:
             raise _Transient(f"the connection failed ({type(exc).__name__}: {exc})") from exc
         except OSError as exc:
-            raise self._fail(f"could not write {p.part} ({exc.strerror or exc})", retryable=False,
-                             hint="Free disk space or fix the data directory's permissions, then call again.") from exc
+            raise self._unwritable(exc) from exc
 
     async def _receive(self, response: httpx.Response, asked: bool) -> None:
         p = self.progress

@@ -388,7 +388,8 @@ async def test_retryable_failure_keeps_a_resumable_part(root: Path) -> None:
         start = int(request.headers["range"][6:-1]) if "range" in request.headers else 0
         rest = DATA[start:]
         if start:
-            return truncated(rest, status=206, headers={"Content-Range": f"bytes {start}-{len(DATA) - 1}/{len(DATA)}"})
+            content_range = f"bytes {start}-{len(DATA) - 1}/{len(DATA)}"
+            return truncated(rest, status=206, headers={"Content-Range": content_range})
         return truncated(rest, headers={"Accept-Ranges": "bytes"})
 
     dest = root / "v.mp4"
@@ -432,6 +433,26 @@ async def test_secrets_are_scrubbed_from_messages(root: Path) -> None:
     assert "sk-live-123456" not in str(caught.value) and "***" in caught.value.message
 
 
+async def test_redirect_to_file_url_is_refused(root: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"Location": "file:///etc/passwd"})
+
+    async with mock_client(handler) as client:
+        with pytest.raises(errors.DownloadFailed) as caught:
+            await download(client, "https://cdn.test/v.mp4", root / "v.mp4", root=root, max_bytes=10**6)
+    assert caught.value.retryable is False and "redirected" in caught.value.message
+    assert leftovers(root) == []
+
+
+async def test_unwritable_destination_is_not_retryable(root: Path) -> None:
+    (root / "jobs").write_bytes(b"a file where a directory should be")
+    async with mock_client(lambda request: httpx.Response(200, content=DATA)) as client:
+        with pytest.raises(errors.DownloadFailed) as caught:
+            await download(client, "https://cdn.test/v.mp4", root / "jobs" / "v.mp4", root=root, max_bytes=10**6)
+    assert caught.value.retryable is False and "could not write" in caught.value.message
+    assert "disk space" in caught.value.hint
+
+
 # --- refused before any request -----------------------------------------------------------------
 
 
@@ -460,6 +481,16 @@ async def test_symlink_out_of_root_is_refused(root: Path, tmp_path: Path) -> Non
     assert list(outside.iterdir()) == []
 
 
+async def test_symlinked_part_is_refused(root: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"keep me")
+    (root / "v.mp4.part").symlink_to(victim)
+    async with mock_client(_no_requests) as client:
+        with pytest.raises(errors.InvalidRequest, match="symlink"):
+            await download(client, "https://cdn.test/v.mp4", root / "v.mp4", root=root, max_bytes=10**6)
+    assert victim.read_bytes() == b"keep me"
+
+
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://cdn.test/v.mp4", "/local/path.mp4"])
 async def test_non_http_url_is_refused(root: Path, url: str) -> None:
     async with mock_client(_no_requests) as client:
@@ -471,7 +502,7 @@ async def test_non_http_url_is_refused(root: Path, url: str) -> None:
 
 # --- memory -------------------------------------------------------------------------------------
 
-_BLOCK = bytes(range(256)) * 256  # 64 KiB
+_BLOCK = bytes(range(256)) * 4096  # 1 MiB
 _BLOCKS = 200 * 1024 * 1024 // len(_BLOCK)  # 200 MiB in all
 
 
