@@ -34,7 +34,8 @@ class JobStatus(str, Enum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.PENDING: frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.PENDING: frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.DOWNLOADING, JobStatus.FAILED,
+                                  JobStatus.CANCELLED}),
     JobStatus.SUBMITTED: frozenset({JobStatus.RUNNING, JobStatus.DOWNLOADING, JobStatus.FAILED,
                                     JobStatus.CANCELLED}),
     JobStatus.RUNNING: frozenset({JobStatus.DOWNLOADING, JobStatus.FAILED, JobStatus.CANCELLED}),
