@@ -249,4 +249,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     def storyboard(topic: str, shots: str = "3", aspect_ratio: str = "16:9") -> str:
         return STORYBOARD.format(topic=topic, shots=shots, aspect_ratio=aspect_ratio)
 
+    from .server_extras import install_extras
+
+    install_extras(mcp, settings)
     return mcp
