@@ -8,8 +8,9 @@ What a failure leaves behind:
 
 - non-retryable (``DownloadFailed(retryable=False)``: link expired or gone, other 4xx, size cap,
   unwritable file, bad URL): nothing; the ``.part`` is deleted.
-- retryable (``DownloadFailed(retryable=True)``: 5xx, 429, timeouts, refused or dropped connections
-  after every attempt) and cancellation: the ``.part`` is kept, so the next call resumes from it.
+- retryable (``DownloadFailed(retryable=True)``: 5xx, 429, timeouts, refused or dropped connections,
+  empty bodies, after every attempt) and cancellation: the ``.part`` is kept if it holds any bytes,
+  so the next call resumes from it.
 
 One download per ``dest`` at a time: the caller (the job runner) must not run two downloads to the
 same path concurrently.
@@ -67,8 +68,9 @@ async def download(
 ) -> DownloadResult:
     """Download ``url`` to ``dest`` (which must lie inside ``root``) and return what was written.
 
-    Streams to ``dest + ".part"`` with flat memory, retries up to ``attempts`` requests in all with a
-    short backoff, resumes with ``Range`` where the server allows it, and refuses bodies over
+    Streams to ``dest + ".part"`` with flat memory, gives up after ``attempts`` failed requests (with a
+    short backoff between them; one unusable answer to a Range request costs one extra request, not
+    an attempt), resumes with ``Range`` where the server allows it, and refuses bodies over
     ``max_bytes``. Bytes are written as they arrive from the network; ``chunk_size`` is the read size
     when re-hashing a ``.part`` left by an earlier call. ``secrets`` are scrubbed from error messages;
     signed URLs are shown without their query string.
