@@ -1,0 +1,527 @@
+"""A loopback emulator of Runware's REST API for Kling VIDEO O1 (providers.md §2, the seed pages).
+
+``POST /v1`` takes a JSON array of tasks (``authentication``, ``videoInference``, ``getResponse``,
+``imageUpload``, ``mediaStorage``); result videos are real MP4 bytes at ``/files/{name}``.
+It enforces the documented validation rules and sizes, bills with the *published* per-second
+rates (its own table, independent of kling_mcp's catalog, so tests can compare the two), and
+advances one step per ``getResponse``. Fault knobs live on :class:`RunwareState`.
+
+Where the docs are silent the choices are marked [INFERRED]: the HTTP status of an ``errors``
+envelope (400, as in Runware's error table), the rejection of a reused ``taskUUID``
+(``duplicateTaskUUID``), the code for an unknown task (``taskFailedOrNotFound``), the 5|10 s rule
+for text-to-video (providers.md §8.8), and serving results at a reduced resolution (long side
+320 px) with the requested aspect ratio.
+
+Run standalone: ``python -m tests.emulators.runware --port 0`` prints ``READY http://127.0.0.1:<port>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import io
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.emulators._files import FileHost
+from tests.emulators._media import mp4_bytes
+
+# Published per-second prices (seed pages, "Pricing"): (T2V/I2V, R2V).
+PRICES: dict[str, tuple[float, float]] = {"klingai:kling@o1": (0.112, 0.168),
+                                          "klingai:kling@o1-standard": (0.084, 0.126)}
+SIZES: dict[str, set[tuple[int, int]]] = {"klingai:kling@o1": {(1920, 1080), (1440, 1440), (1080, 1920)},
+                                          "klingai:kling@o1-standard": {(1280, 720), (960, 960), (720, 1280)}}
+PRO = "klingai:kling@o1"
+TOP_LEVEL = {"taskType", "taskUUID", "outputType", "outputFormat", "outputQuality", "webhookURL", "deliveryMethod",
+             "uploadEndpoint", "safety", "ttl", "includeCost", "numberResults", "inputs", "model", "positivePrompt",
+             "width", "height", "duration", "providerSettings"}
+INPUT_KEYS = {"frameImages", "referenceImages", "referenceVideos", "video"}
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.I)
+INVALID_KEY = {"code": "invalidApiKey", "message": "Invalid API key. Get one at https://my.runware.ai/signup",
+               "parameter": "apiKey", "taskType": "authentication"}
+HTTP_FAULTS: dict[int, dict[str, Any]] = {
+    401: INVALID_KEY,
+    402: {"code": "insufficientCredits", "message": "Insufficient credits. Top up at https://my.runware.ai/wallet"},
+    403: {"code": "forbidden", "message": "This API key has no permission for this model."},
+    429: {"code": "rateLimitExceeded", "message": "Too many requests."},
+}
+
+
+class Reject(Exception):
+    """A validation failure: one ``errors`` entry."""
+
+    def __init__(self, code: str, message: str, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.error = {"code": code, "message": message, **({"parameter": parameter} if parameter else {})}
+
+
+@dataclass
+class Upload:
+    media: Literal["image", "video"]
+    name: str                      # file name on the FileHost
+    width: int | None = None
+    height: int | None = None
+    seconds: float | None = None
+
+
+@dataclass
+class Task:
+    task_uuid: str
+    model: str
+    number_results: int
+    seconds: float
+    rate: float
+    include_cost: bool
+    size: tuple[int, int]
+    polls: int = 0
+    delivered: list[dict[str, Any]] = field(default_factory=list)
+    error_code: str | None = None
+    never_finish: bool = False
+
+    @property
+    def cost(self) -> float:
+        return round(self.rate * self.seconds, 4)
+
+
+@dataclass
+class RunwareState:
+    """Everything the emulator knows, plus the knobs tests turn.
+
+    Knobs: ``http_faults`` (HTTP statuses for the next POSTs, one each: 401/402/403/429 answer
+    Runware's error envelope, 429 with ``Retry-After: retry_after_s``; 500/502/503 a plain body),
+    ``malformed_next`` (answer that many POSTs with broken JSON), ``task_error_code`` (new tasks fail
+    with that code after processing, as an ``error`` item or an ``errors`` envelope per
+    ``task_error_form``), ``never_finish``, ``processing_polls``, ``results_per_poll``,
+    ``result_ttl_s`` (link lifetime), ``default_input_video_s`` (billed length of an edit whose
+    input video is not hosted here), ``ack_form`` (``item`` or the SDK mocks' ``empty``), and on
+    ``files``: ``truncate_next``, ``expire_all``.
+    """
+
+    api_keys: set[str] = field(default_factory=lambda: {"rw-test-key"})
+    files: FileHost = field(default_factory=FileHost)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    auth_modes: list[str] = field(default_factory=list)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    uploads: dict[str, Upload] = field(default_factory=dict)
+    http_faults: list[int] = field(default_factory=list)
+    retry_after_s: int = 2
+    malformed_next: int = 0
+    task_error_code: str | None = None
+    task_error_form: Literal["item", "envelope"] = "item"
+    never_finish: bool = False
+    processing_polls: int = 1
+    results_per_poll: int = 1
+    result_ttl_s: float = 3600.0
+    default_input_video_s: float = 6.0
+    ack_form: Literal["item", "empty"] = "item"
+
+    def sent(self, task_type: str, task_uuid: str | None = None) -> list[dict[str, Any]]:
+        """The recorded tasks of ``task_type`` (for one taskUUID when given)."""
+        return [r for r in self.requests
+                if r.get("taskType") == task_type and (task_uuid is None or r.get("taskUUID") == task_uuid)]
+
+    def billed(self, task_uuid: str) -> float:
+        """What the delivered results of a task cost (the sum of their ``cost``)."""
+        task = self.tasks[task_uuid]
+        return round(task.cost * len(task.delivered), 6)
+
+
+def create_app(state: RunwareState | None = None) -> Starlette:
+    state = state or RunwareState()
+
+    async def files(request: Request) -> Response:
+        return await state.files.handle(request)
+
+    async def api(request: Request) -> Response:
+        return await _handle(state, request)
+
+    app = Starlette(routes=[Route("/v1", api, methods=["POST"]), Route("/files/{name}", files, methods=["GET"])])
+    app.state.emulator = state
+    return app
+
+
+# --- dispatch ---------------------------------------------------------------------------------
+
+
+async def _handle(state: RunwareState, request: Request) -> Response:
+    if state.http_faults:
+        status = state.http_faults.pop(0)
+        if status in HTTP_FAULTS:
+            headers = {"Retry-After": str(state.retry_after_s)} if status == 429 else {}
+            return JSONResponse({"errors": [HTTP_FAULTS[status]]}, status_code=status, headers=headers)
+        return Response(f"{status} upstream error", status_code=status, media_type="text/plain")
+    if state.malformed_next > 0:
+        state.malformed_next -= 1
+        return Response('{"data": [{"taskType": "videoInference", "taskUU', media_type="application/json")
+    try:
+        tasks = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _errors([{"code": "invalidJSON", "message": "The request body is not valid JSON."}])
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        return _errors([{"code": "invalidRequestBody", "message": "The request body must be a JSON array of tasks."}])
+    key, mode = None, "none"
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        key, mode = header[7:].strip(), "header"
+    if tasks and tasks[0].get("taskType") == "authentication":
+        key, mode = tasks.pop(0).get("apiKey"), "element"
+    if key is None or key not in state.api_keys:
+        return JSONResponse({"errors": [INVALID_KEY]}, status_code=401)
+    state.auth_modes.append(mode)
+    base = str(request.base_url).rstrip("/")
+    data: list[dict[str, Any]] = []
+    errs: list[dict[str, Any]] = []
+    for task in tasks:
+        state.requests.append(dict(task))
+        task_type, task_uuid = task.get("taskType"), task.get("taskUUID")
+        try:
+            if not isinstance(task_uuid, str) or not UUID4.match(task_uuid):
+                raise Reject("invalidTaskUUID", "taskUUID must be a UUID v4.", "taskUUID")
+            if task_type == "videoInference":
+                data.extend(await _inference(state, task))
+            elif task_type == "getResponse":
+                items, task_errors = await _get_response(state, task_uuid, base)
+                data.extend(items)
+                errs.extend(task_errors)
+            elif task_type == "imageUpload":
+                data.append(await _image_upload(state, task, base))
+            elif task_type == "mediaStorage":
+                data.append(await _media_storage(state, task, base))
+            else:
+                raise Reject("invalidTaskType", f"Unknown taskType {task_type!r}.", "taskType")
+        except Reject as rejected:
+            errs.append({**rejected.error, "taskType": task_type, "taskUUID": task_uuid})
+    if errs:
+        return _errors(errs, data)
+    return JSONResponse({"data": data})
+
+
+def _errors(errs: list[dict[str, Any]], data: list[dict[str, Any]] | None = None) -> JSONResponse:
+    return JSONResponse({"errors": errs, **({"data": data} if data else {})}, status_code=400)
+
+
+# --- videoInference ---------------------------------------------------------------------------
+
+
+async def _inference(state: RunwareState, task: dict[str, Any]) -> list[dict[str, Any]]:
+    task_uuid = task["taskUUID"]
+    if task_uuid in state.tasks:
+        raise Reject("duplicateTaskUUID", "A task with this taskUUID already exists.", "taskUUID")
+    unknown = sorted(set(task) - TOP_LEVEL)
+    if unknown:
+        raise Reject("unknownParameter", f"Unknown parameter {unknown[0]!r}.", unknown[0])
+    model = task.get("model")
+    if model not in PRICES:
+        raise Reject("unknownModel", f"Unknown model {model!r}.", "model")
+    prompt = task.get("positivePrompt")
+    if not isinstance(prompt, str) or not 2 <= len(prompt) <= 2500:
+        raise Reject("invalidPositivePrompt", "positivePrompt must be a string of 2-2500 characters.", "positivePrompt")
+    _check_options(task)
+    inputs = task.get("inputs") or {}
+    if not isinstance(inputs, dict) or set(inputs) - INPUT_KEYS:
+        raise Reject("unknownParameter", f"inputs may hold only {sorted(INPUT_KEYS)}.", "inputs")
+    klingai = _provider_settings(task, model)
+    width, height = task.get("width"), task.get("height")
+    if (width is None) != (height is None):
+        raise Reject("missingDimensions", "width and height must be used together.", "width")
+    frames, refs, ref_videos, video = (inputs.get(k) for k in ("frameImages", "referenceImages", "referenceVideos",
+                                                                 "video"))
+    duration = task.get("duration", 5)
+    if not isinstance(duration, int) or isinstance(duration, bool):
+        raise Reject("invalidDuration", "duration must be an integer.", "duration")
+    if frames is not None and (width is not None or refs is not None):
+        raise Reject("incompatibleParameters", "Provide exactly one of inputs.frameImages, inputs.referenceImages "
+                     "or width/height.", "inputs.frameImages")
+    if frames is None and video is None and width is None:
+        raise Reject("missingDimensions", "width and height are required without inputs.frameImages.", "width")
+    if width is not None and (width, height) not in SIZES[model]:
+        raise Reject("unsupportedDimensions", f"{width}x{height} is not supported; use one of "
+                     f"{', '.join(f'{w}x{h}' for w, h in sorted(SIZES[model]))}.", "width")
+    first: Upload | None = None
+    if frames is not None:
+        first = _frame_images(state, frames)
+        if duration not in (5, 10):
+            raise Reject("invalidDuration", "With inputs.frameImages, duration must be 5 or 10.", "duration")
+    if refs is not None and (not isinstance(refs, list) or not all(isinstance(r, str) for r in refs)):
+        raise Reject("invalidReferenceImages", "inputs.referenceImages must be an array of strings.",
+                     "inputs.referenceImages")
+    for i, ref in enumerate(refs or []):
+        _media(state, ref, "image", f"inputs.referenceImages[{i}]")
+    if ref_videos is not None:
+        if not isinstance(ref_videos, list) or not all(isinstance(r, str) for r in ref_videos):
+            raise Reject("invalidReferenceVideos", "inputs.referenceVideos must be an array of strings.",
+                         "inputs.referenceVideos")
+        for i, ref in enumerate(ref_videos):
+            _media(state, ref, "video", f"inputs.referenceVideos[{i}]")
+    if video is not None:
+        if len(refs or []) > 4:
+            raise Reject("invalidReferenceImages", "With inputs.video, inputs.referenceImages is limited to 4 items.",
+                         "inputs.referenceImages")
+        source = _media(state, video, "video", "inputs.video")
+        seconds = source.seconds if source and source.seconds else state.default_input_video_s
+        lo, hi = (6, 20) if klingai.get("fast") else (3, 10)
+        if source and source.seconds and not lo <= source.seconds <= hi:
+            raise Reject("invalidVideoDuration", f"The input video must last {lo}-{hi} s "
+                         f"{'in fast mode' if klingai.get('fast') else '(fast mode: 6-20 s)'}; "
+                         f"got {source.seconds:.1f} s.", "inputs.video")
+        size = _scaled(source.width, source.height) if source and source.width else _scaled(1920, 1080)
+    else:
+        if klingai.get("fast"):
+            raise Reject("incompatibleParameters", "providerSettings.klingai.fast applies only to video editing "
+                         "(inputs.video).", "providerSettings.klingai.fast")
+        if refs is not None or ref_videos is not None:
+            if len(refs or []) > 7:
+                raise Reject("invalidReferenceImages", "inputs.referenceImages is limited to 7 items.",
+                             "inputs.referenceImages")
+            if not 3 <= duration <= 10:
+                raise Reject("invalidDuration", "With reference inputs, duration must be between 3 and 10.",
+                             "duration")
+        elif frames is None and duration not in (5, 10):
+            raise Reject("invalidDuration", "duration must be 5 or 10.", "duration")
+        seconds = float(duration)
+        size = _scaled(first.width, first.height) if first and first.width else _scaled(width or 1920, height or 1080)
+    base_rate, r2v_rate = PRICES[model]
+    state.tasks[task["taskUUID"]] = Task(
+        task_uuid=task["taskUUID"], model=model, number_results=task.get("numberResults", 1), seconds=seconds,
+        rate=r2v_rate if (video is not None or ref_videos) else base_rate, include_cost=task.get("includeCost") is True,
+        size=size, error_code=state.task_error_code, never_finish=state.never_finish)
+    if state.ack_form == "empty":
+        return []
+    return [{"taskType": "videoInference", "taskUUID": task["taskUUID"]}]
+
+
+def _check_options(task: dict[str, Any]) -> None:
+    checks: list[tuple[str, bool, str]] = [
+        ("deliveryMethod", task.get("deliveryMethod", "async") == "async", "deliveryMethod must be async for video."),
+        ("outputType", task.get("outputType", "URL") == "URL", "outputType must be URL."),
+        ("outputFormat", task.get("outputFormat", "MP4") in ("MP4", "WEBM", "MOV"),
+         "outputFormat must be MP4, WEBM or MOV."),
+        ("outputQuality", _int_in(task.get("outputQuality", 95), 20, 99), "outputQuality must be 20-99."),
+        ("numberResults", _int_in(task.get("numberResults", 1), 1, 4), "numberResults must be 1-4."),
+        ("includeCost", isinstance(task.get("includeCost", False), bool), "includeCost must be a boolean."),
+        ("ttl", _int_in(task.get("ttl", 60), 60, 10**9), "ttl must be an integer of at least 60."),
+    ]
+    for name, ok, message in checks:
+        if not ok:
+            raise Reject(f"invalid{name[0].upper()}{name[1:]}", message, name)
+
+
+def _int_in(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _provider_settings(task: dict[str, Any], model: str) -> dict[str, Any]:
+    settings = task.get("providerSettings") or {}
+    if not isinstance(settings, dict) or set(settings) - {"klingai"}:
+        raise Reject("unknownParameter", "providerSettings may hold only klingai.", "providerSettings")
+    klingai = settings.get("klingai") or {}
+    allowed = {"keepOriginalSound", "fast"} if model == PRO else {"keepOriginalSound"}
+    for key, value in klingai.items():
+        if key not in allowed:
+            raise Reject("unknownParameter", f"{model} has no providerSettings.klingai.{key}.",
+                         f"providerSettings.klingai.{key}")
+        if not isinstance(value, bool):
+            raise Reject("invalidProviderSettings", f"providerSettings.klingai.{key} must be a boolean.",
+                         f"providerSettings.klingai.{key}")
+    return klingai
+
+
+def _frame_images(state: RunwareState, frames: Any) -> Upload | None:
+    if not isinstance(frames, list) or not 1 <= len(frames) <= 2:
+        raise Reject("invalidFrameImages", "inputs.frameImages must hold 1 or 2 items.", "inputs.frameImages")
+    first: Upload | None = None
+    for i, frame in enumerate(frames):
+        image = frame.get("image") if isinstance(frame, dict) else frame
+        position = frame.get("frame", "first" if i == 0 else "last") if isinstance(frame, dict) else None
+        if position not in (None, "first", "last", 0, -1):
+            raise Reject("invalidFrameImages", "frame must be first, last, 0 or -1.", f"inputs.frameImages[{i}].frame")
+        upload = _media(state, image, "image", f"inputs.frameImages[{i}]")
+        if i == 0:
+            first = upload
+    return first
+
+
+def _media(state: RunwareState, value: Any, kind: str, parameter: str) -> Upload | None:
+    """Check one media input (UUID, URL, data URI or, for images, base64); return the hosted
+    upload it names, if any."""
+    code = f"invalid{kind.capitalize()}"
+    if not isinstance(value, str) or not value:
+        raise Reject(code, f"{parameter} must be a string.", parameter)
+    if UUID4.match(value):
+        upload = state.uploads.get(value.lower())
+        if upload is None or upload.media != kind:
+            raise Reject(code, f"{parameter}: no uploaded {kind} has UUID {value}.", parameter)
+        return upload
+    if value.startswith(("http://", "https://")):
+        name = value.rsplit("/files/", 1)[-1] if "/files/" in value else None
+        return next((u for u in state.uploads.values() if u.name == name), None)
+    if kind == "image" and (value.startswith("data:image/") or _is_base64(value)):
+        return None
+    accepted = "a UUID or URL" if kind == "video" else "a UUID, URL, data URI or base64 string"
+    raise Reject(code, f"{parameter} must be {accepted}.", parameter)
+
+
+def _is_base64(value: str) -> bool:
+    try:
+        base64.b64decode(value, validate=True)
+        return len(value) > 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _scaled(width: int, height: int) -> tuple[int, int]:
+    scale = 320 / max(width, height)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+# --- getResponse ------------------------------------------------------------------------------
+
+
+async def _get_response(state: RunwareState, task_uuid: str, base: str) -> tuple[list[dict], list[dict]]:
+    task = state.tasks.get(task_uuid)
+    if task is None:
+        raise Reject("taskFailedOrNotFound", f"No task with taskUUID {task_uuid} was found.", "taskUUID")
+    task.polls += 1
+    head = {"taskType": "videoInference", "taskUUID": task_uuid}
+    if not task.never_finish and task.polls > state.processing_polls:
+        if task.error_code:
+            error = {"code": task.error_code, "message": f"The task failed: {task.error_code}."}
+            if state.task_error_form == "envelope":
+                return [], [{**error, **head}]
+            return [{**head, "status": "error", "error": error}], []
+        while len(task.delivered) < min(task.number_results, (task.polls - state.processing_polls)
+                                        * state.results_per_poll):
+            data = await run_in_threadpool(mp4_bytes, task.seconds, *task.size, 12)
+            name = state.files.add(data, ttl_s=state.result_ttl_s)
+            video_uuid = str(uuid.uuid4())
+            item = {**head, "status": "success", "videoUUID": video_uuid, "videoURL": f"{base}/files/{name}",
+                    "seed": uuid.UUID(video_uuid).int % 2**31}
+            if task.include_cost:
+                item["cost"] = task.cost
+            task.delivered.append(item)
+    pending = task.number_results - len(task.delivered)
+    return [*task.delivered, *({**head, "status": "processing"} for _ in range(pending))], []
+
+
+# --- uploads ----------------------------------------------------------------------------------
+
+
+async def _image_upload(state: RunwareState, task: dict[str, Any], base: str) -> dict[str, Any]:
+    raw = _decode(task.get("image"), "image")
+    info = await run_in_threadpool(_image_info, raw)
+    if info is None:
+        raise Reject("invalidImage", "image is not a decodable image (jpeg, png, webp, bmp or gif).", "image")
+    image_uuid = _store(state, raw, Upload("image", "", *info))
+    return {"taskType": "imageUpload", "taskUUID": task["taskUUID"], "imageUUID": image_uuid,
+            "imageURL": f"{base}/files/{state.uploads[image_uuid].name}"}
+
+
+async def _media_storage(state: RunwareState, task: dict[str, Any], base: str) -> dict[str, Any]:
+    operation = task.get("operation")
+    if operation == "delete":
+        media_uuid = str(task.get("mediaUUID", "")).lower()
+        if state.uploads.pop(media_uuid, None) is None:
+            raise Reject("mediaNotFound", f"No media with UUID {media_uuid}.", "mediaUUID")
+        return {"taskType": "mediaStorage", "taskUUID": task["taskUUID"], "operation": "delete",
+                "mediaUUID": media_uuid}
+    if operation != "upload":
+        raise Reject("invalidOperation", "operation must be upload or delete.", "operation")
+    raw = _decode(task.get("media"), "media")
+    image = await run_in_threadpool(_image_info, raw)
+    if image is not None:
+        upload = Upload("image", "", *image)
+    else:
+        video = await run_in_threadpool(_video_info, raw)
+        if video is None:
+            raise Reject("invalidMedia", "media is not a decodable image or video.", "media")
+        upload = Upload("video", "", *video)
+    media_uuid = _store(state, raw, upload)
+    return {"taskType": "mediaStorage", "taskUUID": task["taskUUID"], "mediaUUID": media_uuid,
+            "mediaURL": f"{base}/files/{state.uploads[media_uuid].name}"}
+
+
+def _decode(value: Any, parameter: str) -> bytes:
+    if isinstance(value, str) and value.startswith("data:") and ";base64," in value:
+        value = value.split(";base64,", 1)[1]
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise Reject(f"invalid{parameter.capitalize()}", f"{parameter} must be a data URI or base64 string.",
+                     parameter) from None
+
+
+def _store(state: RunwareState, raw: bytes, upload: Upload) -> str:
+    suffix = ".mp4" if upload.media == "video" else ".img"
+    upload.name = state.files.add(raw, ttl_s=30 * 24 * 3600.0, suffix=suffix,
+                                  content_type="video/mp4" if upload.media == "video" else "image/png")
+    media_uuid = str(uuid.uuid4())
+    state.uploads[media_uuid] = upload
+    return media_uuid
+
+
+def _image_info(raw: bytes) -> tuple[int, int] | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            if img.format not in ("JPEG", "PNG", "WEBP", "BMP", "GIF"):
+                return None
+            return img.size
+    except (UnidentifiedImageError, OSError):
+        return None
+
+
+def _video_info(raw: bytes) -> tuple[int, int, float] | None:
+    import av
+
+    try:
+        with av.open(io.BytesIO(raw)) as container:
+            stream = container.streams.video[0]
+            seconds = container.duration / 1_000_000 if container.duration else float(
+                stream.duration * stream.time_base)
+            return stream.codec_context.width, stream.codec_context.height, round(seconds, 3)
+    except (av.error.FFmpegError, IndexError, TypeError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    import socket
+    import threading
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="Runware (Kling O1) emulator on loopback")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-key", default="rw-test-key")
+    args = parser.parse_args(argv)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    server = uvicorn.Server(uvicorn.Config(create_app(RunwareState(api_keys={args.api_key})), log_level="warning",
+                                           lifespan="off", access_log=False))
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            threading.Event().wait(0.01)
+        if server.started:
+            print(f"READY http://{args.host}:{sock.getsockname()[1]}", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
