@@ -22,16 +22,18 @@ import math
 import mimetypes
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from urllib.parse import unquote, urlparse
 
 from . import errors
 
 if TYPE_CHECKING:
     import numpy as np
+
+_Frames: TypeAlias = "Generator[np.ndarray, None, None]"
 
 IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif",
               "BMP": "image/bmp"}
@@ -110,7 +112,7 @@ def _probe_image(p: Path) -> MediaInfo | None:
     except UnidentifiedImageError:
         return None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise _invalid(p, f"it looks like a {fmt} image but does not decode ({exc})") from None
+        raise _invalid(p, f"it looks like an image ({fmt}) but does not decode ({exc})") from None
     return MediaInfo("image", IMAGE_MIME.get(fmt, "image/" + fmt.lower()), width, height)
 
 
@@ -230,17 +232,20 @@ def _png(image: Any) -> bytes:
 
 def poster_png(video_path: str | Path, max_side: int = 320) -> bytes:
     """A frame from about a third into the video, long side <= ``max_side``, as PNG bytes."""
+    import av
+
     with _open_video(video_path) as container:
         stream = container.streams.video[0]
-        fps = float(stream.average_rate or 0) or None
-        target = (_duration(container, stream, fps) or 0.0) / 3
+        target = (_duration(container, stream, float(stream.average_rate or 0) or None) or 0.0) / 3
         if target > 0 and stream.time_base:
             _seek(container, stream, target)
         chosen = None
-        for frame in container.decode(stream):
-            chosen = frame
-            if frame.time is None or frame.time >= target:
-                break
+        try:
+            for chosen in container.decode(stream):
+                if chosen.time is None or chosen.time >= target:
+                    break
+        except av.FFmpegError as exc:
+            raise _invalid(video_path, f"its frames do not decode ({exc})") from None
         if chosen is None:
             raise _invalid(video_path, "it has no decodable video frame")
         image = chosen.to_image()
@@ -250,20 +255,23 @@ def poster_png(video_path: str | Path, max_side: int = 320) -> bytes:
 
 def last_frame_png(video_path: str | Path) -> bytes:
     """The final decoded frame at full size as PNG (the first frame of a storyboard's next shot)."""
+    import av
+
     with _open_video(video_path) as container:
         stream = container.streams.video[0]
-        fps = float(stream.average_rate or 0) or None
-        duration = _duration(container, stream, fps) or 0.0
+        duration = _duration(container, stream, float(stream.average_rate or 0) or None) or 0.0
         last = None
-        if duration > 2 and stream.time_base:
-            # Seek near the end; the demuxer lands on the keyframe before, so decoding still ends on the last frame.
-            if _seek(container, stream, duration - 1):
+        try:
+            # Seek near the end: the demuxer lands on the keyframe before, so decoding still ends on the last frame.
+            if duration > 2 and stream.time_base and _seek(container, stream, duration - 1):
                 for last in container.decode(stream):
                     pass
-        if last is None:
-            _seek(container, stream, 0.0)
-            for last in container.decode(stream):
-                pass
+            if last is None:
+                _seek(container, stream, 0.0)
+                for last in container.decode(stream):
+                    pass
+        except av.FFmpegError as exc:
+            raise _invalid(video_path, f"its frames do not decode ({exc})") from None
         if last is None:
             raise _invalid(video_path, "it has no decodable video frame")
         return _png(last.to_image())
@@ -317,7 +325,7 @@ def render_preview(dest: str | Path, *, width: int, height: int, seconds: float,
 
 
 def _frames(operation: str, w: int, h: int, total: int, fps: int, images: Sequence[Path], first: Path | None,
-            last: Path | None, video: Path | None, variation: int) -> Iterator[np.ndarray]:
+            last: Path | None, video: Path | None, variation: int) -> _Frames:
     if operation == "edit":
         if video is None:
             raise ValueError("the edit preview needs input_video")
@@ -373,7 +381,7 @@ def _fit(path: Path, w: int, h: int, cover: bool) -> np.ndarray:
     return np.asarray(fitted, dtype=np.uint8)
 
 
-def _still_frames(paths: Sequence[Path], w: int, h: int, total: int, variation: int) -> Iterator[np.ndarray]:
+def _still_frames(paths: Sequence[Path], w: int, h: int, total: int, variation: int) -> _Frames:
     import numpy as np
 
     bw, bh = w + max(2, w // 8), h + max(2, h // 8)   # 12% larger: room to pan
@@ -391,7 +399,7 @@ def _still_frames(paths: Sequence[Path], w: int, h: int, total: int, variation: 
         yield ((a * (256 - weight) + stills[1][y:y + h, x:x + w] * weight) >> 8).astype(np.uint8)
 
 
-def _reference_frames(paths: Sequence[Path], w: int, h: int, total: int, variation: int) -> Iterator[np.ndarray]:
+def _reference_frames(paths: Sequence[Path], w: int, h: int, total: int, variation: int) -> _Frames:
     background = _Background(w, h, variation)
     refs = [_fit(p, int(w * 0.8), int(h * 0.8), cover=False) for p in paths]
     per = total / len(refs)
@@ -407,7 +415,7 @@ def _reference_frames(paths: Sequence[Path], w: int, h: int, total: int, variati
         yield out
 
 
-def _video_frames(path: Path, w: int, h: int, total: int, fps: int) -> Iterator[np.ndarray]:
+def _video_frames(path: Path, w: int, h: int, total: int, fps: int) -> _Frames:
     """``total`` frames at ``fps``: each the latest input frame at that time (the last one repeats)."""
     emitted, current, cached, start = 0, None, None, None
     with _open_video(path) as container:

@@ -136,7 +136,7 @@ def test_probe_rejects_truncated_files(tmp_path):
         media.probe(video)
     image = tmp_path / "cut.png"
     image.write_bytes(png_bytes(300, 200, (1, 2, 3))[:120])
-    with pytest.raises(errors.InvalidInputFile, match=r"PNG image but does not decode"):
+    with pytest.raises(errors.InvalidInputFile, match=r"image \(PNG\) but does not decode"):
         media.probe(image)
 
 
