@@ -243,6 +243,15 @@ async def test_submit_401_names_the_env_var_and_never_the_key(tmp_path):
         await provider(tmp_path, rec).submit(make_job())
     text = str(info.value)
     assert "RUNPOD_API_KEY" in text and KEY not in text and KEY not in repr(info.value.to_info())
+    assert info.value.may_have_accepted is False
+
+
+@pytest.mark.parametrize("status", [402, 403])
+async def test_submit_refused_for_credits_or_access_was_not_accepted(tmp_path, status):
+    rec = Recorder(ok({"error": "insufficient balance"}, status))
+    with pytest.raises(errors.InsufficientCredits) as info:
+        await provider(tmp_path, rec).submit(make_job())
+    assert info.value.may_have_accepted is False and len(rec.requests) == 1
 
 
 async def test_submit_404_points_at_the_base_url(tmp_path):

@@ -17,7 +17,7 @@ from kling_mcp.providers.base import Done, Failed, ProviderContext, Running
 from kling_mcp.providers.runpod import RunpodProvider
 from tests.emulators._server import serve
 from tests.emulators.runpod import EMBEDDED_ERROR, RunpodState, create_app
-from tests.test_runpod import MemoryKV, file_ref, make_job, url_ref
+from tests.test_runpod import MemoryKV, file_ref, make_job
 
 KEY = "rp-test-key"
 
@@ -291,6 +291,7 @@ def test_create_app_exposes_its_state():
     assert isinstance(create_app().state.emulator, RunpodState)
 
 
+@pytest.mark.slow
 def test_emulator_runs_standalone():
     proc = subprocess.Popen([sys.executable, "-m", "tests.emulators.runpod", "--port", "0"],
                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])

@@ -214,6 +214,9 @@ class RunpodProvider:
                     raise
                 await anyio.sleep(wait)
                 delay = min(delay * 2, self.max_backoff_s)
+            except (errors.AuthenticationFailed, errors.InsufficientCredits) as exc:
+                exc.may_have_accepted = False     # refused before queueing: nothing runs, nothing is billed
+                raise
             except errors.RemoteNotFound as exc:
                 raise errors.ProviderRejected(
                     f"runpod has no endpoint {ENDPOINT_ID} at {self._root} ({exc.message}).",
