@@ -197,7 +197,8 @@ def _fault_response(fault: Fault, route: str, model: str = "") -> Response:
         type_ = "evo_api_error"
     headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
     if route == "upload":
-        body = {"success": False, "code": fault.code or fault.status, "msg": fault.message or message.format(model=model)}
+        body = {"success": False, "code": fault.code or fault.status,
+                "msg": fault.message or message.format(model=model or "unknown")}
         return JSONResponse(body, status_code=fault.status, headers=headers)
     return _error(fault.status, fault.code or code, (fault.message or message).format(model=model or "unknown"),
                   fault.type or type_, fault.param, headers)
@@ -226,25 +227,31 @@ def _iso(ts: float) -> str:
 
 
 def create_app(state: EvolinkState | None = None) -> Starlette:
-    """The emulator app; its state (and fault knobs) is ``app.state.emulator``."""
-    st = state or EvolinkState()
+    """The emulator app; its state (and fault knobs) is ``app.state.emulator``.
+
+    Handlers read ``app.state.emulator`` on every request, so a test may swap in a fresh state
+    between tests while one server keeps running.
+    """
+
+    def current() -> EvolinkState:
+        return app.state.emulator
 
     def record(route: str, request: Request, body: Any = None, form: dict[str, Any] | None = None) -> None:
-        st.requests.append(Recorded(route, request.method, request.url.path, dict(request.headers), body,
+        current().requests.append(Recorded(route, request.method, request.url.path, dict(request.headers), body,
                                     form or {}))
 
     def authorised(request: Request) -> bool:
         auth = request.headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        return bool(token) and (st.api_key is None or token == st.api_key)
+        return bool(token) and (current().api_key is None or token == current().api_key)
 
     def pop_fault(route: str) -> Fault | None:
-        queue = st.faults.get(route) or []
+        queue = current().faults.get(route) or []
         return queue.pop(0) if queue else None
 
     def malformed(route: str) -> Response | None:
-        if st.malformed.get(route, 0) > 0:
-            st.malformed[route] -= 1
+        if current().malformed.get(route, 0) > 0:
+            current().malformed[route] -= 1
             return Response('{"id": "task-unified-', media_type="application/json")
         return None
 
@@ -259,8 +266,8 @@ def create_app(state: EvolinkState | None = None) -> Starlette:
         name = hosted_name(url, base)
         if name is None:
             return None
-        hosted = st.files.files.get(name)
-        if hosted is None or time.time() > hosted.expires_at or st.files.expire_all:
+        hosted = current().files.files.get(name)
+        if hosted is None or time.time() > hosted.expires_at or current().files.expire_all:
             raise _invalid(f"{param}: file could not be downloaded (expired or missing): {url}", param,
                            "invalid_parameters")
         if media == "video":
@@ -290,7 +297,7 @@ def create_app(state: EvolinkState | None = None) -> Starlette:
         model = body.get("model")
         if model not in FIELDS:
             raise _invalid(f"Unsupported model: {model}", "model")
-        if st.strict_fields:
+        if current().strict_fields:
             extra = sorted(set(body) - FIELDS[model])
             if extra:
                 raise _invalid(f"Unknown parameter(s) for {model}: {', '.join(extra)}", extra[0])
@@ -361,11 +368,11 @@ def create_app(state: EvolinkState | None = None) -> Starlette:
             task = await validate(body, str(request.base_url))
         except _Refused as refused:
             return refused.response
-        if st.task_errors:
-            task.outcome = st.task_errors.pop(0)
-        elif st.odd_statuses:
-            task.outcome = "status:" + st.odd_statuses.pop(0)
-        st.tasks[task.id] = task
+        if current().task_errors:
+            task.outcome = current().task_errors.pop(0)
+        elif current().odd_statuses:
+            task.outcome = "status:" + current().odd_statuses.pop(0)
+        current().tasks[task.id] = task
         garbled = malformed("submit")
         return garbled or JSONResponse(task_json(task, "pending", 0))
 
@@ -380,7 +387,7 @@ def create_app(state: EvolinkState | None = None) -> Starlette:
         if not task_id.startswith(TASK_PREFIX):
             return _error(400, "invalid_task_id", "Invalid task ID format, must start with 'task-unified-'",
                           "invalid_request_error", "task_id")
-        task = st.tasks.get(task_id)
+        task = current().tasks.get(task_id)
         if task is None:
             return _error(404, "task_not_found", "Task not found or expired", "not_found_error", "task_id")
         garbled = malformed("poll")
@@ -404,7 +411,7 @@ def create_app(state: EvolinkState | None = None) -> Starlette:
         if not task.results:
             width, height = task.size
             data = await run_in_threadpool(mp4_bytes, task.seconds, width, height)
-            name = st.files.add(data, ttl_s=st.result_ttl_s)
+            name = current().files.add(data, ttl_s=current().result_ttl_s)
             task.results = [f"{base}files/{name}"]
         out = task_json(task, "completed", 100)
         out["results"] = list(task.results)
@@ -415,20 +422,20 @@ def create_app(state: EvolinkState | None = None) -> Starlette:
             return JSONResponse({"success": False, "code": 413, "msg": "File too large (max 100MB)"}, 413)
         if not (mime in IMAGE_MIMES or mime.startswith("video/")):
             return JSONResponse({"success": False, "code": 400, "msg": f"Unsupported file type: {mime}"}, 400)
-        if st.upload_refusals:
-            code, msg = st.upload_refusals.pop(0)
+        if current().upload_refusals:
+            code, msg = current().upload_refusals.pop(0)
             return JSONResponse({"success": False, "code": code, "msg": msg})
         suffix = "." + (original.rsplit(".", 1)[-1] if "." in original else mime.split("/")[-1])
-        name = st.files.add(data, ttl_s=st.upload_ttl_s, suffix=suffix, content_type=mime)
+        name = current().files.add(data, ttl_s=current().upload_ttl_s, suffix=suffix, content_type=mime)
         file_id = f"file_{uuid.uuid4().hex[:12]}"
         now = time.time()
-        st.uploads[name] = Upload(file_id, name, mime, len(data))
+        current().uploads[name] = Upload(file_id, name, mime, len(data))
         folder = upload_path or ("videos" if mime.startswith("video/") else "images")
         return JSONResponse({"success": True, "code": 200, "msg": "File uploaded successfully", "data": {
             "file_id": file_id, "file_name": name, "original_name": original, "file_size": len(data),
             "mime_type": mime, "upload_path": folder, "file_url": f"{base}files/{name}",
             "download_url": f"{base}api/v1/files/download/{file_id}", "upload_time": _iso(now),
-            "expires_at": _iso(now + st.upload_ttl_s)}})
+            "expires_at": _iso(now + current().upload_ttl_s)}})
 
     async def upload(request: Request) -> Response:
         kind = request.path_params["kind"]
@@ -470,7 +477,7 @@ def create_app(state: EvolinkState | None = None) -> Starlette:
                     return JSONResponse({"success": False, "code": 400, "msg": "invalid base64_data"}, 400)
             else:
                 name = hosted_name(str(body.get("file_url") or ""), base)
-                hosted = st.files.files.get(name or "")
+                hosted = current().files.files.get(name or "")
                 if hosted is None:
                     return JSONResponse({"success": False, "code": 400, "msg": "file_url could not be fetched"}, 400)
                 data, mime = hosted.data, hosted.content_type
@@ -483,7 +490,7 @@ def create_app(state: EvolinkState | None = None) -> Starlette:
 
     async def download(request: Request) -> Response:
         record("download", request)
-        return await st.files.handle(request)
+        return await current().files.handle(request)
 
     app = Starlette(routes=[
         Route("/v1/videos/generations", submit, methods=["POST"]),
@@ -491,7 +498,7 @@ def create_app(state: EvolinkState | None = None) -> Starlette:
         Route("/api/v1/files/upload/{kind:str}", upload, methods=["POST"]),
         Route("/files/{name}", download, methods=["GET"]),
     ])
-    app.state.emulator = st
+    app.state.emulator = state or EvolinkState()
     return app
 
 
