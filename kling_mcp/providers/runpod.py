@@ -202,7 +202,7 @@ class RunpodProvider:
 
     async def submit(self, job: Job) -> Accepted:
         """``POST /run``; retries a 429 (never accepted) a few times, honouring Retry-After."""
-        body = self.build_body(job)
+        body = await anyio.to_thread.run_sync(self.build_body, job)    # data URIs read and encode files
         delay = self.backoff_s
         for attempt in range(1, self.submit_attempts + 1):
             try:
