@@ -249,7 +249,25 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     def storyboard(topic: str, shots: str = "3", aspect_ratio: str = "16:9") -> str:
         return STORYBOARD.format(topic=topic, shots=shots, aspect_ratio=aspect_ratio)
 
+    _forbid_unknown_arguments(mcp)
     from .server_extras import install_extras
 
     install_extras(mcp, settings)
     return mcp
+
+
+def _forbid_unknown_arguments(mcp: MCPServer) -> None:
+    """Reject misspelled or unknown arguments instead of silently ignoring them.
+
+    MCPServer's argument models ignore extra keys; a typo such as ``durations=10`` would then be
+    dropped without a word. There is no public hook, so this reaches into the tool manager and
+    fails loudly at start-up if the SDK's layout changes.
+    """
+    tools = getattr(getattr(mcp, "_tool_manager", None), "_tools", None)
+    if not isinstance(tools, dict) or not tools:
+        raise RuntimeError("mcp SDK layout changed: cannot reach the tool manager to forbid unknown arguments")
+    for tool in tools.values():
+        model = tool.fn_metadata.arg_model
+        model.model_config["extra"] = "forbid"
+        model.model_rebuild(force=True)
+        tool.parameters["additionalProperties"] = False

@@ -304,12 +304,12 @@ class VideoService:
                                 next_action="Nothing to do.")
         entry = PROVIDERS[job.provider]
         stopped = False
+        self.runner.stop_tracking(job_id)       # first, so the runner cannot record the cancel as a failure
         if job.remote_id is not None and entry.can_cancel:
             try:
                 stopped = await self.provider(job.provider).cancel(job)
             except errors.ProviderError as exc:
                 log.warning("cancel %s at %s failed: %s", job_id, job.provider, exc.code)
-        self.runner.stop_tracking(job_id)
         if stopped:
             message = f"Cancelled job {job_id} at {job.provider}."
         elif not entry.can_cancel:

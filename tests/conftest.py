@@ -42,6 +42,21 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
 
+    # ffmpeg (PyAV) opens sockets in C, past the patches above: guard URL probes too.
+    from urllib.parse import urlsplit
+
+    from kling_mcp import media
+
+    real_probe = media.probe
+
+    def guarded_probe(path):
+        text = str(path)
+        if text.startswith(("http://", "https://")) and not _is_loopback(urlsplit(text).hostname or ""):
+            raise AssertionError(f"test tried to probe a non-loopback URL {text!r}")
+        return real_probe(path)
+
+    monkeypatch.setattr(media, "probe", guarded_probe)
+
 
 @pytest.fixture
 def anyio_backend():

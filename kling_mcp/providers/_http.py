@@ -60,19 +60,21 @@ def error_for_status(provider: str, response: httpx.Response, *, submit: bool,
     key = env_key(provider)
     if status == 401:
         return errors.AuthenticationFailed(
-            f"{provider} rejected the API key ({detail}).",
+            f"{provider} rejected the API key ({detail}).", may_have_accepted=False,
             hint=f"Set a valid {key} in the server's environment and restart the server.")
     if status == 402:
-        return errors.InsufficientCredits(f"{provider} says the account has insufficient credits: {detail}")
+        return errors.InsufficientCredits(f"{provider} says the account has insufficient credits: {detail}",
+                                          may_have_accepted=False)
     if status == 403:
         low = detail.lower()
         if "credit" in low or "balance" in low or "quota" in low:
-            return errors.InsufficientCredits(f"{provider} says the account is out of credits: {detail}")
+            return errors.InsufficientCredits(f"{provider} says the account is out of credits: {detail}",
+                                              may_have_accepted=False)
         return errors.AuthenticationFailed(
-            f"{provider} refused access with this key: {detail}",
+            f"{provider} refused access with this key: {detail}", may_have_accepted=False,
             hint=f"Check that {key} may use this model, then restart the server.")
     if status == 404:
-        return errors.RemoteNotFound(where)
+        return errors.RemoteNotFound(where, may_have_accepted=False)
     if status == 408 or status == 504:
         return errors.ProviderTimeout(where, may_have_accepted=not submit or status == 504)
     if status == 429:
