@@ -137,16 +137,16 @@ class RunwareState:
 
 
 def create_app(state: RunwareState | None = None) -> Starlette:
-    state = state or RunwareState()
+    """The emulator app; its state is ``app.state.emulator`` (replace it to reset the emulator)."""
 
     async def files(request: Request) -> Response:
-        return await state.files.handle(request)
+        return await request.app.state.emulator.files.handle(request)
 
     async def api(request: Request) -> Response:
-        return await _handle(state, request)
+        return await _handle(request.app.state.emulator, request)
 
     app = Starlette(routes=[Route("/v1", api, methods=["POST"]), Route("/files/{name}", files, methods=["GET"])])
-    app.state.emulator = state
+    app.state.emulator = state or RunwareState()
     return app
 
 
