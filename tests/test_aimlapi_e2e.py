@@ -168,10 +168,6 @@ async def test_transient_poll_errors_and_a_truncated_download_still_succeed(emu,
     assert state.files.downloads[generation.file_name] >= 2        # the truncated body was fetched again
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "jobs/runner.py: every successful poll resets consecutive_errors, so the 'second non-retryable download "
-    "failure ends the job' rule in _collect never triggers and an expired link is re-polled and re-downloaded "
-    "until the job deadline"))
 async def test_expired_result_link_fails_the_job_with_a_download_error(emu, tmp_path):
     base, state = emu
     first = hosted(base, state, png_bytes(96, 64, (10, 20, 30)), ".png", "image/png")

@@ -160,7 +160,9 @@ class JobRunner:
                 if delay is None:
                     return
             else:
-                job = self.save(job.updated(consecutive_errors=0, polls=job.polls + 1))
+                # A Done after a failed download keeps the count: an expired link must not loop forever.
+                errors_so_far = job.consecutive_errors if isinstance(result, Done) else 0
+                job = self.save(job.updated(consecutive_errors=errors_so_far, polls=job.polls + 1))
                 if isinstance(result, Failed):
                     self.finish(job, JobStatus.FAILED, error=ErrorView(
                         code=result.code, message=result.message, retryable=result.retryable,
