@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kling_mcp import errors, media
+from kling_mcp import errors, media, preview
 from tests.emulators._media import mp4_bytes, png_bytes
 
 ACCEPTED_WORDS = ("PNG", "JPEG", "MP4")
@@ -232,7 +232,7 @@ def test_render_text_preview(tmp_path):
     dest = tmp_path / "out.mp4"
     fractions: list[float] = []
     started = time.perf_counter()
-    media.render_preview(dest, width=640, height=360, seconds=5, prompt="A red fox runs through snow at dawn",
+    preview.render_preview(dest, width=640, height=360, seconds=5, prompt="A red fox runs through snow at dawn",
                          operation="text", progress=fractions.append)
     print(f"render 5 s 640x360: {time.perf_counter() - started:.2f} s")
     stream, frames = _decode(dest)
@@ -247,7 +247,7 @@ def test_render_text_preview(tmp_path):
 
 def test_render_variation_changes_the_picture(tmp_path):
     for n in (0, 1):
-        media.render_preview(tmp_path / f"{n}.mp4", width=96, height=64, seconds=0.5, prompt="x",
+        preview.render_preview(tmp_path / f"{n}.mp4", width=96, height=64, seconds=0.5, prompt="x",
                              operation="text", variation=n)
     a, b = _decode(tmp_path / "0.mp4")[1], _decode(tmp_path / "1.mp4")[1]
     assert abs(a[0].astype(int) - b[0].astype(int)).mean() > 10
@@ -255,7 +255,7 @@ def test_render_variation_changes_the_picture(tmp_path):
 
 def test_render_image_crossfades_first_to_last(tmp_path, image_file, image_file2):
     dest = tmp_path / "out.mp4"
-    media.render_preview(dest, width=160, height=96, seconds=1, prompt="p", operation="image",
+    preview.render_preview(dest, width=160, height=96, seconds=1, prompt="p", operation="image",
                          first_frame=image_file, last_frame=image_file2)
     _, frames = _decode(dest)
     assert len(frames) == 24
@@ -265,7 +265,7 @@ def test_render_image_crossfades_first_to_last(tmp_path, image_file, image_file2
 
 def test_render_reference_cycles_images(tmp_path, image_file, image_file2):
     dest = tmp_path / "out.mp4"
-    media.render_preview(dest, width=160, height=96, seconds=2, prompt="p", operation="reference",
+    preview.render_preview(dest, width=160, height=96, seconds=2, prompt="p", operation="reference",
                          images=[image_file, image_file2])
     _, frames = _decode(dest)
     assert len(frames) == 48
@@ -276,7 +276,7 @@ def test_render_reference_cycles_images(tmp_path, image_file, image_file2):
 def test_render_edit_follows_the_input_video(tmp_path):
     source = _gray_video(tmp_path / "in.mp4", frames=30, fps=30, size=(320, 180))   # 1 s at 30 fps
     dest = tmp_path / "out.mp4"
-    media.render_preview(dest, width=160, height=96, seconds=1.0, prompt="make it blue", operation="edit",
+    preview.render_preview(dest, width=160, height=96, seconds=1.0, prompt="make it blue", operation="edit",
                          input_video=source)
     stream, frames = _decode(dest)
     assert (stream.width, stream.height, len(frames)) == (160, 96, 24)
@@ -293,15 +293,15 @@ def test_render_abort_from_progress_leaves_no_file(tmp_path):
             raise KeyboardInterrupt("stop")
 
     with pytest.raises(KeyboardInterrupt):
-        media.render_preview(dest, width=96, height=64, seconds=2, prompt="p", operation="text", progress=stop)
+        preview.render_preview(dest, width=96, height=64, seconds=2, prompt="p", operation="text", progress=stop)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_render_rejects_odd_sizes_and_unknown_operations(tmp_path):
     with pytest.raises(ValueError, match="even"):
-        media.render_preview(tmp_path / "a.mp4", width=641, height=360, seconds=1, prompt="p", operation="text")
+        preview.render_preview(tmp_path / "a.mp4", width=641, height=360, seconds=1, prompt="p", operation="text")
     with pytest.raises(ValueError, match="operation must be"):
-        media.render_preview(tmp_path / "a.mp4", width=64, height=64, seconds=1, prompt="p", operation="dance")
+        preview.render_preview(tmp_path / "a.mp4", width=64, height=64, seconds=1, prompt="p", operation="dance")
     with pytest.raises(ValueError, match="first_frame"):
-        media.render_preview(tmp_path / "a.mp4", width=64, height=64, seconds=1, prompt="p", operation="image")
+        preview.render_preview(tmp_path / "a.mp4", width=64, height=64, seconds=1, prompt="p", operation="image")
     assert list(tmp_path.iterdir()) == []

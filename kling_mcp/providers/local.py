@@ -1,6 +1,6 @@
 """The built-in ``local`` provider: renders a real MP4 preview on this machine, free, no key.
 
-It is not Kling: :func:`kling_mcp.media.render_preview` draws the prompt over motion so that jobs,
+It is not Kling: :func:`kling_mcp.preview.render_preview` draws the prompt over motion so that jobs,
 downloads, resource links and storyboards can be tried without an account.
 
 ``submit`` only accepts. The first ``poll`` fetches URL inputs (with the shared client) and starts
@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import anyio
 import httpx
 
-from .. import catalog, errors, media
+from .. import catalog, errors, media, preview
 from ..jobs.model import Job, RemoteVideo
 from ..requests import MediaRef, short
 from .base import Accepted, Done, Failed, PollResult, ProviderContext, Running
@@ -215,7 +215,7 @@ def _render_all(job: Job, inputs: _Inputs, outputs: list[Path], render: _Render)
                     render.progress = 100 * (n + fraction) / len(outputs)
 
                 label = LABEL + (f" - take {n + 1}/{len(outputs)}" if len(outputs) > 1 else "")
-                media.render_preview(out, **plan, label=label, progress=progress, variation=base + n)
+                preview.render_preview(out, **plan, label=label, progress=progress, variation=base + n)
         finally:
             _CPU.release()
     except _Cancelled:
