@@ -237,8 +237,8 @@ def create_app(state: EvolinkState | None = None) -> Starlette:
         return app.state.emulator
 
     def record(route: str, request: Request, body: Any = None, form: dict[str, Any] | None = None) -> None:
-        current().requests.append(Recorded(route, request.method, request.url.path, dict(request.headers), body,
-                                    form or {}))
+        current().requests.append(Recorded(route, request.method, request.url.path, dict(request.headers),
+                                           body, form or {}))
 
     def authorised(request: Request) -> bool:
         auth = request.headers.get("authorization", "")
