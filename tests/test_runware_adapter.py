@@ -310,6 +310,16 @@ async def test_parameters_runware_does_not_take_are_refused_before_any_request(u
     assert word in str(caught.value) and recorder.bodies == []
 
 
+@pytest.mark.anyio
+async def test_a_refused_request_uploads_nothing(tmp_path, image_file):
+    recorder = Recorder(ack("x"))
+    spec = VideoSpec(operation="reference", prompt="p", duration=5, aspect_ratio="4:3",
+                     reference_images=[file_ref(image_file, "image")])
+    with pytest.raises(errors.UnsupportedByProvider) as caught:
+        await provider_with(recorder, tmp_path).submit(make_job(spec, "pro"))
+    assert "4:3" in str(caught.value) and recorder.bodies == []
+
+
 # --- acknowledgements and results -------------------------------------------------------------
 
 

@@ -55,6 +55,7 @@ class RunwareProvider:
     async def submit(self, job: Job) -> Accepted:
         """Upload local inputs (once per content hash), then send one ``videoInference`` task."""
         variant = _variant(job)
+        wire.check_spec(variant, job.spec)
         media = await self._resolve_media(job.spec)
         task = wire.inference_task(job.job_id, variant, job.spec, lambda ref: media[ref.value])
         try:
