@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Install the Node tools the test suite drives the server with into .tools/node:
+#   @modelcontextprotocol/conformance@0.1.13  (newest that runs on Node 20)
+#   @modelcontextprotocol/inspector@0.21.2    (its --cli mode runs on Node 20)
+# The dependency tree is pinned by package.json + package-lock.json at the repository root (npm ci).
+# Idempotent: when that tree is already installed it exits at once.
+# Needs node >= 20 and npm on PATH; says what to install when they are missing.
+set -euo pipefail
+
+CONFORMANCE_VERSION="0.1.13"
+INSPECTOR_VERSION="0.21.2"
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+prefix="${KLING_MCP_NODE_TOOLS:-$root/.tools/node}"
+
+if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+    echo "install-node-tools: node and npm are required (Node 20 or newer) to run the MCP conformance suite" \
+         "and the MCP Inspector; install Node.js 20+ (e.g. apt-get install nodejs npm, or https://nodejs.org)" \
+         "and run this script again." >&2
+    exit 127
+fi
+major="$(node -p 'process.versions.node.split(".")[0]')"
+if [ "$major" -lt 20 ]; then
+    echo "install-node-tools: Node $(node --version) is too old; install Node.js 20 or newer." >&2
+    exit 1
+fi
+
+installed_version() {  # prints the installed version of package $1, or nothing
+    local manifest="$prefix/node_modules/$1/package.json"
+    [ -f "$manifest" ] && node -p "require(process.argv[1]).version" "$manifest" 2>/dev/null || true
+}
+
+lock_matches() {  # the installed tree was made from the repository's lockfile
+    [ ! -f "$root/package-lock.json" ] || cmp -s "$root/package-lock.json" "$prefix/package-lock.json"
+}
+
+if [ "$(installed_version @modelcontextprotocol/conformance)" = "$CONFORMANCE_VERSION" ] \
+   && [ "$(installed_version @modelcontextprotocol/inspector)" = "$INSPECTOR_VERSION" ] \
+   && [ -x "$prefix/node_modules/.bin/conformance" ] && [ -x "$prefix/node_modules/.bin/mcp-inspector" ] \
+   && lock_matches; then
+    exit 0
+fi
+
+mkdir -p "$prefix"
+echo "install-node-tools: installing conformance@$CONFORMANCE_VERSION and inspector@$INSPECTOR_VERSION into $prefix" >&2
+npm_flags=(--prefix "$prefix" --no-audit --no-fund --loglevel=error)
+if [ -f "$root/package-lock.json" ]; then
+    # The exact dependency tree pinned by the repository's package.json + package-lock.json.
+    cp "$root/package.json" "$root/package-lock.json" "$prefix/"
+    npm ci "${npm_flags[@]}" >&2
+else
+    npm install "${npm_flags[@]}" --save-exact \
+        "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" \
+        "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" >&2
+fi
+for bin in conformance mcp-inspector; do
+    if [ ! -x "$prefix/node_modules/.bin/$bin" ]; then
+        echo "install-node-tools: npm finished but $prefix/node_modules/.bin/$bin is missing;" \
+             "delete $prefix and run this script again." >&2
+        exit 1
+    fi
+done
