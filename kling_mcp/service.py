@@ -195,13 +195,13 @@ class VideoService:
 
     async def generate(self, req: GenerateRequest | EditRequest, progress: Progress | None = None
                        ) -> tuple[Job, str | None]:
-        spec = await self.build_spec(req)
-        matches = self.choose(spec, req.provider)
-        if req.idempotency_key:
+        if req.idempotency_key:    # before anything else: a retry must find its job even if inputs moved
             existing = self.store.by_idempotency_key(req.idempotency_key)
             if existing is not None:
                 return await self._wait(existing, req.wait_seconds, progress), (
                     f"Returned the existing job for idempotency_key={req.idempotency_key!r}; nothing new was billed.")
+        spec = await self.build_spec(req)
+        matches = self.choose(spec, req.provider)
         match = matches[0]
         filled = spec.model_copy(update={"duration": match.duration, "aspect_ratio": match.aspect_ratio,
                                          "tier": match.variant.tier if match.variant else spec.tier})
