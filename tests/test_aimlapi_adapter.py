@@ -20,6 +20,7 @@ from kling_mcp.jobs.model import Job, RemoteVideo
 from kling_mcp.providers.aimlapi import AimlapiProvider
 from kling_mcp.providers.base import Done, Failed, ProviderContext, Running
 from kling_mcp.requests import MediaRef, VideoSpec
+from kling_mcp.catalog import PROVIDERS
 
 KEY = "aiml-secret-key-0123456789"
 BASE = "https://api.aimlapi.test"
@@ -168,7 +169,7 @@ async def test_edit_without_optionals_and_default_base_url(tmp_path, video_file)
     async with client:
         await adapter.submit(job("klingai/video-o1-video-to-video-edit", operation="edit", prompt="make it snow",
                                  video=file(video_file, "video", "video/mp4")))
-    assert str(wire.requests[0].url) == "https://api.aimlapi.com/v2/video/generations"
+    assert str(wire.requests[0].url) == PROVIDERS["aimlapi"].default_base_url + "/v2/video/generations"
     assert wire.body() == {"model": "klingai/video-o1-video-to-video-edit", "prompt": "make it snow",
                            "video_url": b64(video_file, "video/mp4")}
 

@@ -23,9 +23,10 @@ from kling_mcp.providers import create_provider
 from kling_mcp.providers.base import Done, Failed, ProviderContext, Running
 from kling_mcp.providers.evolink import EvolinkProvider
 from kling_mcp.requests import MediaRef, VideoSpec
+from kling_mcp.catalog import PROVIDERS
 
-API = "https://api.evolink.ai"
-FILES = "https://files-api.evolink.ai"
+API = PROVIDERS["evolink"].default_base_url
+FILES = PROVIDERS["evolink"].extra_env["KLING_MCP_EVOLINK_FILES_URL"]
 KEY = "evo-secret-key-0123456789"
 TASK_ID = "task-unified-1757169743-7cvnl5zw"
 
@@ -279,7 +280,7 @@ def test_defaults_to_the_public_roots(client: httpx.AsyncClient, tmp_path: Path)
     ctx = ProviderContext(name="evolink", api_key=KEY, base_url=None, client=client, kv=MemoryKV(),
                           data_dir=tmp_path)
     adapter = EvolinkProvider(ctx)
-    assert (adapter.api, adapter.files_api) == ("https://api.evolink.ai", "https://files-api.evolink.ai")
+    assert (adapter.api, adapter.files_api) == (API, FILES)
 
 
 # --- refusals before any request ----------------------------------------------------------------

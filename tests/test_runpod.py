@@ -17,9 +17,10 @@ from kling_mcp.providers import create_provider
 from kling_mcp.providers.base import Accepted, Done, Failed, ProviderContext, Running
 from kling_mcp.providers.runpod import RunpodProvider, describe, inner_message
 from kling_mcp.requests import MediaRef, VideoSpec
+from kling_mcp.catalog import PROVIDERS
 
 KEY = "rp-secret-key-123456"
-BASE = "https://api.runpod.ai/v2"
+BASE = PROVIDERS["runpod"].default_base_url
 ROOT = f"{BASE}/kling-video-o1-r2v"
 
 pytestmark = pytest.mark.anyio

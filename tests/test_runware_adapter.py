@@ -22,9 +22,10 @@ from kling_mcp.jobs.model import Job
 from kling_mcp.providers.base import Accepted, Done, Failed, ProviderContext, Running
 from kling_mcp.providers.runware import RunwareProvider
 from kling_mcp.requests import MediaRef, VideoSpec
+from kling_mcp.catalog import PROVIDERS
 
 KEY = "rw-secret-key-0123456789"
-URL = "https://api.runware.ai/v1"
+URL = PROVIDERS["runware"].default_base_url
 PRO, STD = "klingai:kling@o1", "klingai:kling@o1-standard"
 ADDED = {"deliveryMethod": "async", "outputType": "URL", "outputFormat": "MP4", "includeCost": True}
 ASSET = "https://assets.runware.ai/assets/inputs/"
