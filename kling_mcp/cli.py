@@ -1,4 +1,6 @@
-"""Command line: ``kling-mcp [serve]`` (stdio), ``serve --transport http``, ``demo``.
+"""Command line: ``kling-mcp [serve]`` (stdio), ``serve --transport http``, ``demo``, and the tools
+for people without an MCP client (``estimate``, ``generate``, ``edit``, ``jobs``, ``check``,
+``last-frame``: see :mod:`kling_mcp.cli_commands`).
 
 Logging goes to stderr only: on stdio, stdout is the protocol.
 """
@@ -25,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--prompt", default="A paper boat sails across a moonlit lake, gentle ripples, cinematic")
     demo.add_argument("--duration", type=int, default=5)
     demo.add_argument("--aspect-ratio", default="16:9", choices=["16:9", "9:16", "1:1"])
+    from .cli_commands import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -34,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     command = args.command or "serve"
+    from .cli_commands import COMMANDS
+
+    if command in COMMANDS:
+        from .cli_commands import run
+
+        return run(args)
     if command == "demo":
         from .demo import run_demo
 
