@@ -12,6 +12,8 @@ One Starlette app serves both roots, so tests can point ``KLING_MCP_EVOLINK_BASE
 - ``POST /api/v1/files/upload/{stream,base64,url}``: the files API; links point at ``/files/{name}``.
 - ``GET /files/{name}``: real MP4/PNG bytes with expiring links (:class:`FileHost`).
 
+The files side (both last routes and the checks on links to hosted files) lives in ``_evolink_files.py``.
+
 Fault knobs live on :class:`EvolinkState` (``app.state.emulator``). Deliberate strictness beyond
 the docs: with ``strict_fields`` (default) fields outside the documented schema are refused, so an
 adapter that sends e.g. ``duration`` to an edit model fails loudly.
@@ -22,17 +24,12 @@ Run standalone: ``python -m tests.emulators.evolink --port 0`` prints ``READY ht
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
-import io
 import ipaddress
 import json
 import random
 import string
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +39,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.emulators._evolink_files import IMAGE_MIMES as IMAGE_MIMES  # re-exported
+from tests.emulators._evolink_files import MAX_UPLOAD_BYTES as MAX_UPLOAD_BYTES  # re-exported
+from tests.emulators._evolink_files import HostedProblem, Upload, file_routes, hosted_media
 from tests.emulators._files import FileHost
 from tests.emulators._media import mp4_bytes
 
@@ -59,8 +59,6 @@ ASPECTS = {"16:9": (320, 180), "9:16": (180, 320), "1:1": (240, 240)}
 I2V_CREDITS_PER_S = 8.064
 EDIT_CREDITS_PER_S = round(0.176 * 7.2036 / 0.1, 4)   # $0.176/s at $0.1 = 7.2036 credits
 MAX_PROMPT = 5000
-IMAGE_MIMES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
-MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 
 # Documented example bodies per HTTP status (kling-o1-*.json, get-task-detail.json).
 HTTP_ERRORS: dict[int, tuple[str, str, str]] = {
@@ -119,15 +117,6 @@ class Task:
     outcome: str = "completed"          # "completed", a task error code, or "status:<odd status>"
     step: int = 0
     results: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Upload:
-    file_id: str
-    name: str
-    mime_type: str
-    size: int
-    media_duration_s: float | None = None
 
 
 @dataclass
@@ -209,23 +198,6 @@ def _task_id(now: int) -> str:
     return f"{TASK_PREFIX}{now}-{suffix}"
 
 
-def _probe_seconds(data: bytes) -> float | None:
-    import av
-
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            if container.duration is not None:
-                return container.duration / 1_000_000
-            stream = container.streams.video[0]
-            return float(stream.duration * stream.time_base) if stream.duration else None
-    except (av.FFmpegError, IndexError, ValueError):
-        return None
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
-
-
 def create_app(state: EvolinkState | None = None) -> Starlette:
     """The emulator app; its state (and fault knobs) is ``app.state.emulator``.
 
@@ -255,29 +227,12 @@ def create_app(state: EvolinkState | None = None) -> Starlette:
             return Response('{"id": "task-unified-', media_type="application/json")
         return None
 
-    def hosted_name(url: str, base: str) -> str | None:
-        """The FileHost name when ``url`` points at this emulator's ``/files/``."""
-        if url.startswith(base + "files/"):
-            return url[len(base) + len("files/"):]
-        return None
-
     async def check_hosted(url: str, base: str, param: str, media: str) -> float | None:
         """Refuse links to this emulator's files that are gone; return a hosted video's length."""
-        name = hosted_name(url, base)
-        if name is None:
-            return None
-        hosted = current().files.files.get(name)
-        if hosted is None or time.time() > hosted.expires_at or current().files.expire_all:
-            raise _invalid(f"{param}: file could not be downloaded (expired or missing): {url}", param,
-                           "invalid_parameters")
-        if media == "video":
-            seconds = await run_in_threadpool(_probe_seconds, hosted.data)
-            if seconds is None:
-                raise _invalid(f"{param}: unsupported video file", param, "invalid_parameters")
-            return seconds
-        if not hosted.content_type.startswith("image/"):
-            raise _invalid(f"{param}: unsupported file type {hosted.content_type}", param, "invalid_parameters")
-        return None
+        try:
+            return await hosted_media(current().files, url, base, param, media)
+        except HostedProblem as problem:
+            raise _invalid(str(problem), param, "invalid_parameters") from None
 
     def url_list(body: dict[str, Any], key: str, lo: int, hi: int) -> list[str]:
         value = body.get(key)
@@ -417,86 +372,14 @@ def create_app(state: EvolinkState | None = None) -> Starlette:
         out["results"] = list(task.results)
         return out
 
-    def stored(data: bytes, mime: str, original: str, base: str, upload_path: str | None) -> Response:
-        if len(data) > MAX_UPLOAD_BYTES:
-            return JSONResponse({"success": False, "code": 413, "msg": "File too large (max 100MB)"}, 413)
-        if not (mime in IMAGE_MIMES or mime.startswith("video/")):
-            return JSONResponse({"success": False, "code": 400, "msg": f"Unsupported file type: {mime}"}, 400)
-        if current().upload_refusals:
-            code, msg = current().upload_refusals.pop(0)
-            return JSONResponse({"success": False, "code": code, "msg": msg})
-        suffix = "." + (original.rsplit(".", 1)[-1] if "." in original else mime.split("/")[-1])
-        name = current().files.add(data, ttl_s=current().upload_ttl_s, suffix=suffix, content_type=mime)
-        file_id = f"file_{uuid.uuid4().hex[:12]}"
-        now = time.time()
-        current().uploads[name] = Upload(file_id, name, mime, len(data))
-        folder = upload_path or ("videos" if mime.startswith("video/") else "images")
-        return JSONResponse({"success": True, "code": 200, "msg": "File uploaded successfully", "data": {
-            "file_id": file_id, "file_name": name, "original_name": original, "file_size": len(data),
-            "mime_type": mime, "upload_path": folder, "file_url": f"{base}files/{name}",
-            "download_url": f"{base}api/v1/files/download/{file_id}", "upload_time": _iso(now),
-            "expires_at": _iso(now + current().upload_ttl_s)}})
-
-    async def upload(request: Request) -> Response:
-        kind = request.path_params["kind"]
-        base = str(request.base_url)
-        if kind not in ("stream", "base64", "url"):
-            return JSONResponse({"success": False, "code": 404, "msg": f"Not found: {request.url.path}"}, 404)
-        if kind == "stream":
-            form = await request.form()
-            upload_file = form.get("file")
-            fields = {k: v for k, v in form.items() if k != "file"}
-            if upload_file is None or isinstance(upload_file, str):
-                record("upload", request, form=fields)
-                return JSONResponse({"success": False, "code": 400, "msg": "file is required"}, 400)
-            data = await upload_file.read()
-            fields["file"] = {"filename": upload_file.filename, "content_type": upload_file.content_type,
-                              "size": len(data)}
-            record("upload", request, form=fields)
-            mime = upload_file.content_type or "application/octet-stream"
-            original = upload_file.filename or "file"
-            path = str(fields.get("upload_path") or fields.get("uploadPath") or "") or None
-        else:
-            try:
-                body = await request.json()
-            except ValueError:
-                body = None
-            record("upload", request, body)
-            if not isinstance(body, dict):
-                return JSONResponse({"success": False, "code": 400, "msg": "body must be JSON"}, 400)
-            path = body.get("upload_path") or body.get("uploadPath")
-            original = body.get("file_name") or body.get("fileName") or "file"
-            if kind == "base64":
-                raw = str(body.get("base64_data") or "")
-                mime = "application/octet-stream"
-                if raw.startswith("data:") and ";base64," in raw:
-                    mime, raw = raw[5:].split(";base64,", 1)
-                try:
-                    data = base64.b64decode(raw, validate=True)
-                except (binascii.Error, ValueError):
-                    return JSONResponse({"success": False, "code": 400, "msg": "invalid base64_data"}, 400)
-            else:
-                name = hosted_name(str(body.get("file_url") or ""), base)
-                hosted = current().files.files.get(name or "")
-                if hosted is None:
-                    return JSONResponse({"success": False, "code": 400, "msg": "file_url could not be fetched"}, 400)
-                data, mime = hosted.data, hosted.content_type
-        if not authorised(request):
-            return JSONResponse({"success": False, "code": 401, "msg": "Invalid or expired token"}, 401)
+    def upload_fault() -> Response | None:
         fault = pop_fault("upload")
-        if fault:
-            return _fault_response(fault, "upload")
-        return stored(data, mime, original, base, path)
-
-    async def download(request: Request) -> Response:
-        record("download", request)
-        return await current().files.handle(request)
+        return _fault_response(fault, "upload") if fault else None
 
     app = Starlette(routes=[
         Route("/v1/videos/generations", submit, methods=["POST"]),
         Route("/v1/tasks/{task_id}", poll, methods=["GET"]),
-        Route("/api/v1/files/upload/{kind:str}", upload, methods=["POST"]),
-        Route("/files/{name}", download, methods=["GET"]),
+        *file_routes(current, record, authorised, upload_fault),
     ])
     app.state.emulator = state or EvolinkState()
     return app
