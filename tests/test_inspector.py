@@ -1,15 +1,20 @@
-"""A real MCP client: the MCP Inspector CLI (@modelcontextprotocol/inspector 0.21.2, Node) drives
-`python -m kling_mcp serve` over stdio: tools/list, generate_video on `local` then check_job until it
-succeeds, and resources/read of the video.
+"""Real MCP clients over stdio, and the examples.
 
-Every Inspector call starts a fresh server process on the same data dir, so the round trip also
-proves that a job started by one process is resumed and finished by the next.
+The MCP Inspector CLI (@modelcontextprotocol/inspector 0.21.2, Node) drives `python -m kling_mcp serve`:
+tools/list, generate_video on `local` then check_job until it succeeds, and resources/read of the video.
+Every Inspector call starts a fresh server process on the same data dir, so the round trip also proves
+that a job started by one process is resumed and finished by the next.
+
+examples/storyboard_agent.py (the MCP Python client) makes three shots with continuity; the client
+configurations in examples/ are checked for what users copy from them.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +88,52 @@ def test_unknown_video_is_a_clear_error(node_tools, tmp_path):  # noqa: F811
                           env=server_env(tmp_path))
     assert done.returncode != 0
     assert "no video 0 for job nope" in done.stdout + done.stderr
+
+
+# --- examples ---------------------------------------------------------------------------------------------
+
+def test_storyboard_agent_makes_three_shots_with_continuity(tmp_path):
+    from kling_mcp.jobs.store import JobStore
+    from kling_mcp.media import last_frame_png
+
+    data, frames = tmp_path / "data", tmp_path / "frames"
+    command = [sys.executable, str(ROOT / "examples" / "storyboard_agent.py"), "a paper boat's journey",
+               "--duration", "3", "--out", str(frames)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=tmp_path, env=server_env(data))
+    assert done.returncode == 0, done.stderr[-3000:]
+    shots = [line.split() for line in done.stdout.splitlines()]
+    assert len(shots) == 3
+    job_ids = []
+    for uri, path in shots:
+        match = re.fullmatch(r"kling://jobs/([0-9a-f-]{36})/videos/0", uri)
+        assert match, uri
+        job_ids.append(match.group(1))
+        assert Path(path).read_bytes()[4:8] == b"ftyp"
+    assert "estimated total for 3 shots: $0.000" in done.stderr
+
+    store = JobStore(data)
+    try:
+        jobs = [store.get(j) for j in job_ids]
+    finally:
+        store.close()
+    assert [j.spec.operation for j in jobs] == ["text", "image", "image"]
+    for n in (1, 2):          # shot n+1 starts on the last frame of shot n
+        frame = frames / f"shot-{n}-last-frame.png"
+        assert frame.read_bytes() == last_frame_png(shots[n - 1][1])
+        assert jobs[n].spec.first_frame.sha256 == hashlib.sha256(frame.read_bytes()).hexdigest()
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=tmp_path, env=server_env(data))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout == done.stdout          # idempotency keys: the same jobs, nothing paid twice
+
+
+def test_client_configs_launch_the_server():
+    desktop = json.loads((ROOT / "examples" / "claude_desktop_config.json").read_text())
+    server = desktop["mcpServers"]["kling"]
+    assert [server["command"], *server["args"]] == ["kling-mcp", "serve"]
+    known = {"AIML_API_KEY", "RUNWARE_API_KEY", "RUNPOD_API_KEY", "EVOLINK_API_KEY", "KLING_MCP_MAX_JOB_COST_USD",
+             "KLING_MCP_DAILY_BUDGET_USD"}
+    assert set(server["env"]) <= known
+    guide = (ROOT / "examples" / "claude_code.md").read_text()
+    assert "kling -- kling-mcp serve" in guide
+    assert "claude mcp add --transport http kling http://127.0.0.1:8000/mcp" in guide
