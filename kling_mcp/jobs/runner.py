@@ -188,7 +188,9 @@ class JobRunner:
             return None
         self.save(job.updated(consecutive_errors=count))
         log.warning("job %s: %s (attempt %d)", job.job_id, exc.code, count)
-        return max(exc.retry_after or 0.0, interval * (2 ** (count - 1)))
+        # Exponential, but never past the largest poll interval (a Retry-After may ask for longer).
+        backoff = min(interval * (2 ** (count - 1)), self._settings.poll_max_interval_s)
+        return max(exc.retry_after or 0.0, backoff)
 
     def _on_running(self, job: Job, result: Running) -> None:
         progress = job.progress if result.progress is None else max(job.progress, float(result.progress))
