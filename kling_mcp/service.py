@@ -170,6 +170,14 @@ class VideoService:
                 raise errors.BudgetExceeded(
                     f"{quote}; ${spent:.2f} of the ${daily:.2f} KLING_MCP_DAILY_BUDGET_USD is already spent today.")
 
+    def _affordable(self, match: Match) -> bool:
+        """Whether ``match`` passes the spending guards (a failover target must, like the first choice)."""
+        try:
+            self._guard(match)
+        except errors.BudgetExceeded:
+            return False
+        return True
+
     # --- the tools -------------------------------------------------------------------------
 
     async def estimate(self, req: EstimateRequest) -> Estimate:
@@ -229,20 +237,30 @@ class VideoService:
                                                    estimated_cost_usd=match.cost_usd,
                                                    spec=job.spec.model_copy(update={"duration": match.duration,
                                                                                     "aspect_ratio": match.aspect_ratio})))
+            # Commit the quote to the ledger before the first await: a concurrent call's guard then
+            # sees it, and a job the provider may have taken stays counted even if no answer comes.
+            committed = job.estimated_cost_usd or 0.0
+            if committed:
+                self.store.add_spend(committed)
             try:
                 accepted = await self.provider(match.provider).submit(job)
             except errors.ProviderError as exc:
-                can_fail_over = requested_auto and not exc.may_have_accepted and i + 1 < len(matches)
+                if committed and not exc.may_have_accepted:
+                    self.store.add_spend(-committed)
+                can_fail_over = (requested_auto and not exc.may_have_accepted and i + 1 < len(matches)
+                                 and self._affordable(matches[i + 1]))
                 if can_fail_over:
                     notes.append(f"{match.provider} could not take the job ({exc.message}); failed over to "
                                  f"{matches[i + 1].provider}.")
                     continue
                 return self._submit_failed(job, exc), " ".join(notes) or None
+            except Exception:
+                if committed:           # refused before anything was sent (e.g. an unreadable file)
+                    self.store.add_spend(-committed)
+                raise
             job = self.runner.save(job.moved(JobStatus.SUBMITTED, remote_id=accepted.remote_id,
                                              submitted_at=job.updated_at, provider_data=accepted.data,
                                              cost_usd=accepted.cost_usd, note=" ".join(notes) or None))
-            if job.estimated_cost_usd:
-                self.store.add_spend(job.estimated_cost_usd)
             self.runner.track(job.job_id)
             return job, " ".join(notes) or None
         raise AssertionError("unreachable: matches is never empty")
