@@ -99,7 +99,8 @@ async def run(args: argparse.Namespace) -> int:
             return 2
         brief = await client.get_prompt("storyboard", {"topic": args.topic, "shots": str(args.shots),
                                                        "aspect_ratio": args.aspect_ratio})
-        say("storyboard brief from the server:\n  " + brief.messages[0].content.text.replace("\n", "\n  "))  # type: ignore[union-attr]
+        text = brief.messages[0].content.text  # type: ignore[union-attr]
+        say("storyboard brief from the server:\n  " + text.replace("\n", "\n  "))
         prompts = plan_shots(args.topic, args.shots, args.style)
         for n, prompt in enumerate(prompts, start=1):
             say(f"shot {n}: {prompt}")

@@ -1,4 +1,4 @@
-"""``kling-mcp estimate | generate | edit | jobs | check | last-frame``: the tools without an MCP client.
+"""``kling-mcp estimate | generate | edit | jobs | check | cancel | last-frame``: the tools, no MCP client.
 
 The commands use :class:`VideoService` directly (the layer the MCP tools share), so they validate,
 quote, deduplicate and bill exactly as the server does, on the same data dir (``KLING_MCP_DATA_DIR``).
@@ -24,7 +24,7 @@ from . import catalog, errors
 from .config import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNNING = 0, 1, 2, 3
-COMMANDS = ("estimate", "generate", "edit", "jobs", "check", "last-frame")
+COMMANDS = ("estimate", "generate", "edit", "jobs", "check", "cancel", "last-frame")
 STATUSES = ("pending", "submitted", "running", "downloading", "succeeded", "failed", "cancelled")
 
 
@@ -87,6 +87,9 @@ def add_commands(sub: Any) -> None:
     check.add_argument("job_id")
     check.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds")
     check.add_argument("--json", action="store_true")
+
+    cancel = sub.add_parser("cancel", help="cancel a job (at the provider where it can be cancelled)")
+    cancel.add_argument("job_id")
 
     last = sub.add_parser("last-frame", help="save a video's last frame as PNG (continuity: the next shot's "
                                              "--first-frame)")
@@ -173,8 +176,8 @@ def _say(text: str) -> None:
 
 _CLI_WORDS = {"generate_video": "`kling-mcp generate`", "edit_video": "`kling-mcp edit`",
               "check_job": "`kling-mcp check`", "list_jobs": "`kling-mcp jobs`",
-              "estimate_cost": "`kling-mcp estimate`", "cancel_job": "cancel", "first_frame": "--first-frame",
-              "last_frame": "--last-frame", "reference_images": "--reference-image",
+              "estimate_cost": "`kling-mcp estimate`", "cancel_job": "`kling-mcp cancel`",
+              "first_frame": "--first-frame", "last_frame": "--last-frame", "reference_images": "--reference-image",
               "reference_video": "--reference-video", "aspect_ratio": "--aspect-ratio", "num_videos": "--num-videos",
               "video_duration_s": "--video-duration", "idempotency_key": "--idempotency-key",
               "negative_prompt": "--negative-prompt", "keep_original_sound": "--keep-original-sound",
@@ -256,8 +259,8 @@ def _report(job: Any, note: str | None, as_json: bool) -> int:
 def _request(args: argparse.Namespace, kind: str) -> Any:
     from .requests import EditRequest, EstimateRequest, GenerateRequest
 
-    fields = dict(prompt=args.prompt, reference_images=args.reference_image, tier=args.tier,
-                  provider=args.provider, keep_original_sound=args.keep_original_sound)
+    fields: dict[str, Any] = {"prompt": args.prompt, "reference_images": args.reference_image, "tier": args.tier,
+                              "provider": args.provider, "keep_original_sound": args.keep_original_sound}
     if kind != "edit":
         fields.update(first_frame=args.first_frame, last_frame=args.last_frame,
                       reference_video=args.reference_video, duration=args.duration, aspect_ratio=args.aspect_ratio,
@@ -317,6 +320,13 @@ async def _jobs(service: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _cancel(service: Any, args: argparse.Namespace) -> int:
+    result = await service.cancel(args.job_id)
+    _say(cli_text(result.message))
+    print(result.status)
+    return EXIT_OK
+
+
 def _last_frame(args: argparse.Namespace) -> int:
     from . import media
 
@@ -342,8 +352,9 @@ def run(args: argparse.Namespace) -> int:
         body: dict[str, Callable[[Any], Awaitable[int]]] = {
             "estimate": lambda s: _estimate(s, args), "jobs": lambda s: _jobs(s, args),
             "generate": lambda s: _generate(s, args, "generate"), "edit": lambda s: _generate(s, args, "edit"),
-            "check": lambda s: _check(s, args)}
-        return anyio.run(_with_service, settings, body[args.command], args.command in ("generate", "edit", "check"))
+            "check": lambda s: _check(s, args), "cancel": lambda s: _cancel(s, args)}
+        run_jobs = args.command in ("generate", "edit", "check")     # these wait, so the runner must poll
+        return anyio.run(_with_service, settings, body[args.command], run_jobs)
     except errors.KlingError as exc:
         _say(f"kling-mcp {args.command}: {cli_text(str(exc))}")
         return EXIT_FAILED

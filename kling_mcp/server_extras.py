@@ -10,7 +10,8 @@ raises at start-up when an SDK upgrade removed one, instead of serving a server 
 
 - ``logging/setLevel`` (2025 era; the 2026 era has no such method): the connection's minimum level.
   The server's own ``kling_mcp`` log records at or above it (retries, resumed jobs, failures) are sent
-  to that client as ``notifications/message``, with secrets redacted.
+  to that client as ``notifications/message``, with secrets redacted. Only records the operator's
+  ``--log-level`` lets through exist to be sent (default INFO).
 - ``completion/complete``: the storyboard prompt's ``aspect_ratio`` and ``shots``, and the video
   template's ``job_id`` (recent jobs with videos) and ``index`` (that job's videos).
 - ``resources/subscribe``/``unsubscribe`` (2025 era) and ``subscriptions/listen`` (2026 era) on
@@ -32,10 +33,23 @@ import anyio
 import anyio.abc
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
-from mcp.types import (INVALID_PARAMS, CompleteRequestParams, CompleteResult, Completion, EmptyResult,
-                       LoggingLevel, LoggingMessageNotification, LoggingMessageNotificationParams, PromptReference,
-                       ResourceTemplateReference, ResourceUpdatedNotification, ResourceUpdatedNotificationParams,
-                       SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams)
+from mcp.types import (
+    INVALID_PARAMS,
+    CompleteRequestParams,
+    CompleteResult,
+    Completion,
+    EmptyResult,
+    LoggingLevel,
+    LoggingMessageNotification,
+    LoggingMessageNotificationParams,
+    PromptReference,
+    ResourceTemplateReference,
+    ResourceUpdatedNotification,
+    ResourceUpdatedNotificationParams,
+    SetLevelRequestParams,
+    SubscribeRequestParams,
+    UnsubscribeRequestParams,
+)
 
 from . import catalog, errors
 
@@ -93,7 +107,8 @@ class _Live:
 
     def offer(self, record: logging.LogRecord) -> None:
         """Queue a log record for the clients that asked for its level (any thread)."""
-        if not self.log_levels or record.levelno < min(lv for _, lv in self.log_levels.values()):
+        levels = list(self.log_levels.values())    # one atomic copy: emit may run in any thread
+        if not levels or record.levelno < min(lv for _, lv in levels):
             return
         item = (record.levelno, record.name, errors.redact(record.getMessage(), self.secrets))
         try:
@@ -121,7 +136,7 @@ class _Live:
         try:
             await session.send_notification(notification)
             return True
-        except Exception:           # noqa: BLE001 - the client went away; forget it
+        except Exception:           # noqa: BLE001 - whatever the transport raises, the client is gone
             return False
 
     # --- job watchers (subscriptions) --------------------------------------------------------
@@ -264,7 +279,8 @@ def install_extras(mcp: Any, settings: Any) -> None:
 
     async def on_listen(ctx: Any, call_next: Callable[[Any], Any]) -> Any:
         """2026 era: a ``subscriptions/listen`` naming job video URIs starts watching those jobs."""
-        if ctx.method == "subscriptions/listen" and isinstance(ctx.params, Mapping) and id(ctx.lifespan_context) in lives:
+        listen = ctx.method == "subscriptions/listen" and isinstance(ctx.params, Mapping)
+        if listen and id(ctx.lifespan_context) in lives:
             live = live_of(ctx)
             wanted = (ctx.params.get("notifications") or {}).get("resourceSubscriptions") or []
             for uri in wanted if isinstance(wanted, list) else []:

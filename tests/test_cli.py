@@ -112,7 +112,8 @@ def test_idempotency_key_returns_the_same_job(capsys):
 
 def test_jobs_table_and_filters(capsys):
     _, path, _ = cli(capsys, "generate", "first", "--duration", "3")
-    _, pending, _ = cli(capsys, "generate", "second", "--duration", "3", "--timeout", "0")
+    code, _, _ = cli(capsys, "generate", "second", "--duration", "3", "--timeout", "0")
+    assert code == 3
     code, out, _ = cli(capsys, "jobs")
     assert code == 0
     lines = out.splitlines()
@@ -125,6 +126,18 @@ def test_jobs_table_and_filters(capsys):
     assert len(out.splitlines()) == 3
     code, out, err = cli(capsys, "jobs", "--status", "failed")
     assert code == 0 and out == "" and "No jobs with status failed" in err
+
+
+def test_cancel_a_running_job(capsys):
+    _, job_id, _ = cli(capsys, "generate", "a long shot", "--duration", "10", "--timeout", "0", "--json")
+    job_id = json.loads(job_id)["job_id"]
+    code, out, err = cli(capsys, "cancel", job_id)
+    assert code == 0 and out.strip() == "cancelled", err
+    assert f"Cancelled job {job_id} at local." in err
+    code, _, err = cli(capsys, "check", job_id)
+    assert code == 1 and "cancelled" in err
+    code, out, err = cli(capsys, "cancel", job_id)
+    assert code == 0 and out.strip() == "cancelled" and "already finished" in err
 
 
 def test_check_unknown_job_says_how_to_find_one(capsys):

@@ -105,7 +105,8 @@ async def test_capabilities_advertised(tmp_path, mode):
 
 def test_install_extras_fails_loudly_without_the_sdk_seams(tmp_path):
     class NotAnMCPServer:
-        middleware: list = []
+        def __init__(self) -> None:
+            self.middleware: list = []
 
     with pytest.raises(RuntimeError, match="_lowlevel_server"):
         install_extras(NotAnMCPServer(), settings(tmp_path))

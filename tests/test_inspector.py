@@ -6,7 +6,8 @@ Every Inspector call starts a fresh server process on the same data dir, so the 
 that a job started by one process is resumed and finished by the next.
 
 examples/storyboard_agent.py (the MCP Python client) makes three shots with continuity; the client
-configurations in examples/ are checked for what users copy from them.
+configurations in examples/ are checked for what users copy from them; benchmarks/run.py gets a
+--quick smoke run (its figures are not asserted: benchmarks are not tests).
 """
 
 from __future__ import annotations
@@ -137,3 +138,17 @@ def test_client_configs_launch_the_server():
     guide = (ROOT / "examples" / "claude_code.md").read_text()
     assert "kling -- kling-mcp serve" in guide
     assert "claude mcp add --transport http kling http://127.0.0.1:8000/mcp" in guide
+
+
+def test_benchmark_script_quick_smoke_run(tmp_path):
+    out = tmp_path / "latest.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("\n| ") >= 15 and "| section | measurement | median | p99 |" in done.stdout
+    report = json.loads(out.read_text())
+    assert report["quick"] is True and report["machine"]["nproc"] >= 1
+    sections = {r["section"].split(" (")[0] for r in report["results"]}
+    assert sections == {"cold start", "tool latency", "check_job vs store size", "20 concurrent jobs",
+                        "download 20 MB"}
+    assert all(r["median"] and r["median"] > 0 for r in report["results"])
