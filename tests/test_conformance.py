@@ -112,6 +112,17 @@ def test_install_extras_fails_loudly_without_the_sdk_seams(tmp_path):
         install_extras(NotAnMCPServer(), settings(tmp_path))
 
 
+def test_install_script_says_what_to_install_without_npm(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    done = subprocess.run([str(bin_dir / "bash"), str(ROOT / "scripts" / "install-node-tools.sh")],
+                          env={"PATH": str(bin_dir)}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 127
+    assert "node and npm are required" in done.stderr and "install Node.js 20+" in done.stderr
+
+
 def test_mcp_level_mapping():
     assert [mcp_level(n) for n in (5, 10, 20, 25, 30, 40, 50, 55, 60)] == [
         "debug", "debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
