@@ -25,6 +25,10 @@ from .config import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNNING = 0, 1, 2, 3
 COMMANDS = ("estimate", "generate", "edit", "jobs", "check", "cancel", "last-frame")
+EPILOG = ("exit codes: 0 done (or submitted with --no-wait); 1 refused, failed or cancelled (stderr says why "
+          "and what to change); 2 bad arguments or settings; 3 still running (run `kling-mcp check JOB_ID --wait "
+          "300`). Results (video paths) go to stdout, progress and messages to stderr. Data dir: "
+          "KLING_MCP_DATA_DIR; provider keys: AIML_API_KEY, RUNWARE_API_KEY, RUNPOD_API_KEY, EVOLINK_API_KEY.")
 STATUSES = ("pending", "submitted", "running", "downloading", "succeeded", "failed", "cancelled")
 
 
@@ -58,40 +62,44 @@ def _waiting(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the job as JSON instead of the video paths")
 
 
+def _command(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".", epilog=EPILOG)
+
+
 def add_commands(sub: Any) -> None:
     """Register the commands on the ``kling-mcp`` subparsers object."""
-    est = sub.add_parser("estimate", help="quote a request on every provider (never spends)")
+    est = _command(sub, "estimate", "quote a request on every provider (never spends)")
     est.add_argument("prompt", nargs="?", default="")
     est.add_argument("--video", metavar="VIDEO", help="quote an edit of this video")
     est.add_argument("--video-duration", type=float, metavar="S", help="the input video's length, if not probed")
     _common(est, edit=False, estimate=True)
     est.add_argument("--json", action="store_true", help="print the estimate as JSON")
 
-    gen = sub.add_parser("generate", help="generate a video and wait for it with a progress bar")
+    gen = _command(sub, "generate", "generate a video and wait for it with a progress bar")
     gen.add_argument("prompt")
     _common(gen, edit=False)
     _waiting(gen)
 
-    edit = sub.add_parser("edit", help="edit a video with an instruction and wait for it")
+    edit = _command(sub, "edit", "edit a video with an instruction and wait for it")
     edit.add_argument("prompt")
     edit.add_argument("--video", required=True, metavar="VIDEO", help="the video to edit (path, URL, data URI)")
     _common(edit, edit=True)
     _waiting(edit)
 
-    jobs = sub.add_parser("jobs", help="list jobs, newest first")
+    jobs = _command(sub, "jobs", "list jobs, newest first")
     jobs.add_argument("--status", choices=STATUSES)
     jobs.add_argument("--limit", type=int, default=50)
     jobs.add_argument("--json", action="store_true")
 
-    check = sub.add_parser("check", help="show a job; with --wait, wait for it to finish")
+    check = _command(sub, "check", "show a job; with --wait, wait for it to finish")
     check.add_argument("job_id")
     check.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds")
     check.add_argument("--json", action="store_true")
 
-    cancel = sub.add_parser("cancel", help="cancel a job (at the provider where it can be cancelled)")
+    cancel = _command(sub, "cancel", "cancel a job (at the provider where it can be cancelled)")
     cancel.add_argument("job_id")
 
-    last = sub.add_parser("last-frame", help="save a video's last frame as PNG (continuity: the next shot's "
+    last = _command(sub, "last-frame", "save a video's last frame as PNG (continuity: the next shot's "
                                              "--first-frame)")
     last.add_argument("video")
     last.add_argument("-o", "--output", help="PNG path (default: next to the video, <name>.last.png)")
