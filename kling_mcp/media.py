@@ -269,3 +269,16 @@ def last_frame_png(video_path: str | Path) -> bytes:
         if last is None:
             raise _invalid(video_path, "it has no decodable video frame")
         return _png(last.to_image())
+
+
+def poster_png_cached(video_path: str | Path, max_side: int = 320) -> bytes:
+    """``poster_png`` stored beside the video (``<name>.poster.png``) after the first call."""
+    video = Path(video_path)
+    cached = video.with_name(video.name + ".poster.png")
+    if cached.is_file():
+        return cached.read_bytes()
+    png = poster_png(video, max_side)
+    part = cached.with_name(cached.name + ".part")
+    part.write_bytes(png)
+    os.replace(part, cached)
+    return png

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import anyio
-import httpx
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
@@ -39,18 +38,18 @@ def _lifespan(settings: Settings):
     @asynccontextmanager
     async def lifespan(_server: MCPServer) -> AsyncIterator[AppState]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        timeout = httpx.Timeout(60.0, connect=10.0)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as client, \
-                anyio.create_task_group() as tg:
-            service = VideoService(settings, client)
-            resumed = await service.runner.start(tg)
-            if resumed:
-                log.info("resumed %d unfinished job(s)", resumed)
-            try:
-                yield AppState(service)
-            finally:
-                tg.cancel_scope.cancel()
-                service.store.close()
+        service = VideoService(settings)      # its HTTP client is built on first use, not before initialize
+        try:
+            async with anyio.create_task_group() as tg:
+                resumed = await service.runner.start(tg)
+                if resumed:
+                    log.info("resumed %d unfinished job(s)", resumed)
+                try:
+                    yield AppState(service)
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            await service.aclose()
     return lifespan
 
 
@@ -64,7 +63,7 @@ async def _poster(service: VideoService, job: Job) -> ImageContent | None:
     try:
         from . import media
 
-        png = await anyio.to_thread.run_sync(media.poster_png, job.videos[0].path)
+        png = await anyio.to_thread.run_sync(media.poster_png_cached, job.videos[0].path)
     except Exception:   # noqa: BLE001 - a poster is a nicety; never fail the call for it
         log.warning("no poster for job %s", job.job_id)
         return None

@@ -45,12 +45,26 @@ def infer_operation(*, video: Any = None, first_frame: Any = None, last_frame: A
 
 
 class VideoService:
-    def __init__(self, settings: Settings, client: httpx.AsyncClient, store: JobStore | None = None) -> None:
+    def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None,
+                 store: JobStore | None = None) -> None:
         self.settings = settings
-        self.client = client
+        self._client = client
+        self._owns_client = client is None
         self.store = store or JobStore(settings.data_dir)
         self._providers: dict[str, VideoProvider] = {}
-        self.runner = JobRunner(self.store, self.provider, client, settings)
+        self.runner = JobRunner(self.store, self.provider, lambda: self.client, settings)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The shared HTTP client, built on first use (building it costs ~0.1 s of start-up)."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+        self.store.close()
 
     def provider(self, name: str) -> VideoProvider:
         if name not in self._providers:
@@ -254,9 +268,14 @@ class VideoService:
                                  f"{matches[i + 1].provider}.")
                     continue
                 return self._submit_failed(job, exc), " ".join(notes) or None
-            except Exception:
-                if committed:           # refused before anything was sent (e.g. an unreadable file)
+            except errors.KlingError as exc:
+                # The adapter refused before sending anything (an unreadable or oversized file, ...):
+                # nothing can be billed, so the job ends here and its idempotency key is released.
+                if committed:
                     self.store.add_spend(-committed)
+                self.runner.finish(job, JobStatus.FAILED, error=ErrorView(**exc.to_info()))
+                if job.idempotency_key:
+                    self.store.forget_idempotency_key(job.idempotency_key)
                 raise
             job = self.runner.save(job.moved(JobStatus.SUBMITTED, remote_id=accepted.remote_id,
                                              submitted_at=job.updated_at, provider_data=accepted.data,

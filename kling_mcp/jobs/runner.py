@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from .store import JobStore
 log = logging.getLogger("kling_mcp.runner")
 
 ProgressCallback = Callable[[Job], Awaitable[None]]
+MAX_IN_FLIGHT = 16
 
 
 def _error_view(exc: errors.KlingError) -> ErrorView:
@@ -38,15 +40,27 @@ def _error_view(exc: errors.KlingError) -> ErrorView:
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, provider_for: Callable[[str], VideoProvider], client: httpx.AsyncClient,
-                 settings: Settings) -> None:
+    def __init__(self, store: JobStore, provider_for: Callable[[str], VideoProvider],
+                 client: httpx.AsyncClient | Callable[[], httpx.AsyncClient], settings: Settings) -> None:
         self.store = store
         self._provider_for = provider_for
-        self._client = client
+        self._client_source = client
         self._settings = settings
+        self._in_flight: dict[str, anyio.Semaphore] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._active: dict[str, anyio.CancelScope] = {}
         self._changed: dict[str, anyio.Event] = {}
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        source = self._client_source
+        return source() if callable(source) else source
+
+    def _limit(self, provider: str) -> anyio.Semaphore:
+        """At most MAX_IN_FLIGHT polls per provider at once: hundreds of jobs must not poll in lock-step."""
+        if provider not in self._in_flight:
+            self._in_flight[provider] = anyio.Semaphore(MAX_IN_FLIGHT)
+        return self._in_flight[provider]
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -154,7 +168,8 @@ class JobRunner:
                 return
             delay = interval
             try:
-                result = await provider.poll(job)
+                async with self._limit(job.provider):
+                    result = await provider.poll(job)
             except errors.ProviderError as exc:
                 delay = await self._on_error(job, exc, interval)
                 if delay is None:
@@ -173,7 +188,7 @@ class JobRunner:
                 elif isinstance(result, Done):
                     if await self._collect(job, result):
                         return
-            await anyio.sleep(delay)
+            await anyio.sleep(delay * random.uniform(0.9, 1.1))   # jitter: spread many jobs' polls
             interval = min(interval * 1.5, self._settings.poll_max_interval_s)
 
     async def _on_error(self, job: Job, exc: errors.ProviderError, interval: float) -> float | None:
@@ -239,6 +254,11 @@ class JobRunner:
             dest.unlink(missing_ok=True)
             raise errors.DownloadFailed(f"the file {job.provider} delivered is not a playable video.") from None
         sha = await anyio.to_thread.run_sync(media.sha256_file, dest)
+        if n == 0:
+            try:   # render the poster now, so check_job answers without decoding video
+                await anyio.to_thread.run_sync(media.poster_png_cached, dest)
+            except Exception:   # noqa: BLE001 - a poster is a nicety; the video is what matters
+                log.warning("job %s: no poster frame", job.job_id)
         return StoredVideo(index=n, path=str(dest), mime_type=info.mime_type or "video/mp4", width=info.width,
                            height=info.height, duration_s=info.duration_s, size_bytes=dest.stat().st_size,
                            sha256=sha)
