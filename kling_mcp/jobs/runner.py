@@ -188,7 +188,8 @@ class JobRunner:
                 elif isinstance(result, Done):
                     if await self._collect(job, result):
                         return
-            await anyio.sleep(delay * random.uniform(0.9, 1.1))   # jitter: spread many jobs' polls
+            # Jitter spreads many jobs' polls; only ever later, so a Retry-After stays a floor.
+            await anyio.sleep(delay * random.uniform(1.0, 1.2))
             interval = min(interval * 1.5, self._settings.poll_max_interval_s)
 
     async def _on_error(self, job: Job, exc: errors.ProviderError, interval: float) -> float | None:
@@ -254,11 +255,6 @@ class JobRunner:
             dest.unlink(missing_ok=True)
             raise errors.DownloadFailed(f"the file {job.provider} delivered is not a playable video.") from None
         sha = await anyio.to_thread.run_sync(media.sha256_file, dest)
-        if n == 0:
-            try:   # render the poster now, so check_job answers without decoding video
-                await anyio.to_thread.run_sync(media.poster_png_cached, dest)
-            except Exception:   # noqa: BLE001 - a poster is a nicety; the video is what matters
-                log.warning("job %s: no poster frame", job.job_id)
         return StoredVideo(index=n, path=str(dest), mime_type=info.mime_type or "video/mp4", width=info.width,
                            height=info.height, duration_s=info.duration_s, size_bytes=dest.stat().st_size,
                            sha256=sha)
