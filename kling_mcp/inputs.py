@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -40,10 +41,28 @@ async def resolve(value: str, *, arg: str, kind: Literal["image", "video"], data
         raise errors.InvalidInputFile(
             f"{arg} uses the {name}: scheme, which is not accepted.",
             hint="Pass an http(s) URL, a data: URI, or a plain local path (no file:// prefix).")
-    return await _file(Path(value).expanduser(), arg=arg, kind=kind, allowed_dirs=allowed_dirs, origin=value)
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:                        # "~someone/..." for a user that does not exist
+        raise errors.InvalidInputFile(f"{arg}: {_shown(value)} does not exist.") from None
+    return await _file(path, arg=arg, kind=kind, allowed_dirs=allowed_dirs, origin=_shown(value))
+
+
+def _shown(value: str, limit: int = 200) -> str:
+    """``value`` as quoted back in an error: a caller's string may be megabytes long."""
+    return value if len(value) <= limit else f"{value[:limit // 2]}…{value[-limit // 2:]} ({len(value)} characters)"
 
 
 async def _url(url: str, *, arg: str, kind: str, probe: bool) -> MediaRef:
+    try:
+        parts = urlsplit(url)
+        valid = bool(parts.hostname) and (parts.port or 0) >= 0      # .port raises on a malformed port
+    except ValueError:                                                # e.g. "https://[::1" (bad IPv6)
+        valid = False
+    if not valid:
+        raise errors.InvalidInputFile(f"{arg}: {_shown(url)} is not a valid URL.",
+                                      hint="Pass a full http(s) URL such as https://example.com/frame.png, "
+                                           "a data: URI, or a local file path.")
     ref = MediaRef(kind="url", value=url, media=kind)  # type: ignore[arg-type]
     if probe and kind == "video":
         try:
@@ -58,7 +77,7 @@ async def _url(url: str, *, arg: str, kind: str, probe: bool) -> MediaRef:
 async def _file(path: Path, *, arg: str, kind: str, allowed_dirs: tuple[Path, ...], origin: str) -> MediaRef:
     try:
         resolved = path.resolve(strict=True)
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):   # ValueError: an embedded NUL byte
         raise errors.InvalidInputFile(f"{arg}: {origin} does not exist.") from None
     if not resolved.is_file():
         raise errors.InvalidInputFile(f"{arg}: {origin} is not a regular file.")
