@@ -495,6 +495,15 @@ async def test_a_submit_timeout_after_sending_never_fails_over(emulator, tmp_pat
     assert len(runpod.state.jobs) == 1 and aiml.wire.seen == []
 
 
+async def test_a_connection_dropped_during_the_submit_answer_never_fails_over(emulator, tmp_path):
+    runpod, aiml = emulator("runpod"), emulator("aimlapi")
+    runpod.wire.drop(is_post("/run"))
+    args = {"prompt": "two robots play chess", "reference_images": [runpod.image_url()], "duration": 5}
+    result = await call(settings(tmp_path, runpod, aiml), "generate_video", {**args, "wait_seconds": 0})
+    assert result.is_error and "[interrupted]" in text_of(result) and "may or may not" in text_of(result)
+    assert aiml.wire.seen == []                               # the request may have started a billed job
+
+
 async def test_a_submit_timeout_on_runware_is_tracked_by_its_task_uuid_not_failed_over(emulator, tmp_path):
     runware, runpod = emulator("runware"), emulator("runpod")
     runware.wire.delay(is_post("/v1"), 1.0)                   # the first POST is the videoInference task
