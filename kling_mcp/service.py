@@ -47,6 +47,9 @@ def infer_operation(*, video: Any = None, first_frame: Any = None, last_frame: A
 class VideoService:
     def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None,
                  store: JobStore | None = None) -> None:
+        # httpcore logs raw request/response headers at DEBUG; a provider that echoes a key in a
+        # header would leak it into the log, so keep it quiet whatever the root level is.
+        logging.getLogger("httpcore").setLevel(logging.WARNING)
         self.settings = settings
         self._client = client
         self._owns_client = client is None

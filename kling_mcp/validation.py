@@ -55,6 +55,9 @@ def _check_variant(spec: VideoSpec, v: ModelVariant) -> Match:
         return Match(name, v, None, None, [f"{name} does not offer {label} with Kling O1 (it offers: {offered})."])
     problems: list[str] = []
     m = Match(name, v, op, op.model or v.model, problems)
+    if len(spec.prompt.strip()) < v.min_prompt_chars:
+        problems.append(f"prompt has {len(spec.prompt.strip())} characters; {name} needs at least "
+                        f"{v.min_prompt_chars}: describe the video in more words.")
     if len(spec.prompt) > v.max_prompt_chars:
         problems.append(f"prompt has {len(spec.prompt)} characters; {name} accepts at most {v.max_prompt_chars}.")
     if spec.operation != "edit":

@@ -113,7 +113,7 @@ class Harness:
     recorders: dict[str, Recorder]
     files: Files
     job_ids: set[str] = field(default_factory=set)
-    known_gaps: set[str] = field(default_factory=set)        # prompts of jobs an xfail test expects to fail
+    known_gaps: set[str] = field(default_factory=set)        # prompts of jobs a test expects to be refused
 
     def call(self, tool: str, args: dict[str, Any]) -> Any:
         async def run() -> Any:
@@ -464,8 +464,6 @@ def test_a_request_the_adapter_refuses_before_sending_leaves_no_job_pending(harn
     harness.job_ids.add(retry.structured_content["job_id"])
 
 
-@pytest.mark.xfail(strict=True, reason="Runware documents positivePrompt Min 2 (seeds/runware-kling-video-o1-*.md); "
-                   "the catalog has no minimum prompt length, so a 1-character prompt is sent and refused (reported).")
 def test_a_one_character_prompt_is_refused_before_reaching_runware(harness: Harness) -> None:
     before = len(harness.refusals())
     harness.known_gaps.add("x")

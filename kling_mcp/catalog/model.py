@@ -89,6 +89,7 @@ class ModelVariant:
     typical_seconds: float                    # typical time to a finished video, for poll pacing
     label: str = ""
     notes: tuple[str, ...] = ()
+    min_prompt_chars: int = 1
 
 
 @dataclass(frozen=True)

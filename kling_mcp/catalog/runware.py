@@ -21,7 +21,7 @@ def _variant(model: str, tier: str, base: float, r2v: float, sizes: dict[str, tu
     return ModelVariant(
         provider="runware", model=model, tier=tier,  # type: ignore[arg-type]
         label=f"Kling VIDEO O1 {'Pro' if tier == 'pro' else 'Standard'}",
-        sizes=sizes, max_prompt_chars=2500, input_kinds=("url", "data_uri", "upload"),
+        sizes=sizes, min_prompt_chars=2, max_prompt_chars=2500, input_kinds=("url", "data_uri", "upload"),
         url_lifetime_s=30 * 24 * 3600, typical_seconds=120.0,
         operations={
             "text": OperationSpec("text", base_price, durations=(5, 10), default_duration=5,
