@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 from mcp.shared.exceptions import MCPError
@@ -113,7 +113,6 @@ class Harness:
     recorders: dict[str, Recorder]
     files: Files
     job_ids: set[str] = field(default_factory=set)
-    known_gaps: set[str] = field(default_factory=set)        # prompts of jobs a test expects to be refused
 
     def call(self, tool: str, args: dict[str, Any]) -> Any:
         async def run() -> Any:
@@ -191,7 +190,7 @@ def _every_job_ends_well(h: Harness) -> None:
         time.sleep(0.2)
     for job in jobs:
         assert job["status"] in ("succeeded", "failed", "cancelled"), job
-        if job["status"] == "failed" and job["prompt"] not in h.known_gaps:
+        if job["status"] == "failed":
             assert job["error"]["code"] not in ("provider_rejected", "provider_protocol", "internal_error"), job
 
 
@@ -311,9 +310,6 @@ def one_bad_argument(draw: st.DrawFn, tool: str, files: Files, names: set[str] |
     args["prompt"] += f" (take {draw(st.integers(min_value=0, max_value=10**9))})"
     name = draw(st.sampled_from([n for n in PARAMS[tool] if names is None or n in names]))
     args[name] = draw(any_value(name, files, wrong_types=names is None))
-    # Known gap, pinned by test_a_one_character_prompt_is_refused_before_reaching_runware: Runware
-    # needs 2+ characters and the catalog does not say so yet.
-    assume(not (isinstance(args["prompt"], str) and len(args["prompt"]) == 1))
     args.setdefault("wait_seconds", 0)
     return args
 
@@ -466,7 +462,6 @@ def test_a_request_the_adapter_refuses_before_sending_leaves_no_job_pending(harn
 
 def test_a_one_character_prompt_is_refused_before_reaching_runware(harness: Harness) -> None:
     before = len(harness.refusals())
-    harness.known_gaps.add("x")
     result = harness.call("generate_video", {"prompt": "x", "provider": "runware", "duration": 5, "wait_seconds": 0})
     if not result.is_error:
         harness.job_ids.add(result.structured_content["job_id"])
