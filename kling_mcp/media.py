@@ -220,7 +220,7 @@ def _seek(container: Any, stream: Any, seconds: float) -> bool:
 
 def _png(image: Any) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=True)
+    image.save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
 
 

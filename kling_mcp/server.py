@@ -118,7 +118,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     Duration = Annotated[int, Field(ge=bounds["duration_min"], le=bounds["duration_max"],
                                     description="Output seconds; each provider accepts a subset (see the tool "
                                                 "description).")]
-    Wait = Annotated[float, Field(ge=0, le=WAIT_MAX_S, description=(
+    Wait = Annotated[float, Field(ge=0, le=WAIT_MAX_S, allow_inf_nan=False, description=(
         f"Seconds to wait for the result before returning the job as it is (default {WAIT_DEFAULT_S:g}, "
         f"max {WAIT_MAX_S:g}: clients cut tool calls at about 60 s)."))]
     Prompt = Annotated[str, Field(min_length=1, max_length=bounds["prompt_max"], description="What to show.")]
@@ -194,7 +194,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         ctx: Context, prompt: Annotated[str, Field(max_length=bounds["prompt_max"])] = "",
         first_frame: Media | None = None, last_frame: Media | None = None, reference_images: Refs | None = None,
         reference_video: Media | None = None, video: Media | None = None,
-        video_duration_s: Annotated[float, Field(gt=0, le=3600)] | None = None,
+        video_duration_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] | None = None,
         aspect_ratio: AspectArg | None = None, duration: Duration | None = None,  # type: ignore[valid-type]
         tier: Tier | None = None, provider: Literal[tuple(["auto", *catalog.PROVIDER_NAMES])] = "auto",  # type: ignore[valid-type]
         negative_prompt: Annotated[str, Field(max_length=2500)] | None = None,

@@ -197,7 +197,7 @@ async def test_idempotent_repeats_never_start_a_second_job(tmp_path):
 
 async def test_estimate_cost_quotes_every_provider_and_probes_edit_length(tmp_path, video_file):
     async with _client(tmp_path, "auto") as c:
-        r = await c.call_tool("estimate_cost", {"prompt": "x", "video": str(video_file)})
+        r = await c.call_tool("estimate_cost", {"prompt": "make it snow", "video": str(video_file)})
         est = r.structured_content
         assert est["operation"] == "edit" and est["duration_s"] == pytest.approx(4.0, abs=0.1)
         quotes = {q["provider"]: q for q in est["quotes"]}
@@ -206,10 +206,13 @@ async def test_estimate_cost_quotes_every_provider_and_probes_edit_length(tmp_pa
         assert quotes["evolink"]["cost_usd"] == pytest.approx(0.176 * 4.0, abs=0.02)
         assert quotes["evolink"]["configured"] is False
         assert not quotes["runpod"]["supported"] and quotes["runpod"]["problems"]
-        r = await c.call_tool("estimate_cost", {"prompt": "x", "video": "https://example.test/v.mp4",
+        r = await c.call_tool("estimate_cost", {"prompt": "make it snow", "video": "https://example.test/v.mp4",
                                                 "video_duration_s": 6})
         quotes = {q["provider"]: q for q in r.structured_content["quotes"]}
         assert quotes["runware"]["cost_usd"] == pytest.approx(6 * 0.126)
+        r = await c.call_tool("estimate_cost", {"prompt": "make it snow", "video": "https://example.test/v.mp4",
+                                                "video_duration_s": float("nan")})
+        assert r.is_error
 
 
 async def test_catalog_resource_and_storyboard_prompt(tmp_path):
