@@ -21,6 +21,7 @@ from kling_mcp.providers.aimlapi import AimlapiProvider
 from kling_mcp.providers.base import Done, Failed, ProviderContext, Running
 from kling_mcp.requests import MediaRef, VideoSpec
 from kling_mcp.catalog import PROVIDERS
+from tests.support import MemoryKV
 
 KEY = "aiml-secret-key-0123456789"
 BASE = "https://api.aimlapi.test"
@@ -28,17 +29,6 @@ GEN_ID = "ee188bbb-47f1-41b1-b0d6-24ad799e3205:klingai/video-o1-image-to-video"
 SEED_IMAGE = "https://raw.githubusercontent.com/aimlapi/api-docs/main/reference-files/mona_lisa_extended.jpg"
 
 pytestmark = pytest.mark.anyio
-
-
-class _KV:
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def kv_get(self, key: str) -> Any | None:
-        return self.data.get(key)
-
-    def kv_set(self, key: str, value: Any, expire_s: float | None = None) -> None:
-        self.data[key] = value
 
 
 class Wire:
@@ -61,7 +51,7 @@ class Wire:
 
 def provider(wire: Wire, tmp_path: Path, base_url: str | None = BASE) -> tuple[AimlapiProvider, httpx.AsyncClient]:
     client = httpx.AsyncClient(transport=httpx.MockTransport(wire))
-    ctx = ProviderContext(name="aimlapi", api_key=KEY, base_url=base_url, client=client, kv=_KV(),
+    ctx = ProviderContext(name="aimlapi", api_key=KEY, base_url=base_url, client=client, kv=MemoryKV(),
                           data_dir=tmp_path)
     return AimlapiProvider(ctx), client
 

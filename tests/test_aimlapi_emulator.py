@@ -19,6 +19,7 @@ from kling_mcp.requests import MediaRef, VideoSpec
 from tests.emulators._media import mp4_bytes
 from tests.emulators._server import serve
 from tests.emulators.aimlapi import API_KEY, AimlState, create_app
+from tests.support import MemoryKV
 
 SEED = {"model": "klingai/video-o1-image-to-video", "prompt": "Mona Lisa puts on glasses with her hands.",
         "image_url": "https://raw.githubusercontent.com/aimlapi/api-docs/main/reference-files/mona_lisa_extended.jpg",
@@ -43,16 +44,8 @@ def emu(emulator) -> tuple[str, AimlState]:
     return base, state
 
 
-class _KV:
-    def kv_get(self, key: str) -> Any | None:
-        return None
-
-    def kv_set(self, key: str, value: Any, expire_s: float | None = None) -> None:
-        pass
-
-
 def adapter(base: str, client: httpx.AsyncClient, key: str = API_KEY) -> AimlapiProvider:
-    return AimlapiProvider(ProviderContext(name="aimlapi", api_key=key, base_url=base, client=client, kv=_KV(),
+    return AimlapiProvider(ProviderContext(name="aimlapi", api_key=key, base_url=base, client=client, kv=MemoryKV(),
                                            data_dir=Path(".")))
 
 

@@ -1,6 +1,6 @@
 """EvoLink adapter against ``httpx.MockTransport``: exact requests, and every response and error mapping.
 
-The helpers at the top (``MemoryKV``, ``make_job``, ``ctx_for``) are shared with
+The helpers at the top (``make_job``, ``ctx_for``, ``url_ref``, ``file_ref``) are shared with
 ``test_evolink_emulator.py``.
 """
 
@@ -24,6 +24,7 @@ from kling_mcp.providers.base import Done, Failed, ProviderContext, Running
 from kling_mcp.providers.evolink import EvolinkProvider
 from kling_mcp.requests import MediaRef, VideoSpec
 from kling_mcp.catalog import PROVIDERS
+from tests.support import MemoryKV
 
 API = PROVIDERS["evolink"].default_base_url
 FILES = PROVIDERS["evolink"].extra_env["KLING_MCP_EVOLINK_FILES_URL"]
@@ -46,26 +47,6 @@ SEED_PROMPT = (
     "completed scene and makes light natural movements, such as a gentle head turn or slight breathing motion. "
     "Ultra high-end, fashion commercial style. Final 2 seconds: the completed big scene, subtle motion in "
     "flowers like a gentle breeze, and the model holding a graceful pose.")
-
-
-class MemoryKV:
-    """The adapter's key/value store, with expiry on a clock the test can move."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-        self.items: dict[str, tuple[Any, float | None]] = {}
-        self.expiries: dict[str, float | None] = {}
-
-    def kv_get(self, key: str) -> Any | None:
-        value, deadline = self.items.get(key, (None, None))
-        if deadline is not None and self.now >= deadline:
-            del self.items[key]
-            return None
-        return value
-
-    def kv_set(self, key: str, value: Any, expire_s: float | None = None) -> None:
-        self.expiries[key] = expire_s
-        self.items[key] = (value, None if expire_s is None else self.now + expire_s)
 
 
 def url_ref(url: str, media: str = "image", duration_s: float | None = None) -> MediaRef:

@@ -22,7 +22,8 @@ from kling_mcp.providers.evolink import EvolinkProvider
 from tests.emulators._media import mp4_bytes, png_bytes
 from tests.emulators._server import serve
 from tests.emulators.evolink import EDIT_CREDITS_PER_S, EvolinkState, create_app
-from tests.test_evolink import KEY, MemoryKV, ctx_for, file_ref, make_job, url_ref
+from tests.support import MemoryKV
+from tests.test_evolink import KEY, ctx_for, file_ref, make_job, url_ref
 
 pytestmark = pytest.mark.anyio
 

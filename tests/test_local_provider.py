@@ -18,19 +18,9 @@ from kling_mcp.providers.base import Accepted, Done, Failed, ProviderContext, Ru
 from kling_mcp.providers.local import LocalProvider
 from kling_mcp.requests import MediaRef, VideoSpec
 from tests.emulators._media import png_bytes
+from tests.support import MemoryKV
 
 pytestmark = pytest.mark.anyio
-
-
-class DictKV:
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def kv_get(self, key: str) -> Any | None:
-        return self.data.get(key)
-
-    def kv_set(self, key: str, value: Any, expire_s: float | None = None) -> None:
-        self.data[key] = value
 
 
 @pytest.fixture
@@ -40,7 +30,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _ctx(client: httpx.AsyncClient, data_dir: Path) -> ProviderContext:
-    return ProviderContext(name="local", api_key=None, base_url=None, client=client, kv=DictKV(), data_dir=data_dir)
+    return ProviderContext(name="local", api_key=None, base_url=None, client=client, kv=MemoryKV(), data_dir=data_dir)
 
 
 @pytest.fixture

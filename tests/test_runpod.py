@@ -18,23 +18,13 @@ from kling_mcp.providers.base import Accepted, Done, Failed, ProviderContext, Ru
 from kling_mcp.providers.runpod import RunpodProvider, describe, inner_message
 from kling_mcp.requests import MediaRef, VideoSpec
 from kling_mcp.catalog import PROVIDERS
+from tests.support import MemoryKV
 
 KEY = "rp-secret-key-123456"
 BASE = PROVIDERS["runpod"].default_base_url
 ROOT = f"{BASE}/kling-video-o1-r2v"
 
 pytestmark = pytest.mark.anyio
-
-
-class MemoryKV:
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def kv_get(self, key: str) -> Any | None:
-        return self.data.get(key)
-
-    def kv_set(self, key: str, value: Any, expire_s: float | None = None) -> None:
-        self.data[key] = value
 
 
 def url_ref(url: str, media: str = "image") -> MediaRef:

@@ -17,7 +17,8 @@ from kling_mcp.providers.base import Done, Failed, ProviderContext, Running
 from kling_mcp.providers.runpod import RunpodProvider
 from tests.emulators._server import serve
 from tests.emulators.runpod import EMBEDDED_ERROR, RunpodState, create_app
-from tests.test_runpod import MemoryKV, file_ref, make_job
+from tests.support import MemoryKV
+from tests.test_runpod import file_ref, make_job
 
 KEY = "rp-test-key"
 

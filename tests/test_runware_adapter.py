@@ -23,6 +23,7 @@ from kling_mcp.providers.base import Accepted, Done, Failed, ProviderContext, Ru
 from kling_mcp.providers.runware import RunwareProvider
 from kling_mcp.requests import MediaRef, VideoSpec
 from kling_mcp.catalog import PROVIDERS
+from tests.support import MemoryKV
 
 KEY = "rw-secret-key-0123456789"
 URL = PROVIDERS["runware"].default_base_url
@@ -114,21 +115,6 @@ EDIT_EXAMPLE_INPUT_S = 6.0   # the examples' input lengths are not published; 6 
 
 
 # --- support (also used by the other Runware test modules) ------------------------------------
-
-
-class MemoryKV:
-    """The adapter's persistent key/value seam, in memory (records what was written)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-        self.expiry: dict[str, float | None] = {}
-
-    def kv_get(self, key: str) -> Any | None:
-        return self.data.get(key)
-
-    def kv_set(self, key: str, value: Any, expire_s: float | None = None) -> None:
-        self.data[key] = value
-        self.expiry[key] = expire_s
 
 
 def context(client: httpx.AsyncClient, tmp_path: Path, base_url: str = URL, api_key: str = KEY,

@@ -26,7 +26,8 @@ from kling_mcp.validation import check
 from tests.emulators._media import mp4_bytes
 from tests.emulators._server import serve
 from tests.emulators.runware import RunwareState, create_app
-from tests.test_runware_adapter import EXAMPLES, MemoryKV, context, file_ref, make_job, url_ref
+from tests.support import MemoryKV
+from tests.test_runware_adapter import EXAMPLES, context, file_ref, make_job, url_ref
 
 KEY = "rw-test-key"
 

@@ -17,10 +17,7 @@ import binascii
 import datetime as dt
 import json
 import re
-import socket
-import threading
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +29,7 @@ from starlette.routing import Route
 
 from tests.emulators._files import FileHost
 from tests.emulators._media import mp4_bytes
+from tests.emulators._server import run_forever
 
 API_KEY = "aiml-test-key"
 CREDITS_PER_USD = 2_000_000
@@ -329,31 +327,12 @@ def create_app(state: AimlState | None = None) -> Starlette:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
     parser = argparse.ArgumentParser(description="AI/ML API (Kling O1) loopback emulator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--api-key", default=API_KEY, help="the accepted Bearer key ('' accepts any)")
     args = parser.parse_args(argv)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    port = sock.getsockname()[1]
-    app = create_app(AimlState(api_key=args.api_key or None))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise SystemExit("the emulator did not start")
-        time.sleep(0.01)
-    print(f"READY http://{args.host}:{port}", flush=True)
-    try:
-        thread.join()
-    except KeyboardInterrupt:
-        server.should_exit = True
-        thread.join(timeout=5)
+    run_forever(create_app(AimlState(api_key=args.api_key or None)), args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from tests.emulators._evolink_files import MAX_UPLOAD_BYTES as MAX_UPLOAD_BYTES 
 from tests.emulators._evolink_files import HostedProblem, Upload, file_routes, hosted_media
 from tests.emulators._files import FileHost
 from tests.emulators._media import mp4_bytes
+from tests.emulators._server import run_forever
 
 TASK_PREFIX = "task-unified-"
 MODEL_I2V = "kling-o1-image-to-video"
@@ -400,33 +401,12 @@ def _check_callback(url: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import socket
-    import threading
-
-    import uvicorn
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", default=None, help="require this bearer token (default: any)")
     args = parser.parse_args(argv)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    server = uvicorn.Server(uvicorn.Config(create_app(EvolinkState(api_key=args.api_key)), log_level="warning",
-                                          lifespan="off", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise SystemExit("emulator did not start")
-        time.sleep(0.01)
-    print(f"READY http://{args.host}:{sock.getsockname()[1]}", flush=True)
-    try:
-        thread.join()
-    except KeyboardInterrupt:
-        server.should_exit = True
-        thread.join(timeout=5)
+    run_forever(create_app(EvolinkState(api_key=args.api_key)), args.host, args.port)
 
 
 if __name__ == "__main__":

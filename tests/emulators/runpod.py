@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import threading
 import time
 import uuid
 from collections import deque
@@ -33,6 +31,7 @@ from starlette.routing import Route
 
 from tests.emulators._files import FileHost
 from tests.emulators._media import mp4_bytes
+from tests.emulators._server import run_forever
 
 ENDPOINT = "kling-video-o1-r2v"
 PRICE_PER_SECOND = 0.112
@@ -332,31 +331,12 @@ def create_app(state: RunpodState | None = None) -> Starlette:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import socket
-
-    import uvicorn
-
     parser = argparse.ArgumentParser(description="Runpod kling-video-o1-r2v emulator (loopback only)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", default="rp-test-key")
     args = parser.parse_args(argv)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(RunpodState(api_key=args.api_key)), log_level="warning",
-                                           lifespan="off", access_log=False))
-
-    def announce() -> None:
-        while not server.started and not server.should_exit:
-            time.sleep(0.01)
-        if server.started:
-            print(f"READY http://{args.host}:{port}", flush=True)
-
-    threading.Thread(target=announce, daemon=True).start()
-    server.run(sockets=[sock])
-    sys.exit(0)
+    run_forever(create_app(RunpodState(api_key=args.api_key)), args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from tests.emulators._runware_rules import PRO as PRO  # re-exported
 from tests.emulators._runware_rules import SIZES as SIZES  # re-exported
 from tests.emulators._runware_rules import TOP_LEVEL as TOP_LEVEL  # re-exported
 from tests.emulators._runware_rules import UUID4, Reject, check_inference
+from tests.emulators._server import run_forever
 
 INVALID_KEY = {"code": "invalidApiKey", "message": "Invalid API key. Get one at https://my.runware.ai/signup",
                "parameter": "apiKey", "taskType": "authentication"}
@@ -327,30 +328,12 @@ def _video_info(raw: bytes) -> tuple[int, int, float] | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import socket
-    import threading
-
-    import uvicorn
-
     parser = argparse.ArgumentParser(description="Runware (Kling O1) emulator on loopback")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", default="rw-test-key")
     args = parser.parse_args(argv)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    server = uvicorn.Server(uvicorn.Config(create_app(RunwareState(api_keys={args.api_key})), log_level="warning",
-                                           lifespan="off", access_log=False))
-
-    def announce() -> None:
-        while not server.started and not server.should_exit:
-            threading.Event().wait(0.01)
-        if server.started:
-            print(f"READY http://{args.host}:{sock.getsockname()[1]}", flush=True)
-
-    threading.Thread(target=announce, daemon=True).start()
-    server.run(sockets=[sock])
+    run_forever(create_app(RunwareState(api_keys={args.api_key})), args.host, args.port)
 
 
 if __name__ == "__main__":
