@@ -95,8 +95,6 @@ class VideoService:
         problems = []
         if not req.prompt.strip() and not isinstance(req, EstimateRequest):
             problems.append("prompt is empty; describe the video you want.")
-        if last and not first:
-            problems.append("last_frame needs a first_frame; pass first_frame too.")
         if operation == "image" and (req.reference_images or ref_video):
             problems.append("first_frame/last_frame cannot be combined with reference_images/reference_video; "
                             "use frames (image-to-video) or references (reference-to-video).")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import errors
 from .catalog import OPERATION_LABELS, PROVIDERS, ModelVariant, OperationSpec, Price
 from .requests import Quote, VideoSpec
 
@@ -55,8 +56,15 @@ def _check_variant(spec: VideoSpec, v: ModelVariant) -> Match:
         return Match(name, v, None, None, [f"{name} does not offer {label} with Kling O1 (it offers: {offered})."])
     problems: list[str] = []
     m = Match(name, v, op, op.model or v.model, problems)
+    if spec.operation == "image" and spec.first_frame is None:
+        problems.append("image-to-video needs a first_frame (a last_frame alone is not enough); pass first_frame.")
+    if spec.operation == "edit" and spec.video is None:
+        problems.append("an edit needs the video to edit; pass video.")
+    if spec.fast and spec.operation != "edit":
+        problems.append("fast applies only to video edits (edit_video); remove fast.")
     if len(spec.prompt.strip()) < v.min_prompt_chars:
-        problems.append(f"prompt has {len(spec.prompt.strip())} characters; {name} needs at least "
+        n = len(spec.prompt.strip())
+        problems.append(f"prompt has {n} character{'' if n == 1 else 's'}; {name} needs at least "
                         f"{v.min_prompt_chars}: describe the video in more words.")
     if len(spec.prompt) > v.max_prompt_chars:
         problems.append(f"prompt has {len(spec.prompt)} characters; {name} accepts at most {v.max_prompt_chars}.")
@@ -123,10 +131,18 @@ def _check_input_video(spec: VideoSpec, op: OperationSpec, m: Match) -> None:
     lo, hi = bounds
     if not lo <= seconds <= hi:
         mode = " in fast mode" if spec.fast else ""
-        hint = ""
-        if op.input_video_s_fast and not spec.fast and op.input_video_s_fast[0] <= seconds <= op.input_video_s_fast[1]:
-            hint = " (fast=true accepts it)"
-        m.problems.append(f"the input video is {seconds:g} s; {m.provider} edits{mode} accept {lo:g}-{hi:g} s{hint}.")
+        m.problems.append(f"the input video is {seconds:g} s; {m.provider} edits{mode} accept {lo:g}-{hi:g} s: "
+                          f"{_length_fix(op, spec.fast, seconds)}.")
+
+
+def _length_fix(op: OperationSpec, fast: bool, seconds: float) -> str:
+    """What to change when an input video's length is outside the range of its edit mode."""
+    other, flag = (op.input_video_s, "fast=false") if fast else (op.input_video_s_fast, "fast=true")
+    if other and other[0] <= seconds <= other[1]:
+        return f"use {flag}, which accepts {other[0]:g}-{other[1]:g} s"
+    ranges = [b for b in (op.input_video_s, op.input_video_s_fast if op.fast != "no" else None) if b]
+    shortest, longest = min(b[0] for b in ranges), max(b[1] for b in ranges)
+    return f"use a clip of {shortest:g}-{longest:g} s" if not shortest <= seconds <= longest else "trim it"
 
 
 def _price(spec: VideoSpec, op: OperationSpec, m: Match) -> None:
@@ -164,3 +180,15 @@ def check(spec: VideoSpec, provider: str, tier: str | None = None) -> Match:
     if valid:
         return min(valid, key=lambda m: (m.cost_usd if m.cost_usd is not None else float("inf")))
     return min(matches, key=lambda m: len(m.problems))
+
+
+def require(spec: VideoSpec, provider: str, tier: str | None = None) -> Match:
+    """The adapters' guard before any upload or request: the match, or an error naming every rule
+    ``spec`` breaks at ``provider`` and the providers that would accept it."""
+    match = check(spec, provider, tier)
+    if match.ok:
+        return match
+    others = [n for n in PROVIDERS if n != provider and check(spec, n).ok]
+    hint = (f"Use one of: {', '.join(others)}; or change the arguments as described." if others
+            else "Change the arguments as described.")
+    raise errors.UnsupportedByProvider(" ".join(match.problems), hint=hint)

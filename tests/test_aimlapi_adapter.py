@@ -146,7 +146,7 @@ async def test_edit(tmp_path):
         await adapter.submit(job("klingai/video-o1-video-to-video-edit", operation="edit",
                                  prompt="add a small fairy rider", video=url("https://v.example/in.mp4", "video"),
                                  reference_images=[url("https://img.example/fairy.png")],
-                                 keep_original_sound=True, aspect_ratio="16:9"))
+                                 keep_original_sound=True))
     # the edit schema has no duration/aspect_ratio (output follows the input video)
     assert wire.body() == {"model": "klingai/video-o1-video-to-video-edit", "prompt": "add a small fairy rider",
                            "video_url": "https://v.example/in.mp4",

@@ -13,7 +13,8 @@ import pytest
 
 from kling_mcp import errors
 from kling_mcp.jobs.model import Job
-from kling_mcp.providers.aimlapi import AimlapiProvider
+from kling_mcp.providers import _http
+from kling_mcp.providers.aimlapi import AimlapiProvider, describe_error_body
 from kling_mcp.providers.base import Done, Failed, ProviderContext, Running
 from kling_mcp.requests import MediaRef, VideoSpec
 from tests.emulators._media import mp4_bytes
@@ -190,8 +191,12 @@ async def test_malformed_json_and_unknown_id(emu):
 async def test_body_validation_reaches_the_caller(emu):
     base, state = emu
     async with httpx.AsyncClient() as client:
+        # The adapter refuses this itself (validation.require); send it raw to see the emulator's answer.
+        body = {"model": "klingai/video-o1-image-to-video", "prompt": "x" * 2501,
+                "image_url": "https://e.com/f.png"}
         with pytest.raises(errors.ProviderRejected, match="Body validation error!.*at most 2500"):
-            await adapter(base, client).submit(image_job(prompt="x" * 2501))
+            await _http.request(client, "aimlapi", "POST", base + "/v2/video/generations", submit=True, json=body,
+                                headers={"Authorization": f"Bearer {API_KEY}"}, describe=describe_error_body)
 
 
 # --- the emulator's own contract ------------------------------------------------------------------

@@ -151,14 +151,14 @@ async def test_unreadable_local_file_names_the_path(tmp_path):
 async def test_non_reference_jobs_are_unsupported_and_name_who_can(tmp_path, operation):
     rec = Recorder(ok({"id": "j1", "status": "IN_QUEUE"}))
     spec: dict[str, Any] = {"operation": operation, "reference_images": []}
-    if operation == "image":
-        spec["first_frame"] = url_ref("https://cdn.test/f.png")
-    if operation == "edit":
-        spec["video"] = url_ref("https://cdn.test/v.mp4", "video")
+    if operation == "image":      # as the service fills it: the output follows the frame
+        spec.update(first_frame=url_ref("https://cdn.test/f.png"), aspect_ratio=None)
+    if operation == "edit":       # an edit's length and shape follow the input video
+        spec.update(video=url_ref("https://cdn.test/v.mp4", "video"), aspect_ratio=None, duration=None)
     with pytest.raises(errors.UnsupportedByProvider) as info:
         await provider(tmp_path, rec).submit(make_job(**spec))
     assert rec.requests == []
-    assert "runware" in str(info.value) and "runpod serves only reference" in str(info.value)
+    assert "runware" in str(info.value) and "runpod does not offer" in str(info.value)
     if operation == "edit":
         assert "evolink" in str(info.value)
 

@@ -267,10 +267,10 @@ async def test_num_videos_becomes_number_results(tmp_path):
 @pytest.mark.anyio
 async def test_reference_with_video_and_images_and_fast_edit(tmp_path):
     refs = [url_ref(f"https://example.com/r{i}.png") for i in range(2)]
-    job = make_job(VideoSpec(operation="reference", prompt="p", duration=7, aspect_ratio="9:16",
+    job = make_job(VideoSpec(operation="reference", prompt="a duet", duration=7, aspect_ratio="9:16",
                              reference_images=refs, reference_video=url_ref("https://example.com/v.mp4", "video")),
                    "standard")
-    edit = make_job(VideoSpec(operation="edit", prompt="p", video=url_ref("https://example.com/in.mp4", "video", 8),
+    edit = make_job(VideoSpec(operation="edit", prompt="a duet", video=url_ref("https://example.com/in.mp4", "video", 8),
                               reference_images=refs, fast=True, keep_original_sound=False), "pro")
     recorder = Recorder(ack(job.job_id), ack(edit.job_id))
     provider = provider_with(recorder, tmp_path)

@@ -122,7 +122,7 @@ async def test_data_uri_input_is_accepted(tmp_path, image_file):
     ({"prompt": "x", "bogus": 1}, "bogus"),
     ({"prompt": "x", "first_frame": "file:///etc/passwd"}, "file: scheme"),
     ({"prompt": "x", "first_frame": "/no/such/file.png"}, "does not exist"),
-    ({"prompt": "x", "last_frame": "/no/such/file.png"}, "last_frame needs a first_frame"),
+    ({"prompt": "x", "last_frame": "https://example.test/last.png"}, "needs a first_frame"),
     ({"prompt": "   "}, "prompt is empty"),
 ])
 async def test_invalid_requests_are_tool_errors_that_say_what_to_change(tmp_path, args, expect):

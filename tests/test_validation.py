@@ -91,7 +91,7 @@ def test_edit_input_video_range_and_fast_mode():
     assert any("2 s" in p and "3-10 s" in p for p in check(short, "evolink").problems)
     long = spec("edit", video=url("video", 15.0))
     problems = check(long, "evolink").problems
-    assert any("fast=true accepts it" in p for p in problems)
+    assert any("use fast=true, which accepts 6-20 s" in p for p in problems)
     assert check(spec("edit", video=url("video", 15.0), fast=True), "evolink").ok
     assert not check(spec("edit", video=url("video", 4.0), fast=True), "evolink").ok
 

@@ -34,7 +34,6 @@ def inference_task(task_uuid: str, variant: ModelVariant, spec: VideoSpec,
     Field order follows the seed examples. Edits send neither ``duration`` nor a size: Runware
     makes the output as long and as large as the input video.
     """
-    check_spec(variant, spec)
     task: dict[str, Any] = {
         "taskType": "videoInference",
         "taskUUID": task_uuid,
@@ -85,28 +84,8 @@ def inference_task(task_uuid: str, variant: ModelVariant, spec: VideoSpec,
     return task
 
 
-def check_spec(variant: ModelVariant, spec: VideoSpec) -> None:
-    """Refuse what Runware's Kling O1 does not take (before any upload or request)."""
-    if spec.negative_prompt is not None or spec.seed is not None:
-        raise errors.UnsupportedByProvider(
-            "runware's Kling O1 takes no negative_prompt or seed (they are not in its documented parameters).",
-            hint="Drop negative_prompt and seed, or choose a provider that accepts them.")
-    if spec.fast and (spec.operation != "edit" or variant.operations["edit"].fast == "no"):
-        raise errors.UnsupportedByProvider(
-            f"runware offers fast mode only for video edits on the pro tier (klingai:kling@o1); "
-            f"this is a {spec.operation} on {variant.tier}.",
-            hint="Set fast=false, or use tier='pro' with edit_video.")
-    if spec.operation in ("text", "reference"):
-        _size(variant, spec.aspect_ratio)
-
-
 def _size(variant: ModelVariant, aspect_ratio: str | None) -> tuple[int, int]:
-    ratio = aspect_ratio or "16:9"
-    if ratio not in variant.sizes:
-        raise errors.UnsupportedByProvider(
-            f"runware {variant.tier} supports aspect ratios {', '.join(variant.sizes)}; got {ratio!r}.",
-            hint=f"Use one of: {', '.join(variant.sizes)}.")
-    return variant.sizes[ratio]
+    return variant.sizes[aspect_ratio or "16:9"]
 
 
 def _duration(variant: ModelVariant, spec: VideoSpec) -> int:

@@ -15,8 +15,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .. import errors
-from ..catalog import PROVIDERS, REAL_PROVIDERS
+from .. import errors, validation
 from ..jobs.model import Job, RemoteVideo
 from ..requests import MediaRef, VideoSpec
 from ._http import auth_headers, request
@@ -30,7 +29,6 @@ IMAGE_TO_VIDEO = "klingai/video-o1-image-to-video"
 REFERENCE_TO_VIDEO = "klingai/video-o1-reference-to-video"
 VIDEO_EDIT = "klingai/video-o1-video-to-video-edit"
 VIDEO_REFERENCE = "klingai/video-o1-video-to-video-reference"
-MODELS = (IMAGE_TO_VIDEO, REFERENCE_TO_VIDEO, VIDEO_EDIT, VIDEO_REFERENCE)
 
 PENDING = frozenset({"queued", "waiting"})
 RUNNING = frozenset({"generating"})
@@ -63,24 +61,12 @@ class _Generation(BaseModel):
 
 
 def model_for(spec: VideoSpec) -> str:
-    """The AI/ML API model id that serves ``spec`` (mirrors the catalog's per-operation ids)."""
+    """The AI/ML API model id for a spec that ``validation.require`` accepted."""
     if spec.operation == "image":
         return IMAGE_TO_VIDEO
     if spec.operation == "reference":
         return VIDEO_REFERENCE if spec.reference_video is not None else REFERENCE_TO_VIDEO
-    if spec.operation == "edit":
-        return VIDEO_EDIT
-    raise _no_text_to_video()
-
-
-def _no_text_to_video() -> errors.UnsupportedByProvider:
-    have = [name for name in REAL_PROVIDERS if name != "aimlapi"
-            and any("text" in v.operations for v in PROVIDERS[name].variants)]
-    return errors.UnsupportedByProvider(
-        "aimlapi has no Kling O1 text-to-video model (only image, reference and edit).",
-        hint=(f"Use provider={' or '.join(repr(n) for n in have)} for text-to-video, or pass a first_frame "
-              "or reference_images to use aimlapi.") if have else
-        "Pass a first_frame or reference_images to use aimlapi.")
+    return VIDEO_EDIT
 
 
 def describe_error_body(body: Any) -> str | None:
@@ -175,15 +161,11 @@ class AimlapiProvider:
     async def build_body(self, job: Job) -> dict[str, Any]:
         """The exact JSON body for ``job`` (public so tests can pin it)."""
         spec = job.spec
-        if spec.operation == "text":
-            raise _no_text_to_video()
-        model = job.model if job.model in MODELS else model_for(spec)
+        validation.require(spec, "aimlapi", job.tier)     # the catalog's rules, before any request
+        model = model_for(spec)
         body: dict[str, Any] = {"model": model, "prompt": spec.prompt}
         if model == IMAGE_TO_VIDEO:
-            if spec.first_frame is None:
-                raise errors.InvalidRequest(
-                    f"aimlapi's {IMAGE_TO_VIDEO} needs a first_frame (it is sent as image_url).",
-                    hint="Pass first_frame (optionally with last_frame), or use reference_images instead.")
+            assert spec.first_frame is not None
             body["image_url"] = await self._media(spec.first_frame)
             if spec.last_frame is not None:
                 body["last_image_url"] = await self._media(spec.last_frame)
@@ -191,16 +173,8 @@ class AimlapiProvider:
             return body
         if model in (VIDEO_EDIT, VIDEO_REFERENCE):
             source = spec.video if model == VIDEO_EDIT else spec.reference_video
-            source = source or spec.video or spec.reference_video
-            if source is None:
-                raise errors.InvalidRequest(
-                    f"aimlapi's {model} needs an input video (sent as video_url).",
-                    hint="Pass video (edit_video) or reference_video (generate_video).")
+            assert source is not None
             body["video_url"] = await self._media(source)
-        elif not spec.reference_images:
-            raise errors.InvalidRequest(
-                f"aimlapi's {REFERENCE_TO_VIDEO} needs 1-7 reference_images; got 0.",
-                hint="Pass 1-7 reference_images, a first_frame, or a reference_video.")
         if spec.reference_images:
             body["image_list"] = [await self._media(ref) for ref in spec.reference_images]
         if model != VIDEO_EDIT:

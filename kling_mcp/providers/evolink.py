@@ -22,8 +22,7 @@ import anyio
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .. import errors
-from ..catalog import PROVIDERS
+from .. import errors, validation
 from ..catalog.evolink import EVOLINK, USD_PER_CREDIT
 from ..jobs.model import Job, RemoteVideo
 from ..media import sha256_file
@@ -131,33 +130,10 @@ def describe_error(body: Any) -> str | None:
 
 
 def model_for(spec: VideoSpec) -> str:
-    """The EvoLink model id that serves ``spec`` (raises for operations EvoLink does not serve)."""
+    """The EvoLink model id for a spec that ``validation.require`` accepted (image or edit)."""
     if spec.operation == "image":
         return MODEL_I2V
-    if spec.operation == "edit":
-        return MODEL_EDIT_FAST if spec.fast else MODEL_EDIT
-    others = [p.name for p in PROVIDERS.values() if p.name != NAME
-              and any(spec.operation in v.operations for v in p.variants)]
-    raise errors.UnsupportedByProvider(
-        f"evolink serves only image-to-video and video edit, not {spec.operation}.",
-        hint=f"Use one of: {', '.join(others)}; or give evolink a first_frame or a video to edit.")
-
-
-def input_video_range(model: str) -> tuple[float, float]:
-    bounds = _EDIT.input_video_s_fast if model == MODEL_EDIT_FAST else _EDIT.input_video_s
-    assert bounds is not None
-    return bounds
-
-
-def _video_fix(model: str, seconds: float) -> str:
-    """What to change when an input video's length does not fit ``model``."""
-    other, flag = (MODEL_EDIT, "fast=false") if model == MODEL_EDIT_FAST else (MODEL_EDIT_FAST, "fast=true")
-    lo, hi = input_video_range(other)
-    if lo <= seconds <= hi:
-        return f"use {flag}, which takes {lo:g}-{hi:g} s"
-    shortest = min(input_video_range(MODEL_EDIT)[0], input_video_range(MODEL_EDIT_FAST)[0])
-    longest = max(input_video_range(MODEL_EDIT)[1], input_video_range(MODEL_EDIT_FAST)[1])
-    return f"use a clip of {shortest:g}-{longest:g} s" if seconds < shortest or seconds > longest else "trim it"
+    return MODEL_EDIT_FAST if spec.fast else MODEL_EDIT
 
 
 class EvolinkProvider:
@@ -220,8 +196,8 @@ class EvolinkProvider:
     async def build_body(self, job: Job) -> dict[str, Any]:
         """The exact JSON body for ``POST /v1/videos/generations`` (uploads local inputs first)."""
         spec = job.spec
+        validation.require(spec, NAME, job.tier)     # the catalog's rules, before anything is uploaded
         model = model_for(spec)
-        self._check(spec, model)
         body: dict[str, Any] = {"model": model, "prompt": spec.prompt}
         if model == MODEL_I2V:
             assert spec.first_frame is not None
@@ -239,42 +215,6 @@ class EvolinkProvider:
             if spec.keep_original_sound is not None:
                 body["keep_original_sound"] = spec.keep_original_sound
         return body
-
-    def _check(self, spec: VideoSpec, model: str) -> None:
-        """Refuse what EvoLink would refuse, before anything is uploaded or billed."""
-        problems: list[str] = []
-        if len(spec.prompt) > _VARIANT.max_prompt_chars:
-            problems.append(f"the prompt has {len(spec.prompt)} characters; evolink allows "
-                            f"{_VARIANT.max_prompt_chars}")
-        if spec.negative_prompt:
-            problems.append("evolink takes no negative_prompt")
-        if spec.seed is not None:
-            problems.append("evolink takes no seed")
-        if spec.num_videos != 1:
-            problems.append(f"evolink makes one video per job; got num_videos={spec.num_videos}")
-        if model == MODEL_I2V:
-            if spec.first_frame is None:
-                problems.append("image-to-video on evolink needs a first_frame (the last_frame is optional)")
-            if spec.reference_images or spec.reference_video:
-                problems.append("evolink image-to-video takes no reference_images or reference_video")
-            if spec.duration is not None and spec.duration not in _IMAGE.durations:
-                problems.append(f"duration must be one of {list(_IMAGE.durations)} s; got {spec.duration}")
-            if spec.aspect_ratio and spec.aspect_ratio not in _IMAGE.aspect_ratios:
-                problems.append(f"aspect_ratio must be one of {list(_IMAGE.aspect_ratios)}; "
-                                f"got {spec.aspect_ratio!r}")
-        else:
-            lo, hi = input_video_range(model)
-            seconds = spec.video.duration_s if spec.video else None
-            if spec.video is None:
-                problems.append("a video edit needs the video to edit")
-            elif seconds is not None and not lo <= seconds <= hi:
-                problems.append(f"{model} accepts input videos of {lo:g}-{hi:g} s; this one is {seconds:.2f} s "
-                                f"({_video_fix(model, seconds)})")
-            if len(spec.reference_images) > _EDIT.reference_images_with_video:
-                problems.append(f"evolink takes at most {_EDIT.reference_images_with_video} reference_images "
-                                f"with a video; got {len(spec.reference_images)}")
-        if problems:
-            raise errors.InvalidRequest("; ".join(problems) + ".")
 
     # --- uploads --------------------------------------------------------------------------------
 

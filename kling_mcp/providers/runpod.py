@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .. import errors
+from .. import errors, validation
 from ..catalog import PROVIDERS, REAL_PROVIDERS
 from ..jobs.model import Job, RemoteVideo
 from ..media import data_uri
@@ -104,10 +104,6 @@ def upload_providers(operation: str) -> list[str]:
             if any("upload" in v.input_kinds and operation in v.operations for v in PROVIDERS[name].variants)]
 
 
-def providers_for(operation: str) -> list[str]:
-    return [name for name, entry in PROVIDERS.items() if any(operation in v.operations for v in entry.variants)]
-
-
 def _refs(job: Job) -> list[MediaRef]:
     spec = job.spec
     return [*spec.reference_images, *([spec.reference_video] if spec.reference_video else [])]
@@ -153,11 +149,7 @@ class RunpodProvider:
     def build_body(self, job: Job) -> dict[str, Any]:
         """The documented ``{"input": {...}}`` body for ``job`` (local files become data URIs)."""
         spec = job.spec
-        if spec.operation != "reference":
-            raise errors.UnsupportedByProvider(
-                f"runpod serves only reference-to-video (reference_images, optional reference_video); "
-                f"this is a {spec.operation} request. Providers that can do it: "
-                f"{', '.join(providers_for(spec.operation))}.")
+        validation.require(spec, self.name, job.tier)     # the catalog's rules, before any request
         self._check_payload(_refs(job), spec.operation)
         body: dict[str, Any] = {"prompt": spec.prompt, "images": [self._media(m) for m in spec.reference_images]}
         if spec.reference_video is not None:

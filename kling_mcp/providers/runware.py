@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from .. import errors
+from .. import errors, validation
 from ..catalog import ModelVariant, variants
 from ..jobs.model import Job, RemoteVideo
 from ..requests import MediaRef, VideoSpec
@@ -55,7 +55,7 @@ class RunwareProvider:
     async def submit(self, job: Job) -> Accepted:
         """Upload local inputs (once per content hash), then send one ``videoInference`` task."""
         variant = _variant(job)
-        wire.check_spec(variant, job.spec)
+        validation.require(job.spec, self.name, variant.tier)   # the catalog's rules, before any upload
         media = await self._resolve_media(job.spec)
         task = wire.inference_task(job.job_id, variant, job.spec, lambda ref: media[ref.value])
         try:
