@@ -181,9 +181,9 @@ class LoadReport:
 
 
 def _p99(samples: list[float]) -> float:
-    """Nearest-rank 99th percentile (the maximum when there are fewer than 100 samples)."""
-    ordered = sorted(samples)
-    return ordered[max(0, -(-len(ordered) * 99 // 100) - 1)]
+    from benchmarks._common import percentile    # lazily: run as a script, ROOT joins sys.path in __main__
+
+    return percentile(samples, 99)
 
 
 def _calls(n: int, image_urls: dict[str, str]) -> list[dict[str, Any]]:

@@ -316,8 +316,7 @@ class VideoService:
 
     async def check(self, job_id: str, wait_seconds: float | None = None, progress: Progress | None = None) -> Job:
         job = self.get(job_id)
-        if not job.terminal and job.job_id not in self.runner._active and self.runner._tg is not None:
-            self.runner.track(job.job_id)
+        self.runner.ensure_tracked(job)
         return await self._wait(job, 0.0 if wait_seconds is None else wait_seconds, progress)
 
     def get(self, job_id: str) -> Job:

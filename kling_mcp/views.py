@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .catalog import PROVIDERS
+from .catalog import variant_for_model
 from .jobs.model import Job, JobStatus
 from .requests import JobView, VideoView, short
 
@@ -12,7 +12,7 @@ def video_uri(job_id: str, index: int) -> str:
 
 
 def _typical(job: Job) -> float:
-    return next((v.typical_seconds for v in PROVIDERS[job.provider].variants if v.model == job.model), 120.0)
+    return variant_for_model(job.provider, job.model).typical_seconds
 
 
 def next_action(job: Job) -> str:

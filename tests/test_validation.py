@@ -181,3 +181,10 @@ def test_auto_with_nothing_valid_lists_every_problem(tmp_path):
     with pytest.raises(errors.InvalidRequest) as exc:
         svc.choose(spec("text"), "auto")
     assert "[aimlapi]" in str(exc.value) and "RUNWARE_API_KEY" in str(exc.value)
+
+
+def test_variant_for_model_knows_per_operation_model_ids():
+    assert catalog.variant_for_model("evolink", "kling-o1-video-edit-fast").model == "kling-o1-image-to-video"
+    assert catalog.variant_for_model("aimlapi", "klingai/video-o1-video-to-video-reference").provider == "aimlapi"
+    assert catalog.variant_for_model("runware", "klingai:kling@o1-standard").tier == "standard"
+    assert catalog.variant_for_model("runware", "klingai:kling@o1").tier == "pro"

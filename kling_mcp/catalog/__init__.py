@@ -25,7 +25,7 @@ REAL_PROVIDERS: tuple[str, ...] = tuple(n for n in PROVIDERS if n != "local")
 __all__ = [
     "ASPECT_RATIOS", "OPERATIONS", "OPERATION_LABELS", "TIERS", "PROVIDERS", "PROVIDER_NAMES",
     "REAL_PROVIDERS", "ModelVariant", "Operation", "OperationSpec", "Price", "ProviderEntry",
-    "provider", "variants", "bounds", "catalog_json", "describe_provider",
+    "provider", "variants", "variant_for_model", "bounds", "catalog_json", "describe_provider",
 ]
 
 
@@ -36,6 +36,16 @@ def provider(name: str) -> ProviderEntry:
 def variants(provider_name: str, tier: str | None = None) -> list[ModelVariant]:
     """The provider's variants, cheapest-tier-agnostic, filtered by ``tier`` when given."""
     return [v for v in PROVIDERS[provider_name].variants if tier is None or v.tier == tier]
+
+
+def variant_for_model(provider_name: str, model: str) -> ModelVariant:
+    """The variant that serves ``model`` (a variant id or a per-operation id); the first one otherwise."""
+    entry = PROVIDERS[provider_name]
+    for v in entry.variants:
+        ids = {v.model} | {m for s in v.operations.values() for m in (s.model, s.model_with_video, s.model_fast) if m}
+        if model in ids:
+            return v
+    return entry.variants[0]
 
 
 def _all_specs() -> list[OperationSpec]:

@@ -21,7 +21,7 @@ import anyio.abc
 import httpx
 
 from .. import errors, media
-from ..catalog import PROVIDERS
+from ..catalog import PROVIDERS, variant_for_model
 from ..config import Settings
 from ..download import download
 from ..providers.base import Done, Failed, Running, VideoProvider
@@ -84,6 +84,11 @@ class JobRunner:
         if job_id not in self._active:
             self._active[job_id] = anyio.CancelScope()
             self._tg.start_soon(self._drive, job_id)
+
+    def ensure_tracked(self, job: Job) -> None:
+        """Track ``job`` if it is unfinished and nothing in this process is driving it."""
+        if not job.terminal and self._tg is not None and job.job_id not in self._active:
+            self.track(job.job_id)
 
     def stop_tracking(self, job_id: str) -> None:
         scope = self._active.get(job_id)
@@ -148,7 +153,7 @@ class JobRunner:
     def _first_interval(self, job: Job) -> float:
         if self._settings.poll_interval_s:
             return self._settings.poll_interval_s
-        typical = next((v.typical_seconds for v in PROVIDERS[job.provider].variants if v.model == job.model), 60.0)
+        typical = variant_for_model(job.provider, job.model).typical_seconds
         return min(max(typical / 8, 0.5), self._settings.poll_max_interval_s)
 
     async def _poll_loop(self, job_id: str) -> None:
