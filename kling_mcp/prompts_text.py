@@ -42,6 +42,7 @@ def _providers_text(settings: Settings) -> str:
 
 def tool_descriptions(settings: Settings) -> dict[str, str]:
     limits = _providers_text(settings)
+    cancellable = [name for name, entry in catalog.PROVIDERS.items() if entry.can_cancel]
     wait = (f"Waits up to wait_seconds (default {WAIT_DEFAULT_S:g}, max {WAIT_MAX_S:g}) with progress "
             "notifications, then returns the job; if it is not finished, call check_job with the job_id. "
             "A finished job returns the local file path, a kling:// resource link and a poster frame.")
@@ -73,6 +74,7 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
             "video's length is read from the file or URL, or pass video_duration_s."),
         "list_jobs": "List jobs newest first (default 50), optionally only those with one status.",
         "cancel_job": (
-            "Cancel a job. Where the provider supports it (runpod, local) the job is stopped there; elsewhere "
-            "the server stops tracking it and says plainly that the provider may keep running and billing it."),
+            f"Cancel a job. Where the provider supports it ({', '.join(cancellable)}) the job is stopped there; "
+            "elsewhere the server stops tracking it and says plainly that the provider may keep running and "
+            "billing it."),
     }

@@ -14,15 +14,30 @@ import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.types import CallToolResult, ImageContent, ResourceLink, TextContent, ToolAnnotations
+from mcp.types import (
+    CallToolResult,
+    ImageContent,
+    ResourceLink,
+    TextContent,
+    ToolAnnotations,
+)
 from pydantic import Field
 
 from . import __version__, catalog, errors
 from .config import WAIT_DEFAULT_S, WAIT_MAX_S, Settings
+from .inputs import MAX_ARG_CHARS
 from .jobs.model import Job
 from .prompts_text import INSTRUCTIONS, STORYBOARD, tool_descriptions
-from .requests import (CancelResult, EditRequest, Estimate, EstimateRequest, GenerateRequest, JobList, JobView,
-                       dump)
+from .requests import (
+    CancelResult,
+    EditRequest,
+    Estimate,
+    EstimateRequest,
+    GenerateRequest,
+    JobList,
+    JobView,
+    dump,
+)
 from .service import VideoService
 from .views import job_view
 
@@ -124,7 +139,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     Prompt = Annotated[str, Field(min_length=1, max_length=bounds["prompt_max"], description="What to show.")]
     Refs = Annotated[list[str], Field(max_length=bounds["reference_images_max"], description=(
         "Reference images (characters, props, scenes): URLs, data URIs or local paths."))]
-    Media = Annotated[str, Field(max_length=300 * 1024 * 1024, description="URL, data URI or local file path.")]
+    Media = Annotated[str, Field(max_length=MAX_ARG_CHARS, description="URL, data URI or local file path.")]
     Key = Annotated[str, Field(min_length=1, max_length=200, description=(
         "Your id for this request: repeating a call with the same key returns the same job instead of paying "
         "twice. Use a new key to deliberately start another job."))]
@@ -143,7 +158,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         reference_images: Refs | None = None, reference_video: Media | None = None,
         aspect_ratio: AspectArg | None = None, duration: Duration | None = None,  # type: ignore[valid-type]
         tier: Tier | None = None, provider: ProviderArg = "auto",  # type: ignore[valid-type]
-        negative_prompt: Annotated[str, Field(max_length=2500)] | None = None,
+        negative_prompt: Annotated[str, Field(max_length=bounds["prompt_max"])] | None = None,
         seed: Annotated[int, Field(ge=-1, le=2**31 - 1)] | None = None,
         num_videos: Annotated[int, Field(ge=1, le=bounds["num_videos_max"])] = 1,
         keep_original_sound: bool | None = None, wait_seconds: Wait | None = None,
@@ -197,7 +212,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         video_duration_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] | None = None,
         aspect_ratio: AspectArg | None = None, duration: Duration | None = None,  # type: ignore[valid-type]
         tier: Tier | None = None, provider: Literal[tuple(["auto", *catalog.PROVIDER_NAMES])] = "auto",  # type: ignore[valid-type]
-        negative_prompt: Annotated[str, Field(max_length=2500)] | None = None,
+        negative_prompt: Annotated[str, Field(max_length=bounds["prompt_max"])] | None = None,
         seed: Annotated[int, Field(ge=-1, le=2**31 - 1)] | None = None,
         num_videos: Annotated[int, Field(ge=1, le=bounds["num_videos_max"])] = 1,
         keep_original_sound: bool | None = None, fast: bool = False,

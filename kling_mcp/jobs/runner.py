@@ -95,10 +95,6 @@ class JobRunner:
         if scope is not None:
             scope.cancel()
 
-    @property
-    def active(self) -> int:
-        return len(self._active)
-
     # --- records ---------------------------------------------------------------------------
 
     def save(self, job: Job) -> Job:
