@@ -24,7 +24,7 @@ from .jobs.store import JobStore
 from .providers import ProviderContext, VideoProvider, create_provider
 from .requests import (Budget, CancelResult, EditRequest, ErrorView, Estimate, EstimateRequest, GenerateRequest,
                        JobList, MediaRef, VideoSpec)
-from .validation import Match, check
+from .validation import Match, check, structural_problems
 from .views import job_view
 
 log = logging.getLogger("kling_mcp.service")
@@ -112,7 +112,7 @@ class VideoService:
         if edit_video is not None and video_duration_s is not None:
             edit_video = edit_video.model_copy(update={"duration_s": video_duration_s})
         refs = [await self._ref(r, f"reference_images[{i}]", "image") for i, r in enumerate(req.reference_images)]
-        return VideoSpec(
+        spec = VideoSpec(
             operation=operation, prompt=req.prompt, video=edit_video,  # type: ignore[arg-type]
             first_frame=await self._ref(first, "first_frame", "image"),
             last_frame=await self._ref(last, "last_frame", "image"),
@@ -122,6 +122,10 @@ class VideoService:
             tier=req.tier, negative_prompt=getattr(req, "negative_prompt", None),
             seed=getattr(req, "seed", None), num_videos=num,
             keep_original_sound=req.keep_original_sound, fast=getattr(req, "fast", False))
+        shape = structural_problems(spec)
+        if shape:
+            raise errors.InvalidRequest(" ".join(shape))
+        return spec
 
     # --- choosing a provider ---------------------------------------------------------------
 

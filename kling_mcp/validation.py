@@ -56,12 +56,7 @@ def _check_variant(spec: VideoSpec, v: ModelVariant) -> Match:
         return Match(name, v, None, None, [f"{name} does not offer {label} with Kling O1 (it offers: {offered})."])
     problems: list[str] = []
     m = Match(name, v, op, op.model or v.model, problems)
-    if spec.operation == "image" and spec.first_frame is None:
-        problems.append("image-to-video needs a first_frame (a last_frame alone is not enough); pass first_frame.")
-    if spec.operation == "edit" and spec.video is None:
-        problems.append("an edit needs the video to edit; pass video.")
-    if spec.fast and spec.operation != "edit":
-        problems.append("fast applies only to video edits (edit_video); remove fast.")
+    problems.extend(structural_problems(spec))
     if len(spec.prompt.strip()) < v.min_prompt_chars:
         n = len(spec.prompt.strip())
         problems.append(f"prompt has {n} character{'' if n == 1 else 's'}; {name} needs at least "
@@ -113,6 +108,18 @@ def _check_variant(spec: VideoSpec, v: ModelVariant) -> Match:
     if spec.fast and op.model_fast:
         m.model = op.model_fast
     return m
+
+
+def structural_problems(spec: VideoSpec) -> list[str]:
+    """Rules of the request's shape that hold for every provider."""
+    problems = []
+    if spec.operation == "image" and spec.first_frame is None:
+        problems.append("last_frame needs a first_frame; pass first_frame too.")
+    if spec.operation == "edit" and spec.video is None:
+        problems.append("an edit needs the video to edit; pass video.")
+    if spec.fast and spec.operation != "edit":
+        problems.append("fast applies only to video edits (edit_video); remove fast.")
+    return problems
 
 
 def _has_local_file(spec: VideoSpec) -> bool:
