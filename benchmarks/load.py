@@ -181,7 +181,7 @@ class LoadReport:
 
 
 def _p99(samples: list[float]) -> float:
-    from benchmarks._common import percentile    # lazily: run as a script, ROOT joins sys.path in __main__
+    from benchmarks._common import percentile  # lazily: run as a script, ROOT joins sys.path in __main__
 
     return percentile(samples, 99)
 

@@ -25,22 +25,34 @@ from .config import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNNING = 0, 1, 2, 3
 COMMANDS = ("estimate", "generate", "edit", "jobs", "check", "cancel", "last-frame")
-EPILOG = ("exit codes: 0 done (or submitted with --no-wait); 1 refused, failed or cancelled (stderr says why "
-          "and what to change); 2 bad arguments or settings; 3 still running (run `kling-mcp check JOB_ID --wait "
-          "300`). Results (video paths) go to stdout, progress and messages to stderr. Data dir: "
-          "KLING_MCP_DATA_DIR; provider keys: AIML_API_KEY, RUNWARE_API_KEY, RUNPOD_API_KEY, EVOLINK_API_KEY.")
+EPILOG = (
+    "exit codes: 0 done (or submitted with --no-wait); 1 refused, failed or cancelled (stderr says why "
+    "and what to change); 2 bad arguments or settings; 3 still running (run `kling-mcp check JOB_ID --wait "
+    "300`). Results (video paths) go to stdout, progress and messages to stderr. Data dir: "
+    "KLING_MCP_DATA_DIR; provider keys: AIML_API_KEY, RUNWARE_API_KEY, RUNPOD_API_KEY, EVOLINK_API_KEY."
+)
 STATUSES = ("pending", "submitted", "running", "downloading", "succeeded", "failed", "cancelled")
 
 
 # --- argument parsing --------------------------------------------------------------------------------
 
+
 def _common(p: argparse.ArgumentParser, *, edit: bool, estimate: bool = False) -> None:
     providers = ["auto", *catalog.PROVIDER_NAMES]
-    p.add_argument("--reference-image", action="append", default=[], metavar="IMAGE",
-                   help="reference image (path, URL or data URI); repeat for several")
+    p.add_argument(
+        "--reference-image",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="reference image (path, URL or data URI); repeat for several",
+    )
     p.add_argument("--tier", choices=["standard", "pro"], help="standard (720p) or pro (1080p)")
-    p.add_argument("--provider", choices=providers, default="auto",
-                   help="auto (default) picks the cheapest configured provider that accepts the request")
+    p.add_argument(
+        "--provider",
+        choices=providers,
+        default="auto",
+        help="auto (default) picks the cheapest configured provider that accepts the request",
+    )
     p.add_argument("--keep-original-sound", action=argparse.BooleanOptionalAction, default=None)
     if edit or estimate:
         p.add_argument("--fast", action="store_true", help="the faster edit mode, where a provider has one")
@@ -99,13 +111,13 @@ def add_commands(sub: Any) -> None:
     cancel = _command(sub, "cancel", "cancel a job (at the provider where it can be cancelled)")
     cancel.add_argument("job_id")
 
-    last = _command(sub, "last-frame", "save a video's last frame as PNG (continuity: the next shot's "
-                                             "--first-frame)")
+    last = _command(sub, "last-frame", "save a video's last frame as PNG (continuity: the next shot's --first-frame)")
     last.add_argument("video")
     last.add_argument("-o", "--output", help="PNG path (default: next to the video, <name>.last.png)")
 
 
 # --- rendering -----------------------------------------------------------------------------------------
+
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
     """A plain-text table; the last column is not padded (it may be long)."""
@@ -129,15 +141,34 @@ def quote_table(estimate: Any) -> str:
         env = catalog.PROVIDERS[q.provider].env_key
         if q.supported and not q.configured and env:
             supported += f" (set {env})"
-        rows.append([q.provider, q.tier or "-", q.model or "-", supported, _usd(q.cost_usd), q.basis,
-                     "; ".join(q.problems) or "-"])
+        rows.append(
+            [
+                q.provider,
+                q.tier or "-",
+                q.model or "-",
+                supported,
+                _usd(q.cost_usd),
+                q.basis,
+                "; ".join(q.problems) or "-",
+            ]
+        )
     return table(rows, ["provider", "tier", "model", "supported", "cost", "basis", "problems"])
 
 
 def jobs_table(views: list[Any]) -> str:
-    rows = [[v.job_id, v.status, v.provider, v.operation, f"{v.progress:.0f}%",
-             _usd(v.cost_usd if v.cost_usd is not None else v.estimated_cost_usd),
-             time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at)), v.prompt] for v in views]
+    rows = [
+        [
+            v.job_id,
+            v.status,
+            v.provider,
+            v.operation,
+            f"{v.progress:.0f}%",
+            _usd(v.cost_usd if v.cost_usd is not None else v.estimated_cost_usd),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at)),
+            v.prompt,
+        ]
+        for v in views
+    ]
     return table(rows, ["job_id", "status", "provider", "operation", "progress", "cost", "created", "prompt"])
 
 
@@ -155,8 +186,10 @@ class ProgressBar:
     def line(self, job: Any) -> str:
         filled = int(self.width * min(max(job.progress, 0.0), 100.0) / 100)
         bar = "#" * filled + "." * (self.width - filled)
-        return (f"[{bar}] {job.progress:5.1f}%  {job.status.value:<11} {job.provider} "
-                f"{time.monotonic() - self.started:6.1f} s")
+        return (
+            f"[{bar}] {job.progress:5.1f}%  {job.status.value:<11} {job.provider} "
+            f"{time.monotonic() - self.started:6.1f} s"
+        )
 
     def update(self, job: Any) -> None:
         if self.tty:
@@ -178,18 +211,30 @@ class ProgressBar:
 
 # --- running -------------------------------------------------------------------------------------------
 
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-_CLI_WORDS = {"generate_video": "`kling-mcp generate`", "edit_video": "`kling-mcp edit`",
-              "check_job": "`kling-mcp check`", "list_jobs": "`kling-mcp jobs`",
-              "estimate_cost": "`kling-mcp estimate`", "cancel_job": "`kling-mcp cancel`",
-              "first_frame": "--first-frame", "last_frame": "--last-frame", "reference_images": "--reference-image",
-              "reference_video": "--reference-video", "aspect_ratio": "--aspect-ratio", "num_videos": "--num-videos",
-              "video_duration_s": "--video-duration", "idempotency_key": "--idempotency-key",
-              "negative_prompt": "--negative-prompt", "keep_original_sound": "--keep-original-sound",
-              "wait_seconds": "--wait"}
+_CLI_WORDS = {
+    "generate_video": "`kling-mcp generate`",
+    "edit_video": "`kling-mcp edit`",
+    "check_job": "`kling-mcp check`",
+    "list_jobs": "`kling-mcp jobs`",
+    "estimate_cost": "`kling-mcp estimate`",
+    "cancel_job": "`kling-mcp cancel`",
+    "first_frame": "--first-frame",
+    "last_frame": "--last-frame",
+    "reference_images": "--reference-image",
+    "reference_video": "--reference-video",
+    "aspect_ratio": "--aspect-ratio",
+    "num_videos": "--num-videos",
+    "video_duration_s": "--video-duration",
+    "idempotency_key": "--idempotency-key",
+    "negative_prompt": "--negative-prompt",
+    "keep_original_sound": "--keep-original-sound",
+    "wait_seconds": "--wait",
+}
 _CLI_PATTERN = re.compile(r"\b(" + "|".join(_CLI_WORDS) + r")\b")
 
 
@@ -216,7 +261,7 @@ async def _with_service(settings: Settings, body: Callable[[Any], Awaitable[int]
                 await service.runner.start(tg)
                 try:
                     code = await body(service)
-                except errors.KlingError as exc:      # raised outside the group, not as an ExceptionGroup
+                except errors.KlingError as exc:  # raised outside the group, not as an ExceptionGroup
                     failure = exc
                 finally:
                     tg.cancel_scope.cancel()
@@ -259,20 +304,34 @@ def _report(job: Any, note: str | None, as_json: bool) -> int:
         reason = f"[{view.error.code}] {view.error.message}" if view.error else view.status
         _say(cli_text(f"kling-mcp: job {view.job_id} {view.status}: {reason}. {view.next_action}"))
         return EXIT_FAILED
-    _say(f"job {view.job_id} is {view.status} ({view.progress:.0f}%). Run `kling-mcp check {view.job_id} "
-         "--wait 300` to wait for it.")
+    _say(
+        f"job {view.job_id} is {view.status} ({view.progress:.0f}%). Run `kling-mcp check {view.job_id} "
+        "--wait 300` to wait for it."
+    )
     return EXIT_RUNNING
 
 
 def _request(args: argparse.Namespace, kind: str) -> Any:
     from .requests import EditRequest, EstimateRequest, GenerateRequest
 
-    fields: dict[str, Any] = {"prompt": args.prompt, "reference_images": args.reference_image, "tier": args.tier,
-                              "provider": args.provider, "keep_original_sound": args.keep_original_sound}
+    fields: dict[str, Any] = {
+        "prompt": args.prompt,
+        "reference_images": args.reference_image,
+        "tier": args.tier,
+        "provider": args.provider,
+        "keep_original_sound": args.keep_original_sound,
+    }
     if kind != "edit":
-        fields.update(first_frame=args.first_frame, last_frame=args.last_frame,
-                      reference_video=args.reference_video, duration=args.duration, aspect_ratio=args.aspect_ratio,
-                      negative_prompt=args.negative_prompt, seed=args.seed, num_videos=args.num_videos)
+        fields.update(
+            first_frame=args.first_frame,
+            last_frame=args.last_frame,
+            reference_video=args.reference_video,
+            duration=args.duration,
+            aspect_ratio=args.aspect_ratio,
+            negative_prompt=args.negative_prompt,
+            seed=args.seed,
+            num_videos=args.num_videos,
+        )
     if kind != "generate":
         fields.update(video=args.video, fast=args.fast)
     if kind == "estimate":
@@ -323,8 +382,11 @@ async def _jobs(service: Any, args: argparse.Namespace) -> int:
     elif listing.jobs:
         print(jobs_table(listing.jobs))
     else:
-        _say("No jobs" + (f" with status {args.status}" if args.status else "") +
-             f" in {service.settings.data_dir}. Run `kling-mcp generate \"...\"` to make one.")
+        _say(
+            "No jobs"
+            + (f" with status {args.status}" if args.status else "")
+            + f' in {service.settings.data_dir}. Run `kling-mcp generate "..."` to make one.'
+        )
     return EXIT_OK
 
 
@@ -358,15 +420,21 @@ def run(args: argparse.Namespace) -> int:
             _say(f"kling-mcp: {exc}")
             return EXIT_USAGE
         body: dict[str, Callable[[Any], Awaitable[int]]] = {
-            "estimate": lambda s: _estimate(s, args), "jobs": lambda s: _jobs(s, args),
-            "generate": lambda s: _generate(s, args, "generate"), "edit": lambda s: _generate(s, args, "edit"),
-            "check": lambda s: _check(s, args), "cancel": lambda s: _cancel(s, args)}
-        run_jobs = args.command in ("generate", "edit", "check")     # these wait, so the runner must poll
+            "estimate": lambda s: _estimate(s, args),
+            "jobs": lambda s: _jobs(s, args),
+            "generate": lambda s: _generate(s, args, "generate"),
+            "edit": lambda s: _generate(s, args, "edit"),
+            "check": lambda s: _check(s, args),
+            "cancel": lambda s: _cancel(s, args),
+        }
+        run_jobs = args.command in ("generate", "edit", "check")  # these wait, so the runner must poll
         return anyio.run(_with_service, settings, body[args.command], run_jobs)
     except errors.KlingError as exc:
         _say(f"kling-mcp {args.command}: {cli_text(str(exc))}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        _say("\nkling-mcp: stopped waiting; the job goes on. Run `kling-mcp jobs` and `kling-mcp check JOB_ID "
-             "--wait 300` to pick it up.")
+        _say(
+            "\nkling-mcp: stopped waiting; the job goes on. Run `kling-mcp jobs` and `kling-mcp check JOB_ID "
+            "--wait 300` to pick it up."
+        )
         return 130

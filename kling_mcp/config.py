@@ -35,7 +35,7 @@ class Settings:
     data_dir: Path
     providers: dict[str, ProviderConfig]
     default_provider: str = "auto"
-    poll_interval_s: float | None = None       # None: start from the variant's typical time
+    poll_interval_s: float | None = None  # None: start from the variant's typical time
     poll_max_interval_s: float = 30.0
     max_job_cost_usd: float | None = None
     daily_budget_usd: float | None = None
@@ -60,20 +60,22 @@ class Settings:
         return keys + ((self.http_token,) if self.http_token else ())
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if env is None else env
         providers: dict[str, ProviderConfig] = {}
         for name, entry in PROVIDERS.items():
             key = (env.get(entry.env_key) or "").strip() or None if entry.env_key else None
             base = (env.get(entry.base_url_env) or "").strip() if entry.base_url_env else ""
             extra = {var: (env.get(var) or "").strip() or default for var, default in entry.extra_env.items()}
-            providers[name] = ProviderConfig(name, key, (base or entry.default_base_url or "").rstrip("/") or None,
-                                             extra)
+            providers[name] = ProviderConfig(
+                name, key, (base or entry.default_base_url or "").rstrip("/") or None, extra
+            )
         default_provider = (env.get("KLING_MCP_DEFAULT_PROVIDER") or "auto").strip().lower()
         if default_provider != "auto" and default_provider not in PROVIDERS:
             raise errors.InvalidRequest(
                 f"KLING_MCP_DEFAULT_PROVIDER={default_provider!r} is not a provider.",
-                hint=f"Use auto or one of: {', '.join(PROVIDERS)}.")
+                hint=f"Use auto or one of: {', '.join(PROVIDERS)}.",
+            )
         values: dict[str, object] = dict(
             data_dir=_data_dir(env),
             providers=providers,
@@ -82,8 +84,11 @@ class Settings:
             poll_max_interval_s=_float(env, "KLING_MCP_POLL_MAX_INTERVAL_S") or 30.0,
             max_job_cost_usd=_float(env, "KLING_MCP_MAX_JOB_COST_USD"),
             daily_budget_usd=_float(env, "KLING_MCP_DAILY_BUDGET_USD"),
-            allowed_dirs=tuple(Path(p).expanduser().resolve()
-                               for p in (env.get("KLING_MCP_ALLOWED_DIRS") or "").split(os.pathsep) if p.strip()),
+            allowed_dirs=tuple(
+                Path(p).expanduser().resolve()
+                for p in (env.get("KLING_MCP_ALLOWED_DIRS") or "").split(os.pathsep)
+                if p.strip()
+            ),
             http_token=(env.get("KLING_MCP_HTTP_TOKEN") or "").strip() or None,
         )
         deadline = _float(env, "KLING_MCP_JOB_DEADLINE_S")
@@ -100,8 +105,9 @@ def _float(env: Mapping[str, str], name: str) -> float | None:
     try:
         value = float(raw)
     except ValueError:
-        raise errors.InvalidRequest(f"{name}={raw!r} is not a number.", hint=f"Set {name} to a number, e.g. 5.") \
-            from None
+        raise errors.InvalidRequest(
+            f"{name}={raw!r} is not a number.", hint=f"Set {name} to a number, e.g. 5."
+        ) from None
     if value < 0:
         raise errors.InvalidRequest(f"{name}={raw!r} is negative.", hint=f"Set {name} to a positive number.")
     return value

@@ -32,13 +32,12 @@ async def _demo(prompt: str, duration: int, aspect_ratio: str) -> int:
             return 1
         for q in quote.structured_content["quotes"]:
             say(f"  quote {q['provider']}: ${q['cost_usd']} ({q['basis']})")
-        result = await client.call_tool("generate_video", {**args, "wait_seconds": 30},
-                                        progress_callback=on_progress)
-        while not result.is_error and result.structured_content["status"] not in ("succeeded", "failed",
-                                                                                   "cancelled"):
+        result = await client.call_tool("generate_video", {**args, "wait_seconds": 30}, progress_callback=on_progress)
+        while not result.is_error and result.structured_content["status"] not in ("succeeded", "failed", "cancelled"):
             job_id = result.structured_content["job_id"]
-            result = await client.call_tool("check_job", {"job_id": job_id, "wait_seconds": 30},
-                                            progress_callback=on_progress)
+            result = await client.call_tool(
+                "check_job", {"job_id": job_id, "wait_seconds": 30}, progress_callback=on_progress
+            )
         if result.is_error:
             say(f"generate_video failed: {result.content[0].text}")  # type: ignore[union-attr]
             return 1
@@ -47,8 +46,10 @@ async def _demo(prompt: str, duration: int, aspect_ratio: str) -> int:
             say(f"job {job['job_id']} ended {job['status']}: {job['error']}")
             return 1
         video = job["videos"][0]
-        say(f"job {job['job_id']} succeeded in {time.monotonic() - started:.1f} s: {video['width']}x"
-            f"{video['height']}, {video['duration_s']} s, {video['size_bytes']} bytes, resource {video['uri']}")
+        say(
+            f"job {job['job_id']} succeeded in {time.monotonic() - started:.1f} s: {video['width']}x"
+            f"{video['height']}, {video['duration_s']} s, {video['size_bytes']} bytes, resource {video['uri']}"
+        )
         print(video["path"], flush=True)
         return 0
 

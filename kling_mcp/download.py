@@ -37,10 +37,13 @@ _GONE = frozenset({403, 404, 410})
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _MAX_SHOWN_PATH = 100
 
-_GONE_HINT = ("Call check_job to get a fresh link from the provider; if the provider no longer has the video, "
-              "generate it again.")
-_CAP_HINT = ("Raise the server's download size limit if a video this large is expected, or generate a shorter "
-             "or lower-tier video.")
+_GONE_HINT = (
+    "Call check_job to get a fresh link from the provider; if the provider no longer has the video, generate it again."
+)
+_CAP_HINT = (
+    "Raise the server's download size limit if a video this large is expected, or generate a shorter "
+    "or lower-tier video."
+)
 _REFUSED_HINT = "The provider's link cannot be downloaded as given; call check_job again, or report the job id."
 
 
@@ -80,8 +83,9 @@ async def download(
         errors.DownloadFailed: the download failed; ``retryable`` says whether calling again can help.
     """
     target = _confine(Path(dest), Path(root))
-    job = _Download(client, url, target, max_bytes=max_bytes, attempts=max(1, attempts),
-                    chunk_size=chunk_size, secrets=secrets)
+    job = _Download(
+        client, url, target, max_bytes=max_bytes, attempts=max(1, attempts), chunk_size=chunk_size, secrets=secrets
+    )
     return await job.run()
 
 
@@ -112,8 +116,17 @@ class _Progress:
 
 
 class _Download:
-    def __init__(self, client: httpx.AsyncClient, url: str, target: Path, *, max_bytes: int, attempts: int,
-                 chunk_size: int, secrets: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        target: Path,
+        *,
+        max_bytes: int,
+        attempts: int,
+        chunk_size: int,
+        secrets: tuple[str, ...],
+    ) -> None:
         self.client, self.url, self.target = client, url, target
         self.max_bytes, self.attempts, self.chunk_size, self.secrets = max_bytes, attempts, chunk_size, secrets
         self.shown = _public_url(url)
@@ -121,8 +134,9 @@ class _Download:
 
     def _fail(self, reason: str, *, retryable: bool, hint: str | None = None) -> errors.DownloadFailed:
         message = errors.redact(f"Downloading {self.shown} failed: {reason}.", self.secrets)
-        return errors.DownloadFailed(message, retryable=retryable, hint=hint,
-                                     details={"url": self.shown, "dest": str(self.target)})
+        return errors.DownloadFailed(
+            message, retryable=retryable, hint=hint, details={"url": self.shown, "dest": str(self.target)}
+        )
 
     async def run(self) -> DownloadResult:
         self._check_scheme()
@@ -130,7 +144,8 @@ class _Download:
         if p.part.resolve() != p.part:
             raise errors.InvalidRequest(
                 f"The partial download {p.part} is a symlink; refusing to write through it.",
-                hint="Delete that .part file and call again.")
+                hint="Delete that .part file and call again.",
+            )
         try:
             try:
                 self.target.parent.mkdir(parents=True, exist_ok=True)
@@ -144,8 +159,13 @@ class _Download:
                 with contextlib.suppress(OSError):  # the error being raised matters more
                     p.part.unlink(missing_ok=True)
             raise
-        return DownloadResult(path=self.target, size_bytes=p.offset, sha256=p.hasher.hexdigest(),
-                              resumed=p.resumed, content_type=p.content_type)
+        return DownloadResult(
+            path=self.target,
+            size_bytes=p.offset,
+            sha256=p.hasher.hexdigest(),
+            resumed=p.resumed,
+            content_type=p.content_type,
+        )
 
     async def _transfer(self) -> None:
         """Request until the .part holds the whole body, or raise DownloadFailed."""
@@ -161,24 +181,34 @@ class _Download:
             except _Transient as exc:
                 failures += 1
                 if failures >= self.attempts:
-                    kept = f"; the partial file ({p.offset} bytes) is kept and the next call resumes it" \
-                        if p.offset else ""
+                    kept = (
+                        f"; the partial file ({p.offset} bytes) is kept and the next call resumes it"
+                        if p.offset
+                        else ""
+                    )
                     raise self._fail(f"{exc} (after {failures} attempts){kept}", retryable=True) from exc
                 await anyio.sleep(_BACKOFF_S[min(failures, len(_BACKOFF_S)) - 1])
 
     def _unwritable(self, exc: OSError) -> errors.DownloadFailed:
-        return self._fail(f"could not write {self.target} ({exc.strerror or exc})", retryable=False,
-                          hint="Free disk space or fix the data directory's permissions, then call again.")
+        return self._fail(
+            f"could not write {self.target} ({exc.strerror or exc})",
+            retryable=False,
+            hint="Free disk space or fix the data directory's permissions, then call again.",
+        )
 
     def _check_scheme(self) -> None:
         try:
             scheme = httpx.URL(self.url).scheme
         except httpx.InvalidURL as exc:
-            raise self._fail(f"the URL is not valid ({exc})", retryable=False,
-                             hint="Pass the http(s) URL the provider returned.") from exc
+            raise self._fail(
+                f"the URL is not valid ({exc})", retryable=False, hint="Pass the http(s) URL the provider returned."
+            ) from exc
         if scheme not in ("http", "https"):
-            raise self._fail(f"only http and https links can be downloaded, not {scheme or 'scheme-less'} URLs",
-                             retryable=False, hint="Pass the http(s) URL the provider returned.")
+            raise self._fail(
+                f"only http and https links can be downloaded, not {scheme or 'scheme-less'} URLs",
+                retryable=False,
+                hint="Pass the http(s) URL the provider returned.",
+            )
 
     async def _load_leftover(self) -> None:
         """Adopt a .part left by an earlier call or process: hash it so a resume hashes the whole file."""
@@ -207,8 +237,9 @@ class _Download:
             async with self.client.stream("GET", self.url, headers=headers, follow_redirects=True) as response:
                 await self._receive(response, asked)
         except httpx.UnsupportedProtocol as exc:  # e.g. redirected to a non-http(s) scheme
-            raise self._fail(f"the link redirected to an unsupported URL ({exc})", retryable=False,
-                             hint=_REFUSED_HINT) from exc
+            raise self._fail(
+                f"the link redirected to an unsupported URL ({exc})", retryable=False, hint=_REFUSED_HINT
+            ) from exc
         except httpx.TooManyRedirects as exc:
             raise self._fail("the link redirected too many times", retryable=False, hint=_REFUSED_HINT) from exc
         except httpx.TimeoutException as exc:
@@ -222,8 +253,11 @@ class _Download:
         p = self.progress
         status = response.status_code
         if status in _GONE:
-            raise self._fail(f"the link answered HTTP {status}: the provider's link has expired or is gone",
-                             retryable=False, hint=_GONE_HINT)
+            raise self._fail(
+                f"the link answered HTTP {status}: the provider's link has expired or is gone",
+                retryable=False,
+                hint=_GONE_HINT,
+            )
         if status == 416 and asked:
             raise _Restart()
         if status == 429 or status >= 500:
@@ -275,16 +309,18 @@ class _Download:
             if expected is not None and p.offset < expected:
                 raise _Transient(f"the body ended at byte {p.offset} of {expected}")
             if expected is not None and p.offset > expected:
-                raise self._fail(f"the server sent {p.offset} bytes but announced {expected}", retryable=False,
-                                 hint=_REFUSED_HINT)
+                raise self._fail(
+                    f"the server sent {p.offset} bytes but announced {expected}", retryable=False, hint=_REFUSED_HINT
+                )
             if p.offset == 0:
                 raise _Transient("the server sent an empty body")
             out.flush()
             await anyio.to_thread.run_sync(os.fsync, out.fileno())
 
     def _too_big(self, why: str) -> errors.DownloadFailed:
-        return self._fail(f"{why}, over the download size limit of {self.max_bytes} bytes", retryable=False,
-                          hint=_CAP_HINT)
+        return self._fail(
+            f"{why}, over the download size limit of {self.max_bytes} bytes", retryable=False, hint=_CAP_HINT
+        )
 
 
 def _confine(dest: Path, root: Path) -> Path:
@@ -307,7 +343,7 @@ def _public_url(url: str) -> str:
     except (httpx.InvalidURL, TypeError):
         base, path = "", url.split("?", 1)[0].split("#", 1)[0]
     if len(path) > _MAX_SHOWN_PATH:
-        path = path[: _MAX_SHOWN_PATH // 2] + "…" + path[-_MAX_SHOWN_PATH // 2:]
+        path = path[: _MAX_SHOWN_PATH // 2] + "…" + path[-_MAX_SHOWN_PATH // 2 :]
     return base + path
 
 

@@ -113,8 +113,9 @@ class ProviderError(KlingError):
     retryable = True
     default_hint = "This is usually temporary; call check_job again later."
 
-    def __init__(self, message: str, *, may_have_accepted: bool = True, retry_after: float | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, may_have_accepted: bool = True, retry_after: float | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(message, **kwargs)
         self.may_have_accepted = may_have_accepted
         self.retry_after = retry_after
@@ -180,8 +181,10 @@ class DownloadFailed(KlingError):
 class JobInterrupted(KlingError):
     code = "interrupted"
     retryable = True
-    default_hint = ("The server stopped before the provider acknowledged the job, so it may or may not be "
-                    "billed; check the provider's dashboard before submitting again.")
+    default_hint = (
+        "The server stopped before the provider acknowledged the job, so it may or may not be "
+        "billed; check the provider's dashboard before submitting again."
+    )
 
 
 class JobDeadline(KlingError):

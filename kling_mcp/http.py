@@ -38,9 +38,13 @@ class BearerAuth:
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
             if not hmac.compare_digest(given, self._expected):
                 body = b'{"error":"unauthorized","message":"send Authorization: Bearer <KLING_MCP_HTTP_TOKEN>"}'
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"www-authenticate", b"Bearer")]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
@@ -53,7 +57,8 @@ def build_app(server: Any, settings: Any, host: str) -> Any:
         security = TransportSecuritySettings(
             enable_dns_rebinding_protection=True,
             allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
-            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"])
+            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        )
     else:
         security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
     app = server.streamable_http_app(host=host, transport_security=security)
@@ -64,8 +69,11 @@ def build_app(server: Any, settings: Any, host: str) -> Any:
 
 def run_http(server: Any, settings: Any, *, host: str, port: int) -> int:
     if not is_loopback(host) and not settings.http_token:
-        print(f"kling-mcp: refusing to bind {host}: set KLING_MCP_HTTP_TOKEN to require a bearer token on a "
-              "non-loopback address, or bind 127.0.0.1.", file=sys.stderr)
+        print(
+            f"kling-mcp: refusing to bind {host}: set KLING_MCP_HTTP_TOKEN to require a bearer token on a "
+            "non-loopback address, or bind 127.0.0.1.",
+            file=sys.stderr,
+        )
         return 2
     import uvicorn
 

@@ -22,8 +22,15 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]{1,15}):")
 MAX_ARG_CHARS = 300 * 1024 * 1024
 
 
-async def resolve(value: str, *, arg: str, kind: Literal["image", "video"], data_dir: Path,
-                  allowed_dirs: tuple[Path, ...], probe_urls: bool = False) -> MediaRef:
+async def resolve(
+    value: str,
+    *,
+    arg: str,
+    kind: Literal["image", "video"],
+    data_dir: Path,
+    allowed_dirs: tuple[Path, ...],
+    probe_urls: bool = False,
+) -> MediaRef:
     """Resolve one argument; raises :class:`errors.InvalidInputFile` naming ``arg``."""
     if not isinstance(value, str) or not value.strip():
         raise errors.InvalidInputFile(f"{arg} is empty.")
@@ -31,7 +38,7 @@ async def resolve(value: str, *, arg: str, kind: Literal["image", "video"], data
     if len(value) > MAX_ARG_CHARS:
         raise errors.InvalidInputFile(f"{arg} is larger than {MAX_ARG_CHARS // 2**20} MB.")
     scheme = _SCHEME.match(value)
-    if scheme and len(scheme.group(1)) > 1:      # "C:\..." is a Windows path, not a scheme
+    if scheme and len(scheme.group(1)) > 1:  # "C:\..." is a Windows path, not a scheme
         name = scheme.group(1).lower()
         if name in ("http", "https"):
             return await _url(value, arg=arg, kind=kind, probe=probe_urls)
@@ -40,54 +47,71 @@ async def resolve(value: str, *, arg: str, kind: Literal["image", "video"], data
             return await _file(path, arg=arg, kind=kind, allowed_dirs=(), origin="data URI")
         raise errors.InvalidInputFile(
             f"{arg} uses the {name}: scheme, which is not accepted.",
-            hint="Pass an http(s) URL, a data: URI, or a plain local path (no file:// prefix).")
+            hint="Pass an http(s) URL, a data: URI, or a plain local path (no file:// prefix).",
+        )
     try:
         path = Path(value).expanduser()
-    except RuntimeError:                        # "~someone/..." for a user that does not exist
+    except RuntimeError:  # "~someone/..." for a user that does not exist
         raise errors.InvalidInputFile(f"{arg}: {_shown(value)} does not exist.") from None
     return await _file(path, arg=arg, kind=kind, allowed_dirs=allowed_dirs, origin=_shown(value))
 
 
 def _shown(value: str, limit: int = 200) -> str:
     """``value`` as quoted back in an error: a caller's string may be megabytes long."""
-    return value if len(value) <= limit else f"{value[:limit // 2]}…{value[-limit // 2:]} ({len(value)} characters)"
+    return value if len(value) <= limit else f"{value[: limit // 2]}…{value[-limit // 2 :]} ({len(value)} characters)"
 
 
 async def _url(url: str, *, arg: str, kind: str, probe: bool) -> MediaRef:
     try:
         parts = urlsplit(url)
-        valid = bool(parts.hostname) and (parts.port or 0) >= 0      # .port raises on a malformed port
-    except ValueError:                                                # e.g. "https://[::1" (bad IPv6)
+        valid = bool(parts.hostname) and (parts.port or 0) >= 0  # .port raises on a malformed port
+    except ValueError:  # e.g. "https://[::1" (bad IPv6)
         valid = False
     if not valid:
-        raise errors.InvalidInputFile(f"{arg}: {_shown(url)} is not a valid URL.",
-                                      hint="Pass a full http(s) URL such as https://example.com/frame.png, "
-                                           "a data: URI, or a local file path.")
+        raise errors.InvalidInputFile(
+            f"{arg}: {_shown(url)} is not a valid URL.",
+            hint="Pass a full http(s) URL such as https://example.com/frame.png, a data: URI, or a local file path.",
+        )
     ref = MediaRef(kind="url", value=url, media=kind)  # type: ignore[arg-type]
     if probe and kind == "video":
         try:
             info = await anyio.to_thread.run_sync(media.probe, url)
         except errors.KlingError:
-            return ref          # length unknown: validation says so instead of guessing
-        ref = ref.model_copy(update={"duration_s": info.duration_s, "width": info.width, "height": info.height,
-                                     "mime_type": info.mime_type})
+            return ref  # length unknown: validation says so instead of guessing
+        ref = ref.model_copy(
+            update={
+                "duration_s": info.duration_s,
+                "width": info.width,
+                "height": info.height,
+                "mime_type": info.mime_type,
+            }
+        )
     return ref
 
 
 async def _file(path: Path, *, arg: str, kind: str, allowed_dirs: tuple[Path, ...], origin: str) -> MediaRef:
     try:
         resolved = path.resolve(strict=True)
-    except (OSError, RuntimeError, ValueError):   # ValueError: an embedded NUL byte
+    except (OSError, RuntimeError, ValueError):  # ValueError: an embedded NUL byte
         raise errors.InvalidInputFile(f"{arg}: {origin} does not exist.") from None
     if not resolved.is_file():
         raise errors.InvalidInputFile(f"{arg}: {origin} is not a regular file.")
     if allowed_dirs and not any(resolved.is_relative_to(d) for d in allowed_dirs):
         raise errors.InvalidInputFile(
             f"{arg}: {origin} is outside the folders this server may read.",
-            hint="Move the file under one of KLING_MCP_ALLOWED_DIRS, or pass a URL.")
+            hint="Move the file under one of KLING_MCP_ALLOWED_DIRS, or pass a URL.",
+        )
     info = await anyio.to_thread.run_sync(media.probe, resolved)
     if info.kind != kind:
         raise errors.InvalidInputFile(f"{arg}: {origin} is a {info.kind}, but {arg} needs a {kind}.")
     sha = await anyio.to_thread.run_sync(media.sha256_file, resolved)
-    return MediaRef(kind="file", value=str(resolved), media=kind, mime_type=info.mime_type,  # type: ignore[arg-type]
-                    sha256=sha, width=info.width, height=info.height, duration_s=info.duration_s)
+    return MediaRef(
+        kind="file",
+        value=str(resolved),
+        media=kind,
+        mime_type=info.mime_type,  # type: ignore[arg-type]
+        sha256=sha,
+        width=info.width,
+        height=info.height,
+        duration_s=info.duration_s,
+    )

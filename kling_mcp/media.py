@@ -27,19 +27,28 @@ from urllib.parse import unquote, urlparse
 
 from . import errors
 
-
-
-IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif",
-              "BMP": "image/bmp"}
-_VIDEO_DEMUXERS = ("mov", "mp4", "matroska", "webm")   # parts of PyAV's container.format.name
+IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp"}
+_VIDEO_DEMUXERS = ("mov", "mp4", "matroska", "webm")  # parts of PyAV's container.format.name
 ACCEPTED = "images (PNG, JPEG, WebP, GIF, BMP) and videos (MP4, MOV, WebM, MKV)"
 MAX_DATA_URI_BYTES = 200 * 1024 * 1024
 URL_TIMEOUT_S = 20.0
-_EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/jpg": ".jpg", "image/webp": ".webp",
-        "image/gif": ".gif", "image/bmp": ".bmp", "video/mp4": ".mp4", "video/quicktime": ".mov",
-        "video/webm": ".webm", "video/x-matroska": ".mkv"}
-_DATA_URI = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*)"
-                       r"(?P<b64>;base64)?,(?P<data>.*)", re.S | re.I)
+_EXT = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/jpg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "image/bmp": ".bmp",
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/webm": ".webm",
+    "video/x-matroska": ".mkv",
+}
+_DATA_URI = re.compile(
+    r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*)"
+    r"(?P<b64>;base64)?,(?P<data>.*)",
+    re.S | re.I,
+)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -102,7 +111,7 @@ def _probe_image(p: Path) -> MediaInfo | None:
     try:
         with Image.open(p, formats=list(IMAGE_MIME)) as im:
             fmt, (width, height) = im.format or "image", im.size
-            im.load()   # a truncated or corrupt image fails here, not at open
+            im.load()  # a truncated or corrupt image fails here, not at open
     except UnidentifiedImageError:
         return None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -139,9 +148,15 @@ def _probe_video(target: str, *, is_url: bool) -> MediaInfo:
             raise _invalid(target, "it has no decodable video frame (is it truncated?)")
         fps = float(stream.average_rate or stream.guessed_rate or 0) or None
         codec = stream.codec_context.name
-        return MediaInfo("video", _video_mime(container.format.name, target, codec),
-                         stream.codec_context.width or first.width, stream.codec_context.height or first.height,
-                         _duration(container, stream, fps), fps, codec)
+        return MediaInfo(
+            "video",
+            _video_mime(container.format.name, target, codec),
+            stream.codec_context.width or first.width,
+            stream.codec_context.height or first.height,
+            _duration(container, stream, fps),
+            fps,
+            codec,
+        )
 
 
 def _duration(container: Any, stream: Any, fps: float | None) -> float | None:
@@ -176,23 +191,29 @@ def save_data_uri(uri: str, dest_dir: str | Path) -> Path:
     shown = uri[:40] + ("…" if len(uri) > 40 else "")
     match = _DATA_URI.fullmatch(uri.strip())
     if not match or not match["b64"]:
-        raise errors.InvalidInputFile(f"{shown!r} is not a base64 data URI; use data:<mime>;base64,<data>, "
-                                      "e.g. data:image/png;base64,iVBOR...")
+        raise errors.InvalidInputFile(
+            f"{shown!r} is not a base64 data URI; use data:<mime>;base64,<data>, e.g. data:image/png;base64,iVBOR..."
+        )
     mime = (match["mime"] or "").lower()
     ext = _EXT.get(mime) or (mimetypes.guess_extension(mime) if mime.startswith(("image/", "video/")) else None)
     if not ext:
-        raise errors.InvalidInputFile(f"the data URI's media type {mime or '(none)'!r} is not an image or video; "
-                                      "declare it, e.g. data:image/png;base64,... or data:video/mp4;base64,...")
+        raise errors.InvalidInputFile(
+            f"the data URI's media type {mime or '(none)'!r} is not an image or video; "
+            "declare it, e.g. data:image/png;base64,... or data:video/mp4;base64,..."
+        )
     data = re.sub(r"\s+", "", unquote(match["data"]) if "%" in match["data"] else match["data"])
     if len(data) // 4 * 3 > MAX_DATA_URI_BYTES:
-        raise errors.InvalidInputFile(f"the data URI holds more than {MAX_DATA_URI_BYTES // 2**20} MB; "
-                                      "pass a file path or an http(s) URL for large inputs")
-    data = data.translate(str.maketrans("-_", "+/"))   # accept URL-safe base64 too
+        raise errors.InvalidInputFile(
+            f"the data URI holds more than {MAX_DATA_URI_BYTES // 2**20} MB; "
+            "pass a file path or an http(s) URL for large inputs"
+        )
+    data = data.translate(str.maketrans("-_", "+/"))  # accept URL-safe base64 too
     try:
         raw = base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise errors.InvalidInputFile(f"the data URI's base64 payload does not decode ({exc}); "
-                                      "re-encode the file with standard base64") from None
+        raise errors.InvalidInputFile(
+            f"the data URI's base64 payload does not decode ({exc}); re-encode the file with standard base64"
+        ) from None
     if not raw:
         raise errors.InvalidInputFile("the data URI is empty; put the base64-encoded file after the comma")
     dest = Path(dest_dir) / f"{hashlib.sha256(raw).hexdigest()}{ext}"
@@ -258,12 +279,10 @@ def last_frame_png(video_path: str | Path) -> bytes:
         try:
             # Seek near the end: the demuxer lands on the keyframe before, so decoding still ends on the last frame.
             if duration > 2 and stream.time_base and _seek(container, stream, duration - 1):
-                for last in container.decode(stream):
-                    pass
+                last = _final_frame(container, stream)
             if last is None:
                 _seek(container, stream, 0.0)
-                for last in container.decode(stream):
-                    pass
+                last = _final_frame(container, stream)
         except av.FFmpegError as exc:
             raise _invalid(video_path, f"its frames do not decode ({exc})") from None
         if last is None:
@@ -282,3 +301,11 @@ def poster_png_cached(video_path: str | Path, max_side: int = 320) -> bytes:
     part.write_bytes(png)
     os.replace(part, cached)
     return png
+
+
+def _final_frame(container: Any, stream: Any) -> Any:
+    """The last frame the decoder yields from the current position (None when it yields none)."""
+    final = None
+    for frame in container.decode(stream):
+        final = frame
+    return final

@@ -18,11 +18,24 @@ if TYPE_CHECKING:
 
 _Frames: TypeAlias = "Generator[np.ndarray, None, None]"
 
-def render_preview(dest: str | Path, *, width: int, height: int, seconds: float, fps: int = 24, prompt: str,
-                   operation: str, images: Sequence[Path] = (), first_frame: Path | None = None,
-                   last_frame: Path | None = None, input_video: Path | None = None,
-                   label: str = "LOCAL PREVIEW - not Kling", progress: Callable[[float], None] | None = None,
-                   variation: int = 0) -> None:
+
+def render_preview(
+    dest: str | Path,
+    *,
+    width: int,
+    height: int,
+    seconds: float,
+    fps: int = 24,
+    prompt: str,
+    operation: str,
+    images: Sequence[Path] = (),
+    first_frame: Path | None = None,
+    last_frame: Path | None = None,
+    input_video: Path | None = None,
+    label: str = "LOCAL PREVIEW - not Kling",
+    progress: Callable[[float], None] | None = None,
+    variation: int = 0,
+) -> None:
     """Encode an H.264 MP4 preview (not Kling) to ``dest``: exactly ``round(seconds * fps)`` frames.
 
     ``text``: the prompt over a moving background; ``image``: a pan over ``first_frame`` or a
@@ -62,8 +75,18 @@ def render_preview(dest: str | Path, *, width: int, height: int, seconds: float,
         progress(1.0)
 
 
-def _frames(operation: str, w: int, h: int, total: int, fps: int, images: Sequence[Path], first: Path | None,
-            last: Path | None, video: Path | None, variation: int) -> _Frames:
+def _frames(
+    operation: str,
+    w: int,
+    h: int,
+    total: int,
+    fps: int,
+    images: Sequence[Path],
+    first: Path | None,
+    last: Path | None,
+    video: Path | None,
+    variation: int,
+) -> _Frames:
     if operation == "edit":
         if video is None:
             raise ValueError("the edit preview needs input_video")
@@ -91,19 +114,19 @@ class _Background:
         x = np.arange(2 * w, dtype=np.float32) * (2 * math.pi / w) + self.phase
         row = np.stack([0.5 + 0.5 * np.sin(x + c * 2 * math.pi / 3) for c in range(3)], axis=-1)
         shade = np.linspace(0.55, 1.0, h, dtype=np.float32)
-        self.tile = (row[None] * shade[:, None, None] * 190 + 25).astype(np.uint8)   # period w: wraps seamlessly
+        self.tile = (row[None] * shade[:, None, None] * 190 + 25).astype(np.uint8)  # period w: wraps seamlessly
         self.r = max(4, min(w, h) // 7)
-        yy, xx = np.mgrid[-self.r:self.r, -self.r:self.r]
+        yy, xx = np.mgrid[-self.r : self.r, -self.r : self.r]
         self.alpha = (np.clip(self.r - np.hypot(xx + 0.5, yy + 0.5), 0, 1) * 170).astype(np.uint16)[..., None]
-        self.step = (1 + variation % 3) * w / 120   # one gradient period per 5 s (or faster, by variation)
+        self.step = (1 + variation % 3) * w / 120  # one gradient period per 5 s (or faster, by variation)
 
     def frame(self, i: int, total: int) -> np.ndarray:
         off = int(i * self.step) % self.w
-        out = self.tile[:, off:off + self.w].copy()
+        out = self.tile[:, off : off + self.w].copy()
         t = 2 * math.pi * i / max(total, 1)
         cx = int(self.w / 2 + (self.w / 2 - self.r - 1) * math.sin(t + self.phase))
         cy = int(self.h / 2 + (self.h / 2 - self.r - 1) * math.sin(2 * t + self.phase))
-        region = out[cy - self.r:cy + self.r, cx - self.r:cx + self.r]
+        region = out[cy - self.r : cy + self.r, cx - self.r : cx + self.r]
         region[...] = (region * (255 - self.alpha) + 250 * self.alpha) // 255
         return out
 
@@ -122,19 +145,19 @@ def _fit(path: Path, w: int, h: int, cover: bool) -> np.ndarray:
 def _still_frames(paths: Sequence[Path], w: int, h: int, total: int, variation: int) -> _Frames:
     import numpy as np
 
-    bw, bh = w + max(2, w // 8), h + max(2, h // 8)   # 12% larger: room to pan
+    bw, bh = w + max(2, w // 8), h + max(2, h // 8)  # 12% larger: room to pan
     stills = [_fit(p, bw, bh, cover=True).astype(np.uint16) for p in paths]
     reverse = variation % 2 == 1
     for i in range(total):
         t = i / max(total - 1, 1)
         pos = 1 - t if reverse else t
         x, y = int((bw - w) * pos), int((bh - h) * pos)
-        a = stills[0][y:y + h, x:x + w]
+        a = stills[0][y : y + h, x : x + w]
         if len(stills) == 1:
             yield a.astype(np.uint8)
             continue
-        weight = int(256 * t * t * (3 - 2 * t))   # smoothstep: holds each end a little
-        yield ((a * (256 - weight) + stills[1][y:y + h, x:x + w] * weight) >> 8).astype(np.uint8)
+        weight = int(256 * t * t * (3 - 2 * t))  # smoothstep: holds each end a little
+        yield ((a * (256 - weight) + stills[1][y : y + h, x : x + w] * weight) >> 8).astype(np.uint8)
 
 
 def _reference_frames(paths: Sequence[Path], w: int, h: int, total: int, variation: int) -> _Frames:
@@ -149,7 +172,7 @@ def _reference_frames(paths: Sequence[Path], w: int, h: int, total: int, variati
         x = (w - iw) // 2 + int(drift * w * 0.08)
         y = (h - ih) // 2
         out = background.frame(i, total)
-        out[y:y + ih, x:x + iw] = ref
+        out[y : y + ih, x : x + iw] = ref
         yield out
 
 
@@ -182,7 +205,7 @@ def _cover_frame(frame: Any, w: int, h: int) -> np.ndarray:
     sw, sh = max(w, math.ceil(frame.width * scale)), max(h, math.ceil(frame.height * scale))
     rgb = frame.reformat(width=sw, height=sh, format="rgb24").to_ndarray()
     x, y = (sw - w) // 2, (sh - h) // 2
-    return rgb[y:y + h, x:x + w]
+    return rgb[y : y + h, x : x + w]
 
 
 def _font(size: int) -> Any:
@@ -190,7 +213,7 @@ def _font(size: int) -> Any:
 
     try:
         return ImageFont.load_default(size=size)
-    except TypeError:   # Pillow < 10.1: only the small bitmap font
+    except TypeError:  # Pillow < 10.1: only the small bitmap font
         return ImageFont.load_default()
 
 
@@ -226,15 +249,13 @@ class _Overlay:
         import numpy as np
         from PIL import Image, ImageDraw
 
-        box = ImageDraw.Draw(Image.new("RGBA", (1, 1))).multiline_textbbox((0, 0), text, font=font,
-                                                                             align="center")
+        box = ImageDraw.Draw(Image.new("RGBA", (1, 1))).multiline_textbbox((0, 0), text, font=font, align="center")
         pw, ph = math.ceil(box[2]) + 2 * pad, math.ceil(box[3]) + 2 * pad
         patch = Image.new("RGBA", (pw, ph), (0, 0, 0, 150))
-        ImageDraw.Draw(patch).multiline_text((pad, pad), text, font=font, fill=(255, 255, 255, 255),
-                                             align="center")
+        ImageDraw.Draw(patch).multiline_text((pad, pad), text, font=font, fill=(255, 255, 255, 255), align="center")
         x = max(0, (self.w - pw) // 2 if centred else x)
         y = max(0, self.h - ph - 2 * pad if y is None else y)
-        rgba = np.asarray(patch, dtype=np.uint16)[: self.h - y, : self.w - x]   # clip to the frame
+        rgba = np.asarray(patch, dtype=np.uint16)[: self.h - y, : self.w - x]  # clip to the frame
         alpha = rgba[..., 3:4]
         self.patches.append((y, y + rgba.shape[0], x, x + rgba.shape[1], rgba[..., :3] * alpha, 255 - alpha))
 

@@ -79,7 +79,7 @@ class MediaRef(BaseModel):
     """
 
     kind: Literal["url", "file"]
-    value: str                        # the URL, or the absolute file path
+    value: str  # the URL, or the absolute file path
     media: Literal["image", "video"]
     mime_type: str | None = None
     sha256: str | None = None
@@ -99,7 +99,7 @@ class VideoSpec(BaseModel):
     reference_video: MediaRef | None = None
     video: MediaRef | None = None
     aspect_ratio: str | None = None
-    duration: int | None = None           # requested output seconds (None for edits)
+    duration: int | None = None  # requested output seconds (None for edits)
     tier: Literal["standard", "pro"] | None = None
     negative_prompt: str | None = None
     seed: int | None = None

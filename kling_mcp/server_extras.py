@@ -57,13 +57,20 @@ log = logging.getLogger("kling_mcp.extras")
 
 VIDEO_TEMPLATE = "kling://jobs/{job_id}/videos/{index}"
 _VIDEO_URI = re.compile(r"^kling://jobs/(?P<job_id>[^/?#]{1,100})/videos/(?P<index>\d{1,4})$")
-MCP_LEVELS: tuple[str, ...] = get_args(LoggingLevel)   # debug < info < notice < ... < emergency
-_PY_LEVEL = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO + 5,
-             "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL,
-             "alert": logging.CRITICAL + 5, "emergency": logging.CRITICAL + 10}
+MCP_LEVELS: tuple[str, ...] = get_args(LoggingLevel)  # debug < info < notice < ... < emergency
+_PY_LEVEL = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "notice": logging.INFO + 5,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "alert": logging.CRITICAL + 5,
+    "emergency": logging.CRITICAL + 10,
+}
 SHOTS = tuple(str(n) for n in range(1, 9))
-MAX_COMPLETIONS = 100      # the spec's cap on completion values
-_LOG_BACKLOG = 1000        # log records waiting to be sent; beyond that they are dropped
+MAX_COMPLETIONS = 100  # the spec's cap on completion values
+_LOG_BACKLOG = 1000  # log records waiting to be sent; beyond that they are dropped
 
 
 def mcp_level(levelno: int) -> str:
@@ -83,8 +90,10 @@ def _connection(session: Any) -> Any:
     """The connection a request came in on: what log levels and subscriptions are kept per."""
     conn = getattr(session, "_connection", None)
     if conn is None:
-        raise RuntimeError("mcp's ServerSession no longer has _connection; kling_mcp.server_extras needs "
-                           "updating for this mcp version (pin mcp==2.3.* meanwhile).")
+        raise RuntimeError(
+            "mcp's ServerSession no longer has _connection; kling_mcp.server_extras needs "
+            "updating for this mcp version (pin mcp==2.3.* meanwhile)."
+        )
     return conn
 
 
@@ -97,36 +106,37 @@ class _Live:
         self.bus = bus
         self.secrets = secrets
         self.loop = asyncio.get_running_loop()
-        self.log_levels: dict[Any, tuple[Any, int]] = {}          # connection -> (session, min level)
-        self.subscribers: dict[str, dict[Any, Any]] = {}          # uri -> connection -> session (2025 era)
-        self.listened: set[str] = set()                           # uris in open listen streams (2026 era)
-        self.watching: set[str] = set()                           # job ids with a watcher task
+        self.log_levels: dict[Any, tuple[Any, int]] = {}  # connection -> (session, min level)
+        self.subscribers: dict[str, dict[Any, Any]] = {}  # uri -> connection -> session (2025 era)
+        self.listened: set[str] = set()  # uris in open listen streams (2026 era)
+        self.watching: set[str] = set()  # job ids with a watcher task
         self._send, self._recv = anyio.create_memory_object_stream[tuple[int, str, str]](_LOG_BACKLOG)
 
     # --- logging -----------------------------------------------------------------------------
 
     def offer(self, record: logging.LogRecord) -> None:
         """Queue a log record for the clients that asked for its level (any thread)."""
-        levels = list(self.log_levels.values())    # one atomic copy: emit may run in any thread
+        levels = list(self.log_levels.values())  # one atomic copy: emit may run in any thread
         if not levels or record.levelno < min(lv for _, lv in levels):
             return
         item = (record.levelno, record.name, errors.redact(record.getMessage(), self.secrets))
         try:
             self.loop.call_soon_threadsafe(self._push, item)
-        except RuntimeError:        # the loop is closed: the server is shutting down
+        except RuntimeError:  # the loop is closed: the server is shutting down
             pass
 
     def _push(self, item: tuple[int, str, str]) -> None:
         try:
             self._send.send_nowait(item)
         except (anyio.WouldBlock, anyio.ClosedResourceError):
-            pass                    # a client that cannot keep up loses log lines, never the server
+            pass  # a client that cannot keep up loses log lines, never the server
 
     async def forward_logs(self) -> None:
         async with self._recv:
             async for levelno, name, text in self._recv:
-                note = LoggingMessageNotification(params=LoggingMessageNotificationParams(
-                    level=mcp_level(levelno), logger=name, data=text))  # type: ignore[arg-type]
+                note = LoggingMessageNotification(
+                    params=LoggingMessageNotificationParams(level=mcp_level(levelno), logger=name, data=text)
+                )  # type: ignore[arg-type]
                 for conn, (session, minimum) in list(self.log_levels.items()):
                     if levelno >= minimum and not await self._send_to(session, note):
                         self.log_levels.pop(conn, None)
@@ -136,7 +146,7 @@ class _Live:
         try:
             await session.send_notification(notification)
             return True
-        except Exception:           # noqa: BLE001 - whatever the transport raises, the client is gone
+        except Exception:
             return False
 
     # --- job watchers (subscriptions) --------------------------------------------------------
@@ -174,7 +184,7 @@ class _ClientLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.name == log.name:
-            return                  # never forward the forwarder's own records
+            return  # never forward the forwarder's own records
         for live in list(self.lives):
             live.offer(record)
 
@@ -202,17 +212,23 @@ def _lowlevel(mcp: Any) -> Any:
     """The SDK's low-level server, after checking every private seam this module relies on."""
     low = getattr(mcp, "_lowlevel_server", None)
     bus = getattr(mcp, "_subscriptions", None)
-    missing = [name for name, ok in [
-        ("MCPServer._lowlevel_server", low is not None),
-        ("Server.add_request_handler", callable(getattr(low, "add_request_handler", None))),
-        ("Server.lifespan", callable(getattr(low, "lifespan", None))),
-        ("MCPServer._subscriptions.publish", callable(getattr(bus, "publish", None))),
-        ("MCPServer.middleware", isinstance(getattr(mcp, "middleware", None), list)),
-    ] if not ok]
+    missing = [
+        name
+        for name, ok in [
+            ("MCPServer._lowlevel_server", low is not None),
+            ("Server.add_request_handler", callable(getattr(low, "add_request_handler", None))),
+            ("Server.lifespan", callable(getattr(low, "lifespan", None))),
+            ("MCPServer._subscriptions.publish", callable(getattr(bus, "publish", None))),
+            ("MCPServer.middleware", isinstance(getattr(mcp, "middleware", None), list)),
+        ]
+        if not ok
+    ]
     if missing:
-        raise RuntimeError(f"this mcp version lacks {', '.join(missing)}, which kling_mcp.server_extras uses for "
-                           "logging/setLevel, completions and subscriptions; install mcp 2.3.x or update "
-                           "kling_mcp/server_extras.py.")
+        raise RuntimeError(
+            f"this mcp version lacks {', '.join(missing)}, which kling_mcp.server_extras uses for "
+            "logging/setLevel, completions and subscriptions; install mcp 2.3.x or update "
+            "kling_mcp/server_extras.py."
+        )
     return low
 
 
@@ -255,9 +271,13 @@ def install_extras(mcp: Any, settings: Any) -> None:
     def video_uri(uri: str) -> tuple[str, int]:
         match = _VIDEO_URI.match(str(uri))
         if match is None:
-            raise MCPError(code=INVALID_PARAMS, message=(
-                f"cannot subscribe to {uri}: only {VIDEO_TEMPLATE} resources change while the server runs "
-                "(kling://catalog does not); pass a video URI from a generate_video or check_job result."))
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=(
+                    f"cannot subscribe to {uri}: only {VIDEO_TEMPLATE} resources change while the server runs "
+                    "(kling://catalog does not); pass a video URI from a generate_video or check_job result."
+                ),
+            )
         return match["job_id"], int(match["index"])
 
     async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
@@ -267,7 +287,7 @@ def install_extras(mcp: Any, settings: Any) -> None:
             job = live.service.get(job_id)
         except errors.KlingError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"cannot subscribe to {params.uri}: {exc}") from None
-        if not job.terminal:        # a finished job's videos never change: nothing to notify
+        if not job.terminal:  # a finished job's videos never change: nothing to notify
             live.subscribers.setdefault(str(params.uri), {})[_connection(ctx.session)] = ctx.session
             live.watch(job_id)
         return EmptyResult()
@@ -304,16 +324,20 @@ def _complete(service: Any, params: CompleteRequestParams) -> Completion:
     given = (params.context.arguments if params.context else None) or {}
     if isinstance(ref, PromptReference):
         if ref.name != "storyboard":
-            raise MCPError(code=INVALID_PARAMS, message=f"no prompt named {ref.name!r}; completions exist for "
-                                                        "the storyboard prompt.")
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"no prompt named {ref.name!r}; completions exist for the storyboard prompt.",
+            )
         if arg.name == "aspect_ratio":
             return _filter(list(catalog.bounds()["aspect_ratios"]), arg.value)
         if arg.name == "shots":
             return _filter(SHOTS, arg.value)
         if arg.name == "topic":
-            return Completion(values=[], total=0, has_more=False)      # free text
-        raise MCPError(code=INVALID_PARAMS, message=f"the storyboard prompt has no argument {arg.name!r}; it "
-                                                    "takes topic, shots and aspect_ratio.")
+            return Completion(values=[], total=0, has_more=False)  # free text
+        raise MCPError(
+            code=INVALID_PARAMS,
+            message=f"the storyboard prompt has no argument {arg.name!r}; it takes topic, shots and aspect_ratio.",
+        )
     if isinstance(ref, ResourceTemplateReference) and ref.uri == VIDEO_TEMPLATE:
         if arg.name == "job_id":
             ids = [j.job_id for j in service.store.list(None, 500) if j.videos]
@@ -321,7 +345,10 @@ def _complete(service: Any, params: CompleteRequestParams) -> Completion:
         if arg.name == "index":
             job = service.store.get(given.get("job_id") or "")
             return _filter([str(v.index) for v in job.videos] if job else [], arg.value)
-        raise MCPError(code=INVALID_PARAMS, message=f"{VIDEO_TEMPLATE} has no variable {arg.name!r}; it takes "
-                                                    "job_id and index.")
-    raise MCPError(code=INVALID_PARAMS, message=f"no resource template {getattr(ref, 'uri', ref)!r}; completions "
-                                                f"exist for {VIDEO_TEMPLATE}.")
+        raise MCPError(
+            code=INVALID_PARAMS, message=f"{VIDEO_TEMPLATE} has no variable {arg.name!r}; it takes job_id and index."
+        )
+    raise MCPError(
+        code=INVALID_PARAMS,
+        message=f"no resource template {getattr(ref, 'uri', ref)!r}; completions exist for {VIDEO_TEMPLATE}.",
+    )

@@ -22,8 +22,18 @@ from .jobs.model import Job, JobStatus
 from .jobs.runner import JobRunner
 from .jobs.store import JobStore
 from .providers import ProviderContext, VideoProvider, create_provider
-from .requests import (Budget, CancelResult, EditRequest, ErrorView, Estimate, EstimateRequest, GenerateRequest,
-                       JobList, MediaRef, VideoSpec)
+from .requests import (
+    Budget,
+    CancelResult,
+    EditRequest,
+    ErrorView,
+    Estimate,
+    EstimateRequest,
+    GenerateRequest,
+    JobList,
+    MediaRef,
+    VideoSpec,
+)
 from .validation import Match, check, structural_problems
 from .views import job_view
 
@@ -32,8 +42,14 @@ log = logging.getLogger("kling_mcp.service")
 Progress = Callable[[float, str], Awaitable[None]]
 
 
-def infer_operation(*, video: Any = None, first_frame: Any = None, last_frame: Any = None,
-                    reference_images: list[Any] | None = None, reference_video: Any = None) -> str:
+def infer_operation(
+    *,
+    video: Any = None,
+    first_frame: Any = None,
+    last_frame: Any = None,
+    reference_images: list[Any] | None = None,
+    reference_video: Any = None,
+) -> str:
     """``video`` -> edit; first/last frame -> image; references -> reference; none -> text."""
     if video:
         return "edit"
@@ -45,8 +61,9 @@ def infer_operation(*, video: Any = None, first_frame: Any = None, last_frame: A
 
 
 class VideoService:
-    def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None,
-                 store: JobStore | None = None) -> None:
+    def __init__(
+        self, settings: Settings, client: httpx.AsyncClient | None = None, store: JobStore | None = None
+    ) -> None:
         # httpcore logs raw request/response headers at DEBUG; a provider that echoes a key in a
         # header would leak it into the log, so keep it quiet whatever the root level is.
         logging.getLogger("httpcore").setLevel(logging.WARNING)
@@ -72,9 +89,17 @@ class VideoService:
     def provider(self, name: str) -> VideoProvider:
         if name not in self._providers:
             cfg = self.settings.providers[name]
-            self._providers[name] = create_provider(ProviderContext(
-                name=name, api_key=cfg.api_key, base_url=cfg.base_url, client=self.client, kv=self.store,
-                data_dir=self.settings.data_dir, extra_urls=dict(cfg.extra_urls)))
+            self._providers[name] = create_provider(
+                ProviderContext(
+                    name=name,
+                    api_key=cfg.api_key,
+                    base_url=cfg.base_url,
+                    client=self.client,
+                    kv=self.store,
+                    data_dir=self.settings.data_dir,
+                    extra_urls=dict(cfg.extra_urls),
+                )
+            )
         return self._providers[name]
 
     # --- building the spec -----------------------------------------------------------------
@@ -82,25 +107,41 @@ class VideoService:
     async def _ref(self, value: str | None, arg: str, kind: str, probe: bool = False) -> MediaRef | None:
         if value is None:
             return None
-        return await inputs.resolve(value, arg=arg, kind=kind, data_dir=self.settings.data_dir,  # type: ignore[arg-type]
-                                    allowed_dirs=self.settings.allowed_dirs, probe_urls=probe)
+        return await inputs.resolve(
+            value,
+            arg=arg,
+            kind=kind,
+            data_dir=self.settings.data_dir,  # type: ignore[arg-type]
+            allowed_dirs=self.settings.allowed_dirs,
+            probe_urls=probe,
+        )
 
-    async def build_spec(self, req: GenerateRequest | EditRequest | EstimateRequest,
-                         video_duration_s: float | None = None) -> VideoSpec:
+    async def build_spec(
+        self, req: GenerateRequest | EditRequest | EstimateRequest, video_duration_s: float | None = None
+    ) -> VideoSpec:
         video = getattr(req, "video", None)
         first, last = getattr(req, "first_frame", None), getattr(req, "last_frame", None)
         ref_video = getattr(req, "reference_video", None)
-        operation = infer_operation(video=video, first_frame=first, last_frame=last,
-                                    reference_images=req.reference_images, reference_video=ref_video)
+        operation = infer_operation(
+            video=video,
+            first_frame=first,
+            last_frame=last,
+            reference_images=req.reference_images,
+            reference_video=ref_video,
+        )
         problems = []
         if not req.prompt.strip() and not isinstance(req, EstimateRequest):
             problems.append("prompt is empty; describe the video you want.")
         if operation == "image" and (req.reference_images or ref_video):
-            problems.append("first_frame/last_frame cannot be combined with reference_images/reference_video; "
-                            "use frames (image-to-video) or references (reference-to-video).")
+            problems.append(
+                "first_frame/last_frame cannot be combined with reference_images/reference_video; "
+                "use frames (image-to-video) or references (reference-to-video)."
+            )
         if operation == "edit" and (first or last or ref_video):
-            problems.append("an edit (video=...) takes only reference_images besides the video; remove "
-                            "first_frame/last_frame/reference_video.")
+            problems.append(
+                "an edit (video=...) takes only reference_images besides the video; remove "
+                "first_frame/last_frame/reference_video."
+            )
         if operation == "edit" and getattr(req, "duration", None) is not None:
             problems.append("an edit's length follows the input video; remove duration.")
         num = getattr(req, "num_videos", 1)
@@ -113,15 +154,22 @@ class VideoService:
             edit_video = edit_video.model_copy(update={"duration_s": video_duration_s})
         refs = [await self._ref(r, f"reference_images[{i}]", "image") for i, r in enumerate(req.reference_images)]
         spec = VideoSpec(
-            operation=operation, prompt=req.prompt, video=edit_video,  # type: ignore[arg-type]
+            operation=operation,
+            prompt=req.prompt,
+            video=edit_video,  # type: ignore[arg-type]
             first_frame=await self._ref(first, "first_frame", "image"),
             last_frame=await self._ref(last, "last_frame", "image"),
             reference_images=[r for r in refs if r is not None],
             reference_video=await self._ref(ref_video, "reference_video", "video", probe=True),
-            aspect_ratio=getattr(req, "aspect_ratio", None), duration=getattr(req, "duration", None),
-            tier=req.tier, negative_prompt=getattr(req, "negative_prompt", None),
-            seed=getattr(req, "seed", None), num_videos=num,
-            keep_original_sound=req.keep_original_sound, fast=getattr(req, "fast", False))
+            aspect_ratio=getattr(req, "aspect_ratio", None),
+            duration=getattr(req, "duration", None),
+            tier=req.tier,
+            negative_prompt=getattr(req, "negative_prompt", None),
+            seed=getattr(req, "seed", None),
+            num_videos=num,
+            keep_original_sound=req.keep_original_sound,
+            fast=getattr(req, "fast", False),
+        )
         shape = structural_problems(spec)
         if shape:
             raise errors.InvalidRequest(" ".join(shape))
@@ -135,14 +183,16 @@ class VideoService:
             configured = self.settings.configured
             return choice, configured or ["local"]
         if choice not in PROVIDERS:
-            raise errors.InvalidRequest(f"provider {choice!r} is not known.",
-                                        hint=f"Use auto or one of: {', '.join(self.settings.offered)}.")
+            raise errors.InvalidRequest(
+                f"provider {choice!r} is not known.", hint=f"Use auto or one of: {', '.join(self.settings.offered)}."
+            )
         if not self.settings.providers[choice].configured:
             env = PROVIDERS[choice].env_key
             raise errors.NotConfigured(
                 f"provider {choice!r} is not configured on this server: {env} is not set.",
                 hint=f"Set {env} in the server's environment and restart it, or use one of: "
-                     f"{', '.join(self.settings.offered)}.")
+                f"{', '.join(self.settings.offered)}.",
+            )
         return choice, [choice]
 
     def choose(self, spec: VideoSpec, requested: str | None) -> list[Match]:
@@ -156,9 +206,12 @@ class VideoService:
         details = " ".join(f"[{m.provider}] " + " ".join(m.problems) for m in matches)
         others = [n for n in self.settings.offered if n not in names and check(spec, n, spec.tier).ok]
         unconfigured = [n for n in REAL_PROVIDERS if n not in self.settings.offered and check(spec, n, spec.tier).ok]
-        hint = (f"Change the arguments as described{', or use provider=' + ' or '.join(others) if others else ''}."
-                + (f" Also accepted by {', '.join(unconfigured)} (not configured: set "
-                   f"{', '.join(str(PROVIDERS[n].env_key) for n in unconfigured)})." if unconfigured else ""))
+        hint = f"Change the arguments as described{', or use provider=' + ' or '.join(others) if others else ''}." + (
+            f" Also accepted by {', '.join(unconfigured)} (not configured: set "
+            f"{', '.join(str(PROVIDERS[n].env_key) for n in unconfigured)})."
+            if unconfigured
+            else ""
+        )
         cls = errors.UnsupportedByProvider if choice != "auto" else errors.InvalidRequest
         raise cls(f"this {label} request cannot be served as given. {details}", hint=hint)
 
@@ -167,27 +220,36 @@ class VideoService:
     def budget(self) -> Budget:
         spent = self.store.spent()
         daily = self.settings.daily_budget_usd
-        return Budget(max_job_cost_usd=self.settings.max_job_cost_usd, daily_budget_usd=daily,
-                      spent_today_usd=round(spent, 4),
-                      remaining_today_usd=None if daily is None else round(max(0.0, daily - spent), 4))
+        return Budget(
+            max_job_cost_usd=self.settings.max_job_cost_usd,
+            daily_budget_usd=daily,
+            spent_today_usd=round(spent, 4),
+            remaining_today_usd=None if daily is None else round(max(0.0, daily - spent), 4),
+        )
 
     def _guard(self, match: Match) -> None:
         limit, daily = self.settings.max_job_cost_usd, self.settings.daily_budget_usd
         if match.provider == "local" or (limit is None and daily is None):
             return
         cost = match.cost_usd
-        quote = f"{match.provider} quotes ${cost:.3f} ({match.price.basis if match.price else 'unknown'})" \
-            if cost is not None else f"{match.provider} gives no price for this request"
+        quote = (
+            f"{match.provider} quotes ${cost:.3f} ({match.price.basis if match.price else 'unknown'})"
+            if cost is not None
+            else f"{match.provider} gives no price for this request"
+        )
         if cost is None:
-            raise errors.BudgetExceeded(f"{quote}, and a spending limit is set, so it was not submitted.",
-                                        hint="Pass video_duration_s so it can be priced, or use another provider.")
+            raise errors.BudgetExceeded(
+                f"{quote}, and a spending limit is set, so it was not submitted.",
+                hint="Pass video_duration_s so it can be priced, or use another provider.",
+            )
         if limit is not None and cost > limit:
             raise errors.BudgetExceeded(f"{quote}; KLING_MCP_MAX_JOB_COST_USD is ${limit:.2f}.")
         if daily is not None:
             spent = self.store.spent()
             if spent + cost > daily:
                 raise errors.BudgetExceeded(
-                    f"{quote}; ${spent:.2f} of the ${daily:.2f} KLING_MCP_DAILY_BUDGET_USD is already spent today.")
+                    f"{quote}; ${spent:.2f} of the ${daily:.2f} KLING_MCP_DAILY_BUDGET_USD is already spent today."
+                )
 
     def _affordable(self, match: Match) -> bool:
         """Whether ``match`` passes the spending guards (a failover target must, like the first choice)."""
@@ -204,45 +266,81 @@ class VideoService:
         names = list(PROVIDERS) if (req.provider or "auto") == "auto" else [req.provider.lower()]  # type: ignore[union-attr]
         for name in names:
             if name not in PROVIDERS:
-                raise errors.InvalidRequest(f"provider {name!r} is not known.",
-                                            hint=f"Use auto or one of: {', '.join(PROVIDERS)}.")
+                raise errors.InvalidRequest(
+                    f"provider {name!r} is not known.", hint=f"Use auto or one of: {', '.join(PROVIDERS)}."
+                )
         quotes = [check(spec, n, spec.tier).quote(configured=self.settings.providers[n].configured) for n in names]
         try:
             recommended: str | None = self.choose(spec, req.provider)[0].provider
         except errors.KlingError:
             recommended = None
-        dur = spec.input_video_s if spec.operation == "edit" else (spec.duration or next(
-            (q.billed_seconds / spec.num_videos for q in quotes if q.provider == recommended and q.billed_seconds),
-            None))
-        next_action = (f"Call {'edit_video' if spec.operation == 'edit' else 'generate_video'} with the same "
-                       f"arguments (provider={recommended!r} is what auto picks)." if recommended else
-                       "No configured provider accepts this request; see each quote's problems.")
-        return Estimate(operation=spec.operation, duration_s=dur, quotes=quotes, recommended=recommended,  # type: ignore[arg-type]
-                        budget=self.budget(), next_action=next_action)
+        dur = (
+            spec.input_video_s
+            if spec.operation == "edit"
+            else (
+                spec.duration
+                or next(
+                    (
+                        q.billed_seconds / spec.num_videos
+                        for q in quotes
+                        if q.provider == recommended and q.billed_seconds
+                    ),
+                    None,
+                )
+            )
+        )
+        next_action = (
+            f"Call {'edit_video' if spec.operation == 'edit' else 'generate_video'} with the same "
+            f"arguments (provider={recommended!r} is what auto picks)."
+            if recommended
+            else "No configured provider accepts this request; see each quote's problems."
+        )
+        return Estimate(
+            operation=spec.operation,
+            duration_s=dur,
+            quotes=quotes,
+            recommended=recommended,  # type: ignore[arg-type]
+            budget=self.budget(),
+            next_action=next_action,
+        )
 
-    async def generate(self, req: GenerateRequest | EditRequest, progress: Progress | None = None
-                       ) -> tuple[Job, str | None]:
-        if req.idempotency_key:    # before anything else: a retry must find its job even if inputs moved
+    async def generate(
+        self, req: GenerateRequest | EditRequest, progress: Progress | None = None
+    ) -> tuple[Job, str | None]:
+        if req.idempotency_key:  # before anything else: a retry must find its job even if inputs moved
             existing = self.store.by_idempotency_key(req.idempotency_key)
             if existing is not None:
                 return await self._wait(existing, req.wait_seconds, progress), (
-                    f"Returned the existing job for idempotency_key={req.idempotency_key!r}; nothing new was billed.")
+                    f"Returned the existing job for idempotency_key={req.idempotency_key!r}; nothing new was billed."
+                )
         spec = await self.build_spec(req)
         matches = self.choose(spec, req.provider)
         match = matches[0]
-        filled = spec.model_copy(update={"duration": match.duration, "aspect_ratio": match.aspect_ratio,
-                                         "tier": match.variant.tier if match.variant else spec.tier})
+        filled = spec.model_copy(
+            update={
+                "duration": match.duration,
+                "aspect_ratio": match.aspect_ratio,
+                "tier": match.variant.tier if match.variant else spec.tier,
+            }
+        )
         fingerprint = _fingerprint(match.provider, filled)
         if not req.idempotency_key:
             twin = self.store.by_fingerprint(fingerprint)
             if twin is not None and not twin.terminal:
                 return await self._wait(twin, req.wait_seconds, progress), (
                     f"An identical request is already running as job {twin.job_id}; returned it instead of paying "
-                    "twice. Pass a new idempotency_key to start another one.")
+                    "twice. Pass a new idempotency_key to start another one."
+                )
         self._guard(match)
-        job = Job(provider=match.provider, model=match.model or "", tier=filled.tier, spec=filled,
-                  fingerprint=fingerprint, idempotency_key=req.idempotency_key,
-                  estimated_cost_usd=match.cost_usd)
+        job = Job(
+            provider=match.provider,
+            model=match.model or "",
+            tier=filled.tier,
+            spec=filled,
+            fingerprint=fingerprint,
+            idempotency_key=req.idempotency_key,
+            estimated_cost_usd=match.cost_usd,
+        )
         job, note = await self._submit(job, matches, requested_auto=(req.provider or "auto") == "auto")
         return await self._wait(job, req.wait_seconds, progress), note
 
@@ -251,11 +349,17 @@ class VideoService:
         notes: list[str] = []
         for i, match in enumerate(matches):
             if i:
-                job = self.runner.save(job.updated(provider=match.provider, model=match.model or "",
-                                                   tier=match.variant.tier if match.variant else job.tier,
-                                                   estimated_cost_usd=match.cost_usd,
-                                                   spec=job.spec.model_copy(update={"duration": match.duration,
-                                                                                    "aspect_ratio": match.aspect_ratio})))
+                job = self.runner.save(
+                    job.updated(
+                        provider=match.provider,
+                        model=match.model or "",
+                        tier=match.variant.tier if match.variant else job.tier,
+                        estimated_cost_usd=match.cost_usd,
+                        spec=job.spec.model_copy(
+                            update={"duration": match.duration, "aspect_ratio": match.aspect_ratio}
+                        ),
+                    )
+                )
             # Commit the quote to the ledger before the first await: a concurrent call's guard then
             # sees it, and a job the provider may have taken stays counted even if no answer comes.
             committed = job.estimated_cost_usd or 0.0
@@ -266,11 +370,17 @@ class VideoService:
             except errors.ProviderError as exc:
                 if committed and not exc.may_have_accepted:
                     self.store.add_spend(-committed)
-                can_fail_over = (requested_auto and not exc.may_have_accepted and i + 1 < len(matches)
-                                 and self._affordable(matches[i + 1]))
+                can_fail_over = (
+                    requested_auto
+                    and not exc.may_have_accepted
+                    and i + 1 < len(matches)
+                    and self._affordable(matches[i + 1])
+                )
                 if can_fail_over:
-                    notes.append(f"{match.provider} could not take the job ({exc.message}); failed over to "
-                                 f"{matches[i + 1].provider}.")
+                    notes.append(
+                        f"{match.provider} could not take the job ({exc.message}); failed over to "
+                        f"{matches[i + 1].provider}."
+                    )
                     continue
                 return self._submit_failed(job, exc), " ".join(notes) or None
             except errors.KlingError as exc:
@@ -282,9 +392,16 @@ class VideoService:
                 if job.idempotency_key:
                     self.store.forget_idempotency_key(job.idempotency_key)
                 raise
-            job = self.runner.save(job.moved(JobStatus.SUBMITTED, remote_id=accepted.remote_id,
-                                             submitted_at=job.updated_at, provider_data=accepted.data,
-                                             cost_usd=accepted.cost_usd, note=" ".join(notes) or None))
+            job = self.runner.save(
+                job.moved(
+                    JobStatus.SUBMITTED,
+                    remote_id=accepted.remote_id,
+                    submitted_at=job.updated_at,
+                    provider_data=accepted.data,
+                    cost_usd=accepted.cost_usd,
+                    note=" ".join(notes) or None,
+                )
+            )
             self.runner.track(job.job_id)
             return job, " ".join(notes) or None
         raise AssertionError("unreachable: matches is never empty")
@@ -292,16 +409,32 @@ class VideoService:
     def _submit_failed(self, job: Job, exc: errors.ProviderError) -> Job:
         if exc.may_have_accepted and PROVIDERS[job.provider].client_chosen_id:
             # The request may have reached the provider under our id: poll it, never resubmit.
-            job = self.runner.save(job.moved(JobStatus.SUBMITTED, remote_id=job.job_id, note=(
-                f"The submit to {job.provider} did not get an answer ({exc.message}); tracking it by its id.")))
+            job = self.runner.save(
+                job.moved(
+                    JobStatus.SUBMITTED,
+                    remote_id=job.job_id,
+                    note=(
+                        f"The submit to {job.provider} did not get an answer ({exc.message}); tracking it by its id."
+                    ),
+                )
+            )
             self.runner.track(job.job_id)
             return job
         if exc.may_have_accepted:
-            self.runner.finish(job, JobStatus.FAILED, error=ErrorView(**errors.JobInterrupted(
-                f"the submit to {job.provider} got no clear answer ({exc.message}); it may or may not be running "
-                "and billed.").to_info()))
-            raise errors.JobInterrupted(f"job {job.job_id}: the submit to {job.provider} got no clear answer "
-                                        f"({exc.message}); it may or may not be running and billed.")
+            self.runner.finish(
+                job,
+                JobStatus.FAILED,
+                error=ErrorView(
+                    **errors.JobInterrupted(
+                        f"the submit to {job.provider} got no clear answer ({exc.message}); "
+                        "it may or may not be running and billed."
+                    ).to_info()
+                ),
+            )
+            raise errors.JobInterrupted(
+                f"job {job.job_id}: the submit to {job.provider} got no clear answer "
+                f"({exc.message}); it may or may not be running and billed."
+            )
         self.runner.finish(job, JobStatus.FAILED, error=ErrorView(**exc.to_info()))
         if job.idempotency_key:
             self.store.forget_idempotency_key(job.idempotency_key)
@@ -333,19 +466,25 @@ class VideoService:
         state = JobStatus(status) if status else None
         jobs = self.store.list(state, max(1, min(limit, 500)))
         views = [job_view(j) for j in jobs]
-        return JobList(jobs=views, count=len(views),
-                       next_action="Call check_job with a job_id for details." if views else
-                       "No jobs yet: call generate_video.")
+        return JobList(
+            jobs=views,
+            count=len(views),
+            next_action="Call check_job with a job_id for details." if views else "No jobs yet: call generate_video.",
+        )
 
     async def cancel(self, job_id: str) -> CancelResult:
         job = self.get(job_id)
         if job.terminal:
-            return CancelResult(job_id=job_id, status=job.status.value, cancelled_at_provider=False,  # type: ignore[arg-type]
-                                message=f"job {job_id} had already finished ({job.status.value}); nothing to cancel.",
-                                next_action="Nothing to do.")
+            return CancelResult(
+                job_id=job_id,
+                status=job.status.value,
+                cancelled_at_provider=False,  # type: ignore[arg-type]
+                message=f"job {job_id} had already finished ({job.status.value}); nothing to cancel.",
+                next_action="Nothing to do.",
+            )
         entry = PROVIDERS[job.provider]
         stopped = False
-        self.runner.stop_tracking(job_id)       # first, so the runner cannot record the cancel as a failure
+        self.runner.stop_tracking(job_id)  # first, so the runner cannot record the cancel as a failure
         if job.remote_id is not None and entry.can_cancel:
             try:
                 stopped = await self.provider(job.provider).cancel(job)
@@ -354,14 +493,22 @@ class VideoService:
         if stopped:
             message = f"Cancelled job {job_id} at {job.provider}."
         elif not entry.can_cancel:
-            message = (f"Stopped tracking job {job_id}. {entry.cancel_note} Any result it produces will not be "
-                       "downloaded.")
+            message = (
+                f"Stopped tracking job {job_id}. {entry.cancel_note} Any result it produces will not be downloaded."
+            )
         else:
-            message = (f"Stopped tracking job {job_id}, but {job.provider} did not confirm the cancel: it may "
-                       "still run and be billed.")
+            message = (
+                f"Stopped tracking job {job_id}, but {job.provider} did not confirm the cancel: it may "
+                "still run and be billed."
+            )
         job = self.runner.finish(job, JobStatus.CANCELLED, note=message)
-        return CancelResult(job_id=job_id, status=job.status.value, cancelled_at_provider=stopped,  # type: ignore[arg-type]
-                            message=message, next_action="Nothing more will happen for this job.")
+        return CancelResult(
+            job_id=job_id,
+            status=job.status.value,
+            cancelled_at_provider=stopped,  # type: ignore[arg-type]
+            message=message,
+            next_action="Nothing more will happen for this job.",
+        )
 
     def video_path(self, job_id: str, index: int) -> Path:
         job = self.get(job_id)

@@ -22,7 +22,7 @@ class Match:
     op: OperationSpec | None
     model: str | None
     problems: list[str] = field(default_factory=list)
-    duration: int | None = None            # effective output duration (defaults filled)
+    duration: int | None = None  # effective output duration (defaults filled)
     aspect_ratio: str | None = None
     price: Price | None = None
     billed_seconds: float | None = None
@@ -35,10 +35,16 @@ class Match:
 
     def quote(self, configured: bool = True) -> Quote:
         return Quote(
-            provider=self.provider, model=self.model, tier=self.variant.tier if self.variant else None,
-            supported=self.ok, problems=self.problems, cost_usd=self.cost_usd,
-            basis=self.price.basis if self.price else "unknown", billed_seconds=self.billed_seconds,
-            configured=configured, note=self.note,
+            provider=self.provider,
+            model=self.model,
+            tier=self.variant.tier if self.variant else None,
+            supported=self.ok,
+            problems=self.problems,
+            cost_usd=self.cost_usd,
+            basis=self.price.basis if self.price else "unknown",
+            billed_seconds=self.billed_seconds,
+            configured=configured,
+            note=self.note,
         )
 
 
@@ -59,23 +65,30 @@ def _check_variant(spec: VideoSpec, v: ModelVariant) -> Match:
     problems.extend(structural_problems(spec))
     if len(spec.prompt.strip()) < v.min_prompt_chars:
         n = len(spec.prompt.strip())
-        problems.append(f"prompt has {n} character{'' if n == 1 else 's'}; {name} needs at least "
-                        f"{v.min_prompt_chars}: describe the video in more words.")
+        problems.append(
+            f"prompt has {n} character{'' if n == 1 else 's'}; {name} needs at least "
+            f"{v.min_prompt_chars}: describe the video in more words."
+        )
     if len(spec.prompt) > v.max_prompt_chars:
         problems.append(f"prompt has {len(spec.prompt)} characters; {name} accepts at most {v.max_prompt_chars}.")
     if spec.operation != "edit":
         m.duration = spec.duration if spec.duration is not None else op.default_duration
         if m.duration not in op.durations:
-            problems.append(f"duration {spec.duration} s is not accepted by {name} for {label}; "
-                            f"use {_choices(op.durations)} s.")
+            problems.append(
+                f"duration {spec.duration} s is not accepted by {name} for {label}; use {_choices(op.durations)} s."
+            )
     if spec.aspect_ratio is not None:
         if not op.aspect_ratios:
             follows = "the input video" if spec.operation == "edit" else "the first frame"
-            problems.append(f"{name} does not take aspect_ratio for {label} (the output follows {follows}); "
-                            f"remove aspect_ratio={spec.aspect_ratio!r}.")
+            problems.append(
+                f"{name} does not take aspect_ratio for {label} (the output follows {follows}); "
+                f"remove aspect_ratio={spec.aspect_ratio!r}."
+            )
         elif spec.aspect_ratio not in op.aspect_ratios:
-            problems.append(f"aspect_ratio {spec.aspect_ratio!r} is not accepted by {name}; use one of "
-                            f"{', '.join(op.aspect_ratios)}.")
+            problems.append(
+                f"aspect_ratio {spec.aspect_ratio!r} is not accepted by {name}; use one of "
+                f"{', '.join(op.aspect_ratios)}."
+            )
     m.aspect_ratio = spec.aspect_ratio or (op.aspect_ratios[0] if op.aspect_ratios else None)
     if spec.last_frame is not None and not op.last_frame:
         problems.append(f"{name} does not accept last_frame for {label}; remove it.")
@@ -83,8 +96,7 @@ def _check_variant(spec: VideoSpec, v: ModelVariant) -> Match:
     if spec.reference_video is not None and op.reference_video == "no":
         problems.append(f"{name} does not accept reference_video for {label}; remove it or choose another provider.")
     n_refs = len(spec.reference_images)
-    lo, hi = ((op.reference_images_with_video_min, op.reference_images_with_video) if has_video
-              else op.reference_images)
+    lo, hi = (op.reference_images_with_video_min, op.reference_images_with_video) if has_video else op.reference_images
     if spec.operation in ("reference", "edit") and not lo <= n_refs <= hi:
         with_video = " with a video" if has_video else ""
         problems.append(f"{name} accepts {lo}-{hi} reference_images{with_video} for {label}; got {n_refs}.")
@@ -138,8 +150,10 @@ def _check_input_video(spec: VideoSpec, op: OperationSpec, m: Match) -> None:
     lo, hi = bounds
     if not lo <= seconds <= hi:
         mode = " in fast mode" if spec.fast else ""
-        m.problems.append(f"the input video is {seconds:g} s; {m.provider} edits{mode} accept {lo:g}-{hi:g} s: "
-                          f"{_length_fix(op, spec.fast, seconds)}.")
+        m.problems.append(
+            f"the input video is {seconds:g} s; {m.provider} edits{mode} accept {lo:g}-{hi:g} s: "
+            f"{_length_fix(op, spec.fast, seconds)}."
+        )
 
 
 def _length_fix(op: OperationSpec, fast: bool, seconds: float) -> str:
@@ -180,12 +194,17 @@ def check(spec: VideoSpec, provider: str, tier: str | None = None) -> Match:
     candidates = [v for v in entry.variants if tier is None or v.tier == tier]
     if not candidates:
         tiers = ", ".join(sorted({v.tier for v in entry.variants}))
-        return Match(provider, None, None, None,
-                     [f"{provider} has no {tier} tier for Kling O1 (it offers: {tiers}); change tier."])
+        return Match(
+            provider,
+            None,
+            None,
+            None,
+            [f"{provider} has no {tier} tier for Kling O1 (it offers: {tiers}); change tier."],
+        )
     matches = [_check_variant(spec, v) for v in candidates]
     valid = [m for m in matches if m.ok]
     if valid:
-        return min(valid, key=lambda m: (m.cost_usd if m.cost_usd is not None else float("inf")))
+        return min(valid, key=lambda m: m.cost_usd if m.cost_usd is not None else float("inf"))
     return min(matches, key=lambda m: len(m.problems))
 
 
@@ -196,6 +215,9 @@ def require(spec: VideoSpec, provider: str, tier: str | None = None) -> Match:
     if match.ok:
         return match
     others = [n for n in PROVIDERS if n != provider and check(spec, n).ok]
-    hint = (f"Use one of: {', '.join(others)}; or change the arguments as described." if others
-            else "Change the arguments as described.")
+    hint = (
+        f"Use one of: {', '.join(others)}; or change the arguments as described."
+        if others
+        else "Change the arguments as described."
+    )
     raise errors.UnsupportedByProvider(" ".join(match.problems), hint=hint)

@@ -20,8 +20,10 @@ def next_action(job: Job) -> str:
         n = len(job.videos)
         where = job.videos[0].path if job.videos else "the data dir"
         more = f" ({n} videos)" if n > 1 else ""
-        return (f"Done{more}: show the user the video at {where}, or read resource {video_uri(job.job_id, 0)}. "
-                "For a next shot with continuity, pass this video's last frame as first_frame.")
+        return (
+            f"Done{more}: show the user the video at {where}, or read resource {video_uri(job.job_id, 0)}. "
+            "For a next shot with continuity, pass this video's last frame as first_frame."
+        )
     if job.status == JobStatus.FAILED:
         if job.error is not None and job.error.retryable:
             return f"The job failed but may succeed if generated again: {job.error.hint or job.error.message}"
@@ -32,17 +34,39 @@ def next_action(job: Job) -> str:
     remaining = max(5.0, typical - (job.updated_at - job.created_at))
     if job.status == JobStatus.DOWNLOADING:
         return f"The video is being downloaded; call check_job with job_id={job.job_id!r} and wait_seconds=20."
-    return (f"Still {job.status.value}; call check_job with job_id={job.job_id!r} and wait_seconds=45 "
-            f"(typically ready in about {remaining:.0f} s). Do not call generate_video again: that would bill twice.")
+    return (
+        f"Still {job.status.value}; call check_job with job_id={job.job_id!r} and wait_seconds=45 "
+        f"(typically ready in about {remaining:.0f} s). Do not call generate_video again: that would bill twice."
+    )
 
 
 def job_view(job: Job, note: str | None = None) -> JobView:
     return JobView(
-        job_id=job.job_id, status=job.status.value, provider=job.provider, model=job.model,  # type: ignore[arg-type]
-        tier=job.tier, operation=job.spec.operation, prompt=short(job.spec.prompt),
-        progress=round(job.progress, 1), estimated_cost_usd=job.estimated_cost_usd, cost_usd=job.cost_usd,
-        videos=[VideoView(uri=video_uri(job.job_id, v.index), path=v.path, mime_type=v.mime_type, width=v.width,
-                          height=v.height, duration_s=v.duration_s, size_bytes=v.size_bytes) for v in job.videos],
-        error=job.error, next_action=next_action(job),
+        job_id=job.job_id,
+        status=job.status.value,
+        provider=job.provider,
+        model=job.model,  # type: ignore[arg-type]
+        tier=job.tier,
+        operation=job.spec.operation,
+        prompt=short(job.spec.prompt),
+        progress=round(job.progress, 1),
+        estimated_cost_usd=job.estimated_cost_usd,
+        cost_usd=job.cost_usd,
+        videos=[
+            VideoView(
+                uri=video_uri(job.job_id, v.index),
+                path=v.path,
+                mime_type=v.mime_type,
+                width=v.width,
+                height=v.height,
+                duration_s=v.duration_s,
+                size_bytes=v.size_bytes,
+            )
+            for v in job.videos
+        ],
+        error=job.error,
+        next_action=next_action(job),
         note=" ".join(n for n in (note, job.note) if n) or None,
-        created_at=job.created_at, updated_at=job.updated_at)
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+    )

@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from kling_mcp import errors
+from kling_mcp.catalog import PROVIDERS
 from kling_mcp.jobs.model import Job, RemoteVideo
 from kling_mcp.providers.aimlapi import AimlapiProvider
 from kling_mcp.providers.base import Done, Failed, ProviderContext, Running
 from kling_mcp.requests import MediaRef, VideoSpec
-from kling_mcp.catalog import PROVIDERS
 from tests.support import MemoryKV
 
 KEY = "aiml-secret-key-0123456789"

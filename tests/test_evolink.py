@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from kling_mcp import errors
+from kling_mcp.catalog import PROVIDERS
 from kling_mcp.catalog.evolink import USD_PER_CREDIT
 from kling_mcp.jobs.model import Job
 from kling_mcp.media import sha256_file
@@ -23,7 +24,6 @@ from kling_mcp.providers import create_provider
 from kling_mcp.providers.base import Done, Failed, ProviderContext, Running
 from kling_mcp.providers.evolink import EvolinkProvider
 from kling_mcp.requests import MediaRef, VideoSpec
-from kling_mcp.catalog import PROVIDERS
 from tests.support import MemoryKV
 
 API = PROVIDERS["evolink"].default_base_url
@@ -252,12 +252,14 @@ async def test_cancel_sends_nothing(provider: EvolinkProvider, wire: Wire) -> No
     assert wire.requests == []
 
 
-def test_registered_under_its_name(client: httpx.AsyncClient, tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_registered_under_its_name(client: httpx.AsyncClient, tmp_path: Path) -> None:
     adapter = create_provider(ctx_for(client, tmp_path))
     assert isinstance(adapter, EvolinkProvider) and adapter.name == "evolink"
 
 
-def test_defaults_to_the_public_roots(client: httpx.AsyncClient, tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_defaults_to_the_public_roots(client: httpx.AsyncClient, tmp_path: Path) -> None:
     ctx = ProviderContext(name="evolink", api_key=KEY, base_url=None, client=client, kv=MemoryKV(),
                           data_dir=tmp_path)
     adapter = EvolinkProvider(ctx)

@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from kling_mcp import errors
+from kling_mcp.catalog import PROVIDERS
 from kling_mcp.jobs.model import Job, RemoteVideo
 from kling_mcp.providers import create_provider
 from kling_mcp.providers.base import Accepted, Done, Failed, ProviderContext, Running
 from kling_mcp.providers.runpod import RunpodProvider, describe, inner_message
 from kling_mcp.requests import MediaRef, VideoSpec
-from kling_mcp.catalog import PROVIDERS
 from tests.support import MemoryKV
 
 KEY = "rp-secret-key-123456"

@@ -17,12 +17,11 @@ import httpx
 import pytest
 
 from kling_mcp import errors
-from kling_mcp.catalog import variants
+from kling_mcp.catalog import PROVIDERS, variants
 from kling_mcp.jobs.model import Job
 from kling_mcp.providers.base import Accepted, Done, Failed, ProviderContext, Running
 from kling_mcp.providers.runware import RunwareProvider
 from kling_mcp.requests import MediaRef, VideoSpec
-from kling_mcp.catalog import PROVIDERS
 from tests.support import MemoryKV
 
 KEY = "rw-secret-key-0123456789"

@@ -13,8 +13,17 @@ from typing import Any
 from .aimlapi import AIMLAPI
 from .evolink import EVOLINK
 from .local import LOCAL
-from .model import (ASPECT_RATIOS, OPERATION_LABELS, OPERATIONS, TIERS, ModelVariant, Operation,
-                    OperationSpec, Price, ProviderEntry)
+from .model import (
+    ASPECT_RATIOS,
+    OPERATION_LABELS,
+    OPERATIONS,
+    TIERS,
+    ModelVariant,
+    Operation,
+    OperationSpec,
+    Price,
+    ProviderEntry,
+)
 from .runpod import RUNPOD
 from .runware import RUNWARE
 
@@ -23,9 +32,24 @@ PROVIDER_NAMES: tuple[str, ...] = tuple(PROVIDERS)
 REAL_PROVIDERS: tuple[str, ...] = tuple(n for n in PROVIDERS if n != "local")
 
 __all__ = [
-    "ASPECT_RATIOS", "OPERATIONS", "OPERATION_LABELS", "TIERS", "PROVIDERS", "PROVIDER_NAMES",
-    "REAL_PROVIDERS", "ModelVariant", "Operation", "OperationSpec", "Price", "ProviderEntry",
-    "provider", "variants", "variant_for_model", "bounds", "catalog_json", "describe_provider",
+    "ASPECT_RATIOS",
+    "OPERATIONS",
+    "OPERATION_LABELS",
+    "PROVIDERS",
+    "PROVIDER_NAMES",
+    "REAL_PROVIDERS",
+    "TIERS",
+    "ModelVariant",
+    "Operation",
+    "OperationSpec",
+    "Price",
+    "ProviderEntry",
+    "bounds",
+    "catalog_json",
+    "describe_provider",
+    "provider",
+    "variant_for_model",
+    "variants",
 ]
 
 

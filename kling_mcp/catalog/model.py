@@ -50,27 +50,27 @@ class OperationSpec:
 
     operation: Operation
     price: Price
-    durations: tuple[int, ...] = ()          # allowed output durations (empty: follows the input video)
+    durations: tuple[int, ...] = ()  # allowed output durations (empty: follows the input video)
     default_duration: int | None = None
-    aspect_ratios: tuple[str, ...] = ()      # empty: not chosen by the caller (follows an input)
-    reference_images: tuple[int, int] = (0, 0)           # (min, max) without a reference/input video
-    reference_images_with_video: int = 0                  # max when a video is present
-    reference_images_with_video_min: int = 0              # min when a video is present
+    aspect_ratios: tuple[str, ...] = ()  # empty: not chosen by the caller (follows an input)
+    reference_images: tuple[int, int] = (0, 0)  # (min, max) without a reference/input video
+    reference_images_with_video: int = 0  # max when a video is present
+    reference_images_with_video_min: int = 0  # min when a video is present
     reference_video: Support = "no"
     last_frame: bool = False
-    input_video_s: tuple[float, float] | None = None      # edit: accepted input length
-    input_video_s_fast: tuple[float, float] | None = None # edit with fast=True
-    billing_clamps_input: bool = False                    # input outside the range is billed at the bound
+    input_video_s: tuple[float, float] | None = None  # edit: accepted input length
+    input_video_s_fast: tuple[float, float] | None = None  # edit with fast=True
+    billing_clamps_input: bool = False  # input outside the range is billed at the bound
     fast: Support = "no"
     keep_original_sound: bool = False
     negative_prompt: bool = False
     seed: bool = False
     max_videos: int = 1
-    price_with_video: Price | None = None    # reference with a reference video (R2V rate)
-    price_fast: Price | None = None          # edit with fast=True
-    model: str | None = None                 # overrides the variant's model id for this operation
-    model_with_video: str | None = None      # reference with a video served by another model id
-    model_fast: str | None = None            # edit with fast=True served by another model id
+    price_with_video: Price | None = None  # reference with a reference video (R2V rate)
+    price_fast: Price | None = None  # edit with fast=True
+    model: str | None = None  # overrides the variant's model id for this operation
+    model_with_video: str | None = None  # reference with a video served by another model id
+    model_fast: str | None = None  # edit with fast=True served by another model id
     note: str = ""
 
 
@@ -82,11 +82,11 @@ class ModelVariant:
     model: str
     tier: Tier
     operations: dict[str, OperationSpec]
-    sizes: dict[str, tuple[int, int]]        # aspect ratio -> output (width, height)
+    sizes: dict[str, tuple[int, int]]  # aspect ratio -> output (width, height)
     max_prompt_chars: int
     input_kinds: tuple[InputKind, ...]
-    url_lifetime_s: int | None                # how long the provider keeps result links
-    typical_seconds: float                    # typical time to a finished video, for poll pacing
+    url_lifetime_s: int | None  # how long the provider keeps result links
+    typical_seconds: float  # typical time to a finished video, for poll pacing
     label: str = ""
     notes: tuple[str, ...] = ()
     min_prompt_chars: int = 1
@@ -98,12 +98,12 @@ class ProviderEntry:
 
     name: str
     display_name: str
-    env_key: str | None                      # None: needs no key (local)
+    env_key: str | None  # None: needs no key (local)
     base_url_env: str | None
     default_base_url: str | None
     variants: tuple[ModelVariant, ...]
     can_cancel: bool
     cancel_note: str = ""
-    client_chosen_id: bool = False           # our job id is the provider's task id: resume by polling
+    client_chosen_id: bool = False  # our job id is the provider's task id: resume by polling
     docs_url: str = ""
-    extra_env: dict[str, str] = field(default_factory=dict)   # other URL overrides: env var -> default
+    extra_env: dict[str, str] = field(default_factory=dict)  # other URL overrides: env var -> default

@@ -34,10 +34,10 @@ class JobStatus(str, Enum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.PENDING: frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.DOWNLOADING, JobStatus.FAILED,
-                                  JobStatus.CANCELLED}),
-    JobStatus.SUBMITTED: frozenset({JobStatus.RUNNING, JobStatus.DOWNLOADING, JobStatus.FAILED,
-                                    JobStatus.CANCELLED}),
+    JobStatus.PENDING: frozenset(
+        {JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.DOWNLOADING, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
+    JobStatus.SUBMITTED: frozenset({JobStatus.RUNNING, JobStatus.DOWNLOADING, JobStatus.FAILED, JobStatus.CANCELLED}),
     JobStatus.RUNNING: frozenset({JobStatus.DOWNLOADING, JobStatus.FAILED, JobStatus.CANCELLED}),
     JobStatus.DOWNLOADING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
     JobStatus.SUCCEEDED: frozenset(),
@@ -72,7 +72,7 @@ class RemoteVideo(BaseModel):
 
     url: str | None = None
     path: str | None = None
-    remote_key: str | None = None   # the provider's own id for the video (dedupe key)
+    remote_key: str | None = None  # the provider's own id for the video (dedupe key)
 
 
 def new_job_id() -> str:
@@ -97,7 +97,7 @@ class Job(BaseModel):
     videos: list[StoredVideo] = Field(default_factory=list)
     error: ErrorView | None = None
     note: str | None = None
-    provider_data: dict[str, Any] = Field(default_factory=dict)   # adapter's own small state
+    provider_data: dict[str, Any] = Field(default_factory=dict)  # adapter's own small state
     consecutive_errors: int = 0
     polls: int = 0
     created_at: float = Field(default_factory=time.time)
@@ -109,7 +109,7 @@ class Job(BaseModel):
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
-    def moved(self, status: JobStatus, **changes: Any) -> "Job":
+    def moved(self, status: JobStatus, **changes: Any) -> Job:
         """A copy in ``status`` with ``changes``; raises on an illegal transition."""
         if not can_transition(self.status, status):
             raise InvalidTransition(f"job {self.job_id}: {self.status.value} -> {status.value}")
@@ -119,5 +119,5 @@ class Job(BaseModel):
             extra["finished_at"] = now
         return self.model_copy(update={**changes, **extra})
 
-    def updated(self, **changes: Any) -> "Job":
+    def updated(self, **changes: Any) -> Job:
         return self.model_copy(update={**changes, "updated_at": time.time()})

@@ -40,8 +40,13 @@ def _error_view(exc: errors.KlingError) -> ErrorView:
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, provider_for: Callable[[str], VideoProvider],
-                 client: httpx.AsyncClient | Callable[[], httpx.AsyncClient], settings: Settings) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        provider_for: Callable[[str], VideoProvider],
+        client: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
+        settings: Settings,
+    ) -> None:
         self.store = store
         self._provider_for = provider_for
         self._client_source = client
@@ -70,9 +75,16 @@ class JobRunner:
         resumed = 0
         for job in self.store.unfinished():
             if job.remote_id is None and not PROVIDERS[job.provider].client_chosen_id:
-                self.finish(job, JobStatus.FAILED, error=_error_view(errors.JobInterrupted(
-                    f"the server stopped while submitting this job to {job.provider}, before {job.provider} "
-                    "acknowledged it.")))
+                self.finish(
+                    job,
+                    JobStatus.FAILED,
+                    error=_error_view(
+                        errors.JobInterrupted(
+                            f"the server stopped while submitting this job to {job.provider}, before {job.provider} "
+                            "acknowledged it."
+                        )
+                    ),
+                )
                 continue
             self.track(job.job_id)
             resumed += 1
@@ -136,13 +148,20 @@ class JobRunner:
         try:
             with scope:
                 await self._poll_loop(job_id)
-        except Exception as exc:       # noqa: BLE001 - every failure path must end in a record
+        except Exception as exc:
             log.exception("job %s: runner crashed", job_id)
             job = self.store.get(job_id)
             if job is not None:
-                self.finish(job, JobStatus.FAILED, error=ErrorView(
-                    code="internal_error", message=f"kling-mcp failed while tracking this job: {type(exc).__name__}",
-                    retryable=True, hint="Call check_job again; if it persists, report it with the job id."))
+                self.finish(
+                    job,
+                    JobStatus.FAILED,
+                    error=ErrorView(
+                        code="internal_error",
+                        message=f"kling-mcp failed while tracking this job: {type(exc).__name__}",
+                        retryable=True,
+                        hint="Call check_job again; if it persists, report it with the job id.",
+                    ),
+                )
         finally:
             self._active.pop(job_id, None)
 
@@ -164,8 +183,15 @@ class JobRunner:
             if job is None or job.terminal:
                 return
             if time.time() - started > self._settings.job_deadline_s:
-                self.finish(job, JobStatus.FAILED, error=_error_view(errors.JobDeadline(
-                    f"{job.provider} did not finish within {self._settings.job_deadline_s:.0f} s.")))
+                self.finish(
+                    job,
+                    JobStatus.FAILED,
+                    error=_error_view(
+                        errors.JobDeadline(
+                            f"{job.provider} did not finish within {self._settings.job_deadline_s:.0f} s."
+                        )
+                    ),
+                )
                 return
             delay = interval
             try:
@@ -180,9 +206,16 @@ class JobRunner:
                 errors_so_far = job.consecutive_errors if isinstance(result, Done) else 0
                 job = self.save(job.updated(consecutive_errors=errors_so_far, polls=job.polls + 1))
                 if isinstance(result, Failed):
-                    self.finish(job, JobStatus.FAILED, error=ErrorView(
-                        code=result.code, message=result.message, retryable=result.retryable,
-                        hint=result.hint or errors.JobFailed.default_hint))
+                    self.finish(
+                        job,
+                        JobStatus.FAILED,
+                        error=ErrorView(
+                            code=result.code,
+                            message=result.message,
+                            retryable=result.retryable,
+                            hint=result.hint or errors.JobFailed.default_hint,
+                        ),
+                    )
                     return
                 if isinstance(result, Running):
                     self._on_running(job, result)
@@ -199,9 +232,16 @@ class JobRunner:
             return None
         count = job.consecutive_errors + 1
         if count >= self._settings.max_consecutive_errors:
-            self.finish(job, JobStatus.FAILED, error=ErrorView(
-                code=exc.code, retryable=True, hint=exc.hint,
-                message=f"{count} consecutive failures talking to {job.provider}; last: {exc.message}"))
+            self.finish(
+                job,
+                JobStatus.FAILED,
+                error=ErrorView(
+                    code=exc.code,
+                    retryable=True,
+                    hint=exc.hint,
+                    message=f"{count} consecutive failures talking to {job.provider}; last: {exc.message}",
+                ),
+            )
             return None
         self.save(job.updated(consecutive_errors=count))
         log.warning("job %s: %s (attempt %d)", job.job_id, exc.code, count)
@@ -230,10 +270,10 @@ class JobRunner:
                 stored.append(await self._fetch(job, n, remote.url, remote.path, out_dir))
         except errors.DownloadFailed as exc:
             count = job.consecutive_errors + 1
-            if not exc.retryable and count >= 2 or count >= self._settings.max_consecutive_errors:
+            if (not exc.retryable and count >= 2) or count >= self._settings.max_consecutive_errors:
                 self.finish(job, JobStatus.FAILED, error=_error_view(exc))
                 return True
-            self.save(job.updated(consecutive_errors=count))   # poll again: a fresh link where there is one
+            self.save(job.updated(consecutive_errors=count))  # poll again: a fresh link where there is one
             return False
         self.finish(job, JobStatus.SUCCEEDED, videos=stored, progress=100.0)
         return True
@@ -242,12 +282,18 @@ class JobRunner:
         dest = out_dir / f"{n}.mp4"
         if path:
             if Path(path) != dest and Path(path).exists():
-                os.replace(path, dest)      # a local render: move it into place (atomic)
+                os.replace(path, dest)  # a local render: move it into place (atomic)
             elif not dest.exists():
                 raise errors.DownloadFailed(f"{job.provider} reported a file that is gone: {path}")
         elif url:
-            await download(self._client, url, dest, root=self._settings.data_dir,
-                           max_bytes=self._settings.max_download_bytes, secrets=self._settings.secrets())
+            await download(
+                self._client,
+                url,
+                dest,
+                root=self._settings.data_dir,
+                max_bytes=self._settings.max_download_bytes,
+                secrets=self._settings.secrets(),
+            )
         elif not dest.exists():
             raise errors.DownloadFailed(f"{job.provider} reported a result without a link.", retryable=False)
         try:
@@ -256,6 +302,13 @@ class JobRunner:
             dest.unlink(missing_ok=True)
             raise errors.DownloadFailed(f"the file {job.provider} delivered is not a playable video.") from None
         sha = await anyio.to_thread.run_sync(media.sha256_file, dest)
-        return StoredVideo(index=n, path=str(dest), mime_type=info.mime_type or "video/mp4", width=info.width,
-                           height=info.height, duration_s=info.duration_s, size_bytes=dest.stat().st_size,
-                           sha256=sha)
+        return StoredVideo(
+            index=n,
+            path=str(dest),
+            mime_type=info.mime_type or "video/mp4",
+            width=info.width,
+            height=info.height,
+            duration_s=info.duration_s,
+            size_bytes=dest.stat().st_size,
+            sha256=sha,
+        )

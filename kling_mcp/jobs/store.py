@@ -48,9 +48,7 @@ class JobStore:
                     self._cache.set(f"idem:{job.idempotency_key}", job.job_id)
                 if job.fingerprint:
                     self._cache.set(f"fp:{job.fingerprint}", job.job_id)
-        if is_new:
-            self._index.set(created, job.status.value)
-        elif job.status in TERMINAL:
+        if is_new or job.status in TERMINAL:
             self._index.set(created, job.status.value)
         return job
 
@@ -118,4 +116,3 @@ class JobStore:
 
     def kv_set(self, key: str, value: Any, expire_s: float | None = None) -> None:
         self._cache.set(f"kv:{key}", value, expire=expire_s)
-

@@ -14,8 +14,17 @@ ADAPTERS: dict[str, str] = {
     "local": "kling_mcp.providers.local:LocalProvider",
 }
 
-__all__ = ["ADAPTERS", "Accepted", "Done", "Failed", "PollResult", "ProviderContext", "Running",
-           "VideoProvider", "create_provider"]
+__all__ = [
+    "ADAPTERS",
+    "Accepted",
+    "Done",
+    "Failed",
+    "PollResult",
+    "ProviderContext",
+    "Running",
+    "VideoProvider",
+    "create_provider",
+]
 
 
 def create_provider(ctx: ProviderContext) -> VideoProvider:

@@ -26,8 +26,9 @@ PROCESSING, SUCCESS, ERROR = "processing", "success", "error"
 # --- request bodies ---------------------------------------------------------------------------
 
 
-def inference_task(task_uuid: str, variant: ModelVariant, spec: VideoSpec,
-                   media: Callable[[MediaRef], str]) -> dict[str, Any]:
+def inference_task(
+    task_uuid: str, variant: ModelVariant, spec: VideoSpec, media: Callable[[MediaRef], str]
+) -> dict[str, Any]:
     """The ``videoInference`` task for ``spec`` (one element of the request array).
 
     ``media`` turns an input into what Runware accepts (the URL, or the UUID of an upload).
@@ -54,8 +55,10 @@ def inference_task(task_uuid: str, variant: ModelVariant, spec: VideoSpec,
         if spec.last_frame is not None:
             frames.append({"image": media(spec.last_frame), "frame": "last"})
         if not frames:
-            raise errors.InvalidRequest("an image-to-video job needs first_frame (and optionally last_frame).",
-                                        hint="Pass first_frame as a URL or a local image path.")
+            raise errors.InvalidRequest(
+                "an image-to-video job needs first_frame (and optionally last_frame).",
+                hint="Pass first_frame as a URL or a local image path.",
+            )
         inputs["frameImages"] = frames
     elif spec.operation == "reference":
         if spec.reference_images:
@@ -129,7 +132,7 @@ class WireItem(BaseModel):
     cost: float | None = None
     progress: float | None = None
     error: WireError | str | None = None
-    code: str | None = None                 # an error object that landed in ``data``
+    code: str | None = None  # an error object that landed in ``data``
     message: str | None = None
     imageUUID: str | None = None
     imageURL: str | None = None
@@ -162,8 +165,10 @@ def parse_envelope(body: Any) -> Envelope:
             raw_errors = list(body.get("errors") or [])
             if isinstance(body.get("error"), dict):
                 raw_errors.append({**body["error"], "taskUUID": body["error"].get("taskUUID", body.get("taskUUID"))})
-            return Envelope([WireItem.model_validate(i) for i in body.get("data") or []],
-                            [WireError.model_validate(e) for e in raw_errors])
+            return Envelope(
+                [WireItem.model_validate(i) for i in body.get("data") or []],
+                [WireError.model_validate(e) for e in raw_errors],
+            )
     except ValidationError as exc:
         raise errors.ProviderProtocol(f"runware answered with an unexpected shape: {_short(exc)}") from None
     raise errors.ProviderProtocol(f"runware answered with an unexpected body: {_short(body)}")
@@ -185,18 +190,41 @@ def error_text(err: WireError) -> str:
 
 
 def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str) if not isinstance(
-        value, Exception) else str(value)
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, default=str)
+        if not isinstance(value, Exception)
+        else str(value)
+    )
     return text[:200]
 
 
 # --- error codes ------------------------------------------------------------------------------
 
 AUTH, CREDITS, RATE, CONTENT, TIMEOUT, NOT_FOUND, INVALID, UNAVAILABLE, DUPLICATE, FAILED = (
-    "auth", "credits", "rate", "content", "timeout", "not_found", "invalid", "unavailable", "duplicate", "failed")
+    "auth",
+    "credits",
+    "rate",
+    "content",
+    "timeout",
+    "not_found",
+    "invalid",
+    "unavailable",
+    "duplicate",
+    "failed",
+)
 
-_CONTENT_CODES = {"contentpolicyviolation", "providercontentpolicyviolation", "nsfwcontentdetected",
-                  "promptblocked", "imageblocked", "videoblocked", "moderationfailed", "safetycheckfailed"}
+_CONTENT_CODES = {
+    "contentpolicyviolation",
+    "providercontentpolicyviolation",
+    "nsfwcontentdetected",
+    "promptblocked",
+    "imageblocked",
+    "videoblocked",
+    "moderationfailed",
+    "safetycheckfailed",
+}
 
 
 def classify(code: str) -> str:
@@ -218,15 +246,19 @@ def classify(code: str) -> str:
     if low == "taskfailedornotfound" or low.endswith("notfound") or low.endswith("expired") or low == "taskcancelled":
         return NOT_FOUND
     if low.startswith(("invalid", "missing", "unsupported")) or low in (
-            "unknownparameter", "incompatibleparameters", "unknownmodel"):
+        "unknownparameter",
+        "incompatibleparameters",
+        "unknownmodel",
+    ):
         return INVALID
     if low in ("noavailableserver", "modelunavailable", "serviceunavailable", "internalerror"):
         return UNAVAILABLE
     return FAILED
 
 
-def request_error(err: WireError, secrets: tuple[str, ...], *, retry_after: float | None = None,
-                  may_have_accepted: bool = False) -> errors.ProviderError:
+def request_error(
+    err: WireError, secrets: tuple[str, ...], *, retry_after: float | None = None, may_have_accepted: bool = False
+) -> errors.ProviderError:
     """The ProviderError for a request Runware refused (at submit, upload, or an auth/quota
     failure at poll). ``may_have_accepted`` is False: an errors envelope means no task started."""
     words = errors.redact(error_text(err), secrets)
@@ -235,11 +267,15 @@ def request_error(err: WireError, secrets: tuple[str, ...], *, retry_after: floa
     if kind == AUTH:
         return errors.AuthenticationFailed(
             f"runware rejected the API key ({words}).",
-            hint=f"Set a valid {ENV_KEY} in the server's environment and restart the server.", **common)
+            hint=f"Set a valid {ENV_KEY} in the server's environment and restart the server.",
+            **common,
+        )
     if kind == CREDITS:
         return errors.InsufficientCredits(
             f"runware says the account has insufficient credits ({words}).",
-            hint="Top up the Runware account (my.runware.ai), or choose another configured provider.", **common)
+            hint="Top up the Runware account (my.runware.ai), or choose another configured provider.",
+            **common,
+        )
     if kind == RATE:
         return errors.RateLimited(f"runware is rate limiting this key ({words}).", retry_after=retry_after, **common)
     if kind == CONTENT:
@@ -251,7 +287,9 @@ def request_error(err: WireError, secrets: tuple[str, ...], *, retry_after: floa
     parameter = err.parameter or "the request"
     return errors.ProviderRejected(
         f"runware rejected {_param(err.parameter)} ({words}).",
-        hint=f"Change {parameter} to a value Runware accepts and submit again; nothing was billed.", **common)
+        hint=f"Change {parameter} to a value Runware accepts and submit again; nothing was billed.",
+        **common,
+    )
 
 
 def _param(parameter: str | None) -> str:
@@ -268,22 +306,46 @@ def job_failure(err: WireError, secrets: tuple[str, ...], *, acknowledged: bool)
     words = errors.redact(error_text(err), secrets)
     kind = classify(err.code)
     if kind == NOT_FOUND and not acknowledged:
-        return ("interrupted", f"runware has no task with this id ({words}): the submit never reached Runware "
-                "before the server stopped, so nothing was generated or billed.", True,
-                "Call generate_video or edit_video again to submit it anew.")
+        return (
+            "interrupted",
+            f"runware has no task with this id ({words}): the submit never reached Runware "
+            "before the server stopped, so nothing was generated or billed.",
+            True,
+            "Call generate_video or edit_video again to submit it anew.",
+        )
     if kind == CONTENT:
-        return ("content_policy", f"runware's safety filter blocked this video ({words}).", False,
-                errors.ContentPolicy.default_hint)
+        return (
+            "content_policy",
+            f"runware's safety filter blocked this video ({words}).",
+            False,
+            errors.ContentPolicy.default_hint,
+        )
     if kind == TIMEOUT:
-        return ("provider_timeout", f"runware's Kling backend timed out on this task ({words}).", True,
-                "Submit the same request again; a new job is billed again.")
+        return (
+            "provider_timeout",
+            f"runware's Kling backend timed out on this task ({words}).",
+            True,
+            "Submit the same request again; a new job is billed again.",
+        )
     if kind == INVALID:
-        return ("provider_rejected", f"runware rejected {_param(err.parameter)} of this task ({words}).", False,
-                f"Change {err.parameter or 'the request'} and submit again.")
+        return (
+            "provider_rejected",
+            f"runware rejected {_param(err.parameter)} of this task ({words}).",
+            False,
+            f"Change {err.parameter or 'the request'} and submit again.",
+        )
     if kind == UNAVAILABLE:
-        return ("provider_unavailable", f"runware could not run this task ({words}).", True,
-                "Try again later or choose another provider.")
+        return (
+            "provider_unavailable",
+            f"runware could not run this task ({words}).",
+            True,
+            "Try again later or choose another provider.",
+        )
     if kind == NOT_FOUND:
-        return ("remote_not_found", f"runware no longer reports this task ({words}).", False,
-                errors.RemoteNotFound.default_hint)
+        return (
+            "remote_not_found",
+            f"runware no longer reports this task ({words}).",
+            False,
+            errors.RemoteNotFound.default_hint,
+        )
     return ("job_failed", f"runware reports the task failed ({words}).", False, errors.JobFailed.default_hint)

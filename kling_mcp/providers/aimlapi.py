@@ -84,8 +84,11 @@ def describe_error_body(body: Any) -> str | None:
     # AI/ML API also answers 403 "You have exhausted the available ... resource limit. Update your
     # payment method"; say "credits" so the seam classifies it as InsufficientCredits, not bad auth.
     low = text.lower()
-    if body.get("statusCode") == 403 and "credit" not in low and (
-            "exhausted" in low or "payment" in low or "billing" in low):
+    if (
+        body.get("statusCode") == 403
+        and "credit" not in low
+        and ("exhausted" in low or "payment" in low or "billing" in low)
+    ):
         text += " (account credits or plan limit used up)"
     return text
 
@@ -117,7 +120,8 @@ def job_error_text(error: Any) -> tuple[str, str]:
         return _code(str(error.get("name") or error.get("type") or "")), detail
     name = str(error.get("name") or error.get("type") or error.get("code") or "")
     message = str(error.get("message") or error.get("msg") or "") or (
-        f"the provider reported {name}" if name else "the provider reported an error without details")
+        f"the provider reported {name}" if name else "the provider reported an error without details"
+    )
     return _code(name), message
 
 
@@ -148,20 +152,29 @@ class AimlapiProvider:
     # --- wire ---------------------------------------------------------------------------------
 
     async def _call(self, method: str, *, submit: bool = False, **kwargs: Any) -> _Generation:
-        body = await request(self._ctx.client, self.name, method, self._base + GENERATIONS_PATH,
-                             submit=submit, describe=describe_error_body, secrets=self._secrets,
-                             headers=auth_headers(self._ctx.api_key), **kwargs)
+        body = await request(
+            self._ctx.client,
+            self.name,
+            method,
+            self._base + GENERATIONS_PATH,
+            submit=submit,
+            describe=describe_error_body,
+            secrets=self._secrets,
+            headers=auth_headers(self._ctx.api_key),
+            **kwargs,
+        )
         try:
             return _Generation.model_validate(body)
         except ValidationError:
             shown = errors.redact(str(body)[:160], self._secrets)
             raise errors.ProviderProtocol(
-                f"aimlapi answered without the documented 'id' and 'status': {shown}") from None
+                f"aimlapi answered without the documented 'id' and 'status': {shown}"
+            ) from None
 
     async def build_body(self, job: Job) -> dict[str, Any]:
         """The exact JSON body for ``job`` (public so tests can pin it)."""
         spec = job.spec
-        validation.require(spec, "aimlapi", job.tier)     # the catalog's rules, before any request
+        validation.require(spec, "aimlapi", job.tier)  # the catalog's rules, before any request
         model = model_for(spec)
         body: dict[str, Any] = {"model": model, "prompt": spec.prompt}
         if model == IMAGE_TO_VIDEO:
@@ -188,7 +201,7 @@ class AimlapiProvider:
     @staticmethod
     def _duration(body: dict[str, Any], spec: VideoSpec) -> None:
         if spec.duration is not None:
-            body["duration"] = int(spec.duration)   # the schema's integer enum, not the docs' "5"
+            body["duration"] = int(spec.duration)  # the schema's integer enum, not the docs' "5"
 
     @staticmethod
     async def _media(ref: MediaRef) -> str:
@@ -200,7 +213,8 @@ class AimlapiProvider:
             return await anyio.to_thread.run_sync(media.data_uri, ref.value, ref.mime_type)
         except OSError as exc:
             raise errors.InvalidInputFile(
-                f"cannot read the local {ref.media} {ref.value!r} to send to aimlapi: {exc.strerror}.") from None
+                f"cannot read the local {ref.media} {ref.value!r} to send to aimlapi: {exc.strerror}."
+            ) from None
 
     # --- VideoProvider ------------------------------------------------------------------------
 
@@ -221,21 +235,28 @@ class AimlapiProvider:
         if status == "completed":
             url = generation.video.url if generation.video else None
             if not url:
-                return Failed(code=errors.ProviderProtocol.code,
-                              message="aimlapi reported the generation completed but gave no video.url.",
-                              hint="Generate again; report this to AI/ML API support with the job id.")
+                return Failed(
+                    code=errors.ProviderProtocol.code,
+                    message="aimlapi reported the generation completed but gave no video.url.",
+                    hint="Generate again; report this to AI/ML API support with the job id.",
+                )
             credits = generation.meta.usage.credits_used if generation.meta and generation.meta.usage else None
             cost = round(credits / CREDITS_PER_USD, 6) if credits is not None else None
             return Done(videos=[RemoteVideo(url=url, remote_key=generation.id)], cost_usd=cost)
         if status == "error":
             code, message = job_error_text(generation.error)
             message = errors.redact(f"aimlapi could not generate the video: {message}", self._secrets)
-            hint = (errors.ContentPolicy.default_hint if code == errors.ContentPolicy.code
-                    else errors.JobFailed.default_hint)
+            hint = (
+                errors.ContentPolicy.default_hint
+                if code == errors.ContentPolicy.code
+                else errors.JobFailed.default_hint
+            )
             return Failed(code=code, message=message, hint=hint)
-        return Failed(code=errors.ProviderProtocol.code,
-                      message=f"aimlapi reported an unknown status {generation.status[:40]!r}.",
-                      hint=errors.ProviderProtocol.default_hint)
+        return Failed(
+            code=errors.ProviderProtocol.code,
+            message=f"aimlapi reported an unknown status {generation.status[:40]!r}.",
+            hint=errors.ProviderProtocol.default_hint,
+        )
 
     async def cancel(self, job: Job) -> bool:
         """AI/ML API has no cancel endpoint: the generation runs (and is billed) to the end."""

@@ -35,7 +35,7 @@ class ProviderContext:
     client: httpx.AsyncClient
     kv: KeyValue
     data_dir: Path
-    extra_urls: dict[str, str] = field(default_factory=dict)   # e.g. EvoLink files API root
+    extra_urls: dict[str, str] = field(default_factory=dict)  # e.g. EvoLink files API root
 
 
 @dataclass(frozen=True)
@@ -43,20 +43,20 @@ class Accepted:
     """The provider took the job. ``remote_id`` is all that resume needs."""
 
     remote_id: str
-    cost_usd: float | None = None          # billed/reserved cost when the provider says it at submit
-    data: dict[str, Any] = field(default_factory=dict)   # small adapter state saved on the job
+    cost_usd: float | None = None  # billed/reserved cost when the provider says it at submit
+    data: dict[str, Any] = field(default_factory=dict)  # small adapter state saved on the job
 
 
 @dataclass(frozen=True)
 class Running:
-    progress: float | None = None          # 0-100 when the provider reports it
+    progress: float | None = None  # 0-100 when the provider reports it
     queued: bool = False
 
 
 @dataclass(frozen=True)
 class Done:
     videos: list[RemoteVideo]
-    cost_usd: float | None = None          # billed cost when the provider reports it
+    cost_usd: float | None = None  # billed cost when the provider reports it
 
 
 @dataclass(frozen=True)

@@ -49,16 +49,21 @@ FILE_LIFETIME_S = 72 * 3600.0
 UPLOAD_CACHE_MARGIN_S = 2 * 3600.0
 UPLOAD_TIMEOUT = httpx.Timeout(60.0, write=600.0)
 
-RETRYABLE_TASK_ERRORS = frozenset({"generation_timeout", "service_unavailable", "resource_exhausted",
-                                   "service_error"})
+RETRYABLE_TASK_ERRORS = frozenset({"generation_timeout", "service_unavailable", "resource_exhausted", "service_error"})
 _TEMPORARY_HINT = "This is temporary at EvoLink; submit the job again in a few minutes."
 TASK_ERROR_HINTS: dict[str, str] = {
-    "content_policy_violation": ("Rephrase the prompt or use other inputs; EvoLink's safety filter blocks real "
-                                 "faces, celebrities, logos, minors and adult or violent content."),
-    "invalid_parameters": ("Change the parameter EvoLink named (prompt length, image <= 10 MB jpg/png/webp, "
-                           "input video length) and submit again."),
-    "image_processing_error": ("EvoLink could not fetch or decode an input image; pass a jpg/png/webp under "
-                               "10 MB, as a local file or a publicly downloadable URL."),
+    "content_policy_violation": (
+        "Rephrase the prompt or use other inputs; EvoLink's safety filter blocks real "
+        "faces, celebrities, logos, minors and adult or violent content."
+    ),
+    "invalid_parameters": (
+        "Change the parameter EvoLink named (prompt length, image <= 10 MB jpg/png/webp, "
+        "input video length) and submit again."
+    ),
+    "image_processing_error": (
+        "EvoLink could not fetch or decode an input image; pass a jpg/png/webp under "
+        "10 MB, as a local file or a publicly downloadable URL."
+    ),
     "image_dimension_mismatch": "Crop the image to the requested aspect_ratio, or change aspect_ratio to match it.",
     "request_cancelled": "The task was cancelled at EvoLink; submit it again if you still want it.",
     "generation_failed_no_content": "Make the prompt clearer or use other input images, then submit again.",
@@ -124,7 +129,7 @@ def describe_error(body: Any) -> str | None:
         if err.get("fallback_suggestion"):
             bits.append(f"suggestion: {err['fallback_suggestion']}")
         return f"{message} ({', '.join(bits)})" if bits else message
-    if "msg" in body:   # files API: {"success": false, "code": 400, "msg": "..."}
+    if "msg" in body:  # files API: {"success": false, "code": 400, "msg": "..."}
         return f"{body.get('msg')} (files API code {body.get('code')})"
     return None
 
@@ -156,12 +161,15 @@ class EvolinkProvider:
             data = await self._call("POST", f"{self.api}/v1/videos/generations", submit=True, json=body)
         except errors.RemoteNotFound as exc:
             raise errors.ProviderRejected(
-                exc.message, may_have_accepted=False,
-                hint=f"Check KLING_MCP_EVOLINK_BASE_URL (the API root, default {DEFAULT_API}).") from None
+                exc.message,
+                may_have_accepted=False,
+                hint=f"Check KLING_MCP_EVOLINK_BASE_URL (the API root, default {DEFAULT_API}).",
+            ) from None
         task = self._parse(data, "the submit answer")
         if not task.id:
-            raise errors.ProviderProtocol("evolink accepted the request but its answer has no task id.",
-                                          may_have_accepted=True)
+            raise errors.ProviderProtocol(
+                "evolink accepted the request but its answer has no task id.", may_have_accepted=True
+            )
         reserved = task.usage.credits_reserved if task.usage else None
         return Accepted(remote_id=task.id, cost_usd=None, data={"credits_reserved": reserved})
 
@@ -180,12 +188,17 @@ class EvolinkProvider:
         if status == "failed":
             err = task.error or _TaskError()
             code = str(err.code or "unknown_error")
-            return Failed(code=code, message=err.message or f"evolink reports the task failed ({code}).",
-                          retryable=code in RETRYABLE_TASK_ERRORS,
-                          hint=TASK_ERROR_HINTS.get(code, errors.JobFailed.default_hint))
-        return Failed(code="provider_protocol",
-                      message=f"evolink reported an unknown task status {task.status!r}.",
-                      hint=errors.ProviderProtocol.default_hint)
+            return Failed(
+                code=code,
+                message=err.message or f"evolink reports the task failed ({code}).",
+                retryable=code in RETRYABLE_TASK_ERRORS,
+                hint=TASK_ERROR_HINTS.get(code, errors.JobFailed.default_hint),
+            )
+        return Failed(
+            code="provider_protocol",
+            message=f"evolink reported an unknown task status {task.status!r}.",
+            hint=errors.ProviderProtocol.default_hint,
+        )
 
     async def cancel(self, job: Job) -> bool:
         """EvoLink documents no cancel endpoint, so nothing is sent and the task keeps running."""
@@ -196,7 +209,7 @@ class EvolinkProvider:
     async def build_body(self, job: Job) -> dict[str, Any]:
         """The exact JSON body for ``POST /v1/videos/generations`` (uploads local inputs first)."""
         spec = job.spec
-        validation.require(spec, NAME, job.tier)     # the catalog's rules, before anything is uploaded
+        validation.require(spec, NAME, job.tier)  # the catalog's rules, before anything is uploaded
         model = model_for(spec)
         body: dict[str, Any] = {"model": model, "prompt": spec.prompt}
         if model == MODEL_I2V:
@@ -238,67 +251,92 @@ class EvolinkProvider:
         path = Path(ref.value)
         if not path.is_file():
             raise errors.InvalidInputFile(f"the input file {path} no longer exists; it cannot be uploaded to evolink.")
-        mime = ref.mime_type or mimetypes.guess_type(path.name)[0] or (
-            "video/mp4" if ref.media == "video" else "image/png")
+        mime = (
+            ref.mime_type
+            or mimetypes.guess_type(path.name)[0]
+            or ("video/mp4" if ref.media == "video" else "image/png")
+        )
         url = f"{self.files_api}/api/v1/files/upload/stream"
         try:
             with path.open("rb") as fh:
-                data = await self._call("POST", url, files={"file": (path.name, fh, mime)},
-                                        timeout=UPLOAD_TIMEOUT, json_content=False)
+                data = await self._call(
+                    "POST", url, files={"file": (path.name, fh, mime)}, timeout=UPLOAD_TIMEOUT, json_content=False
+                )
             try:
                 answer = _FileResponse.model_validate(data)
             except ValidationError:
                 answer = _FileResponse()
-            if answer.success is False:   # the files API can refuse inside an HTTP 200
+            if answer.success is False:  # the files API can refuse inside an HTTP 200
                 code = answer.code if isinstance(answer.code, int) and answer.code >= 400 else 400
-                raise _http.error_for_status(NAME, httpx.Response(code, json=data), submit=False,
-                                             describe=describe_error, secrets=self._secrets)
+                raise _http.error_for_status(
+                    NAME, httpx.Response(code, json=data), submit=False, describe=describe_error, secrets=self._secrets
+                )
             if answer.data is None or not answer.data.file_url:
-                raise errors.ProviderProtocol(f"the files API answered without a file_url: "
-                                              f"{errors.redact(str(data)[:160], self._secrets)}")
+                raise errors.ProviderProtocol(
+                    f"the files API answered without a file_url: {errors.redact(str(data)[:160], self._secrets)}"
+                )
         except errors.RemoteNotFound as exc:
             raise errors.ProviderRejected(
-                f"uploading {path.name} to evolink's files API failed: {exc.message}", may_have_accepted=False,
-                hint=f"Check {FILES_URL_VAR} (the files API root, default {DEFAULT_FILES}).") from None
+                f"uploading {path.name} to evolink's files API failed: {exc.message}",
+                may_have_accepted=False,
+                hint=f"Check {FILES_URL_VAR} (the files API root, default {DEFAULT_FILES}).",
+            ) from None
         except errors.ProviderError as exc:
             # Nothing was submitted yet, so the job cannot have started or been billed.
             exc.message = f"uploading {path.name} to evolink's files API failed: {exc.message}"
             exc.args = (exc.message,)
             exc.may_have_accepted = False
             if isinstance(exc, errors.InsufficientCredits):
-                exc.hint = ("EvoLink's file storage may be full (100 files, each kept 72 h) or the account is "
-                            "out of credits: delete uploaded files or top up, or pass public URLs instead.")
+                exc.hint = (
+                    "EvoLink's file storage may be full (100 files, each kept 72 h) or the account is "
+                    "out of credits: delete uploaded files or top up, or pass public URLs instead."
+                )
             raise
         return answer.data.file_url, _lifetime(answer.data.expires_at)
 
     # --- helpers --------------------------------------------------------------------------------
 
-    async def _call(self, method: str, url: str, *, submit: bool = False, json_content: bool = True,
-                    **kwargs: Any) -> Any:
+    async def _call(
+        self, method: str, url: str, *, submit: bool = False, json_content: bool = True, **kwargs: Any
+    ) -> Any:
         headers = _http.auth_headers(self.ctx.api_key)
         if not json_content:
-            headers.pop("Content-Type", None)   # httpx sets the multipart boundary itself
-        return await _http.request(self.ctx.client, NAME, method, url, submit=submit, describe=describe_error,
-                                   secrets=self._secrets, headers=headers, **kwargs)
+            headers.pop("Content-Type", None)  # httpx sets the multipart boundary itself
+        return await _http.request(
+            self.ctx.client,
+            NAME,
+            method,
+            url,
+            submit=submit,
+            describe=describe_error,
+            secrets=self._secrets,
+            headers=headers,
+            **kwargs,
+        )
 
     def _parse(self, data: Any, what: str) -> _Task:
         try:
             return _Task.model_validate(data)
         except ValidationError:
-            raise errors.ProviderProtocol(f"evolink sent {what} in an unexpected shape: "
-                                          f"{errors.redact(str(data)[:160], self._secrets)}") from None
+            raise errors.ProviderProtocol(
+                f"evolink sent {what} in an unexpected shape: {errors.redact(str(data)[:160], self._secrets)}"
+            ) from None
 
     def _done(self, remote_id: str, task: _Task) -> PollResult:
         urls = list(task.results or [])
         if not urls and task.result_data:
             urls = [str(item["video_url"]) for item in task.result_data if item.get("video_url")]
         if not urls:
-            return Failed(code="provider_protocol", message="evolink reported the task completed without results.",
-                          hint=errors.ProviderProtocol.default_hint)
+            return Failed(
+                code="provider_protocol",
+                message="evolink reported the task completed without results.",
+                hint=errors.ProviderProtocol.default_hint,
+            )
         credits = task.usage.credits_reserved if task.usage else None
         cost = round(credits * USD_PER_CREDIT, 4) if credits is not None else None
-        return Done(videos=[RemoteVideo(url=u, remote_key=f"{remote_id}-{n}") for n, u in enumerate(urls)],
-                    cost_usd=cost)
+        return Done(
+            videos=[RemoteVideo(url=u, remote_key=f"{remote_id}-{n}") for n, u in enumerate(urls)], cost_usd=cost
+        )
 
 
 def _lifetime(expires_at: str | None) -> float:

@@ -48,7 +48,7 @@ class _Render:
 
     thread: threading.Thread | None = None
     stop: threading.Event = field(default_factory=threading.Event)
-    progress: float = 0.0                 # 0-100
+    progress: float = 0.0  # 0-100
     queued: bool = True
     error: str | None = None
     hint: str = ""
@@ -96,24 +96,27 @@ class LocalProvider:
                 return Failed(code="cancelled", message=f"the local render of job {job.job_id} was cancelled.")
             if all(p.exists() for p in outputs):
                 _RENDERS.pop(key, None)
-                return Done(videos=[RemoteVideo(path=str(p), remote_key=f"{job.job_id}-{n}")
-                                    for n, p in enumerate(outputs)], cost_usd=0.0)
+                return Done(
+                    videos=[RemoteVideo(path=str(p), remote_key=f"{job.job_id}-{n}") for n, p in enumerate(outputs)],
+                    cost_usd=0.0,
+                )
             if render is not None and render.error is not None:
                 return Failed(code="render_failed", message=render.error, hint=render.hint)
             if render is not None and (render.thread is None or render.thread.is_alive()):
                 return Running(progress=round(render.progress, 1), queued=render.queued)
-            render = _RENDERS[key] = _Render()   # claimed: a concurrent poll sees it as queued
+            render = _RENDERS[key] = _Render()  # claimed: a concurrent poll sees it as queued
         try:
             inputs = await self._fetch_inputs(job)
         except errors.ProviderError:
             with _LOCK:
-                _RENDERS.pop(key, None)      # transient: the next poll tries again
+                _RENDERS.pop(key, None)  # transient: the next poll tries again
             raise
         except errors.KlingError as exc:
             render.error, render.hint = exc.message, exc.hint
             return Failed(code=exc.code, message=exc.message, hint=exc.hint)
-        thread = threading.Thread(target=_render_all, args=(job, inputs, outputs, render),
-                                  name=f"kling-local-{job.job_id}", daemon=True)
+        thread = threading.Thread(
+            target=_render_all, args=(job, inputs, outputs, render), name=f"kling-local-{job.job_id}", daemon=True
+        )
         render.thread = thread
         thread.start()
         return Running(progress=0.0, queued=True)
@@ -122,7 +125,7 @@ class LocalProvider:
         with _LOCK:
             render = _RENDERS.get(str(self._workdir(job)))
         if render is None:
-            return True   # nothing renders for this job in this process
+            return True  # nothing renders for this job in this process
         render.stop.set()
         if render.thread is not None:
             await anyio.to_thread.run_sync(render.thread.join, 30.0)
@@ -150,8 +153,11 @@ class LocalProvider:
             return Path(ref.value)
         url = ref.value
         suffix = Path(urlparse(url).path).suffix.lower()
-        dest = (self._workdir(job) / "inputs" /
-                (hashlib.sha256(url.encode()).hexdigest()[:32] + (suffix if suffix in _INPUT_EXTS else "")))
+        dest = (
+            self._workdir(job)
+            / "inputs"
+            / (hashlib.sha256(url.encode()).hexdigest()[:32] + (suffix if suffix in _INPUT_EXTS else ""))
+        )
         if dest.exists():
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -170,11 +176,13 @@ class LocalProvider:
                 if response.status_code in (408, 425, 429) or response.status_code >= 500:
                     raise errors.ProviderUnavailable(
                         f"fetching the input {shown} failed with HTTP {response.status_code}.",
-                        hint="The host serving the input is busy; the job retries on its next poll.")
+                        hint="The host serving the input is busy; the job retries on its next poll.",
+                    )
                 if response.status_code >= 400:
                     raise errors.InvalidInputFile(
                         f"the input {shown} could not be fetched: HTTP {response.status_code}.",
-                        hint="Pass a URL that anyone can read without logging in, or a local file path.")
+                        hint="Pass a URL that anyone can read without logging in, or a local file path.",
+                    )
                 size = 0
                 with open(part, "wb") as fh:
                     async for chunk in response.aiter_bytes():
@@ -182,12 +190,14 @@ class LocalProvider:
                         if size > MAX_INPUT_BYTES:
                             raise errors.InvalidInputFile(
                                 f"the input {shown} is larger than {MAX_INPUT_BYTES // 2**20} MB.",
-                                hint="Pass a smaller file.")
+                                hint="Pass a smaller file.",
+                            )
                         fh.write(chunk)
         except httpx.HTTPError as exc:
-            raise errors.ProviderUnavailable(f"fetching the input {shown} failed: {exc!r}.",
-                                             hint="Check that the URL's host is reachable; the job retries "
-                                                  "on its next poll.") from None
+            raise errors.ProviderUnavailable(
+                f"fetching the input {shown} failed: {exc!r}.",
+                hint="Check that the URL's host is reachable; the job retries on its next poll.",
+            ) from None
 
 
 # --- rendering (in the job's thread) -------------------------------------------------------------
@@ -222,7 +232,7 @@ def _render_all(job: Job, inputs: _Inputs, outputs: list[Path], render: _Render)
         log.info("local render of job %s cancelled", job.job_id)
     except errors.KlingError as exc:
         render.error, render.hint = exc.message, exc.hint
-    except Exception as exc:  # noqa: BLE001 - any render failure becomes the job's failure
+    except Exception as exc:
         log.exception("local render of job %s failed", job.job_id)
         render.error = f"the local preview render failed: {exc}"
         render.hint = "Check the input files (they must decode as images/videos) and generate again."
@@ -254,10 +264,19 @@ def _plan(job: Job, inputs: _Inputs, workdir: Path) -> dict[str, Any]:
         raise errors.InvalidRequest(f"aspect_ratio {aspect!r} is not one of {', '.join(variant.sizes)}.")
     width, height = variant.sizes[aspect]
     if spec.operation == "reference" and inputs.reference_video is not None:
-        poster = workdir / "reference-video.png"   # the reference video joins the cycle as a still
+        poster = workdir / "reference-video.png"  # the reference video joins the cycle as a still
         poster.parent.mkdir(parents=True, exist_ok=True)
         poster.write_bytes(media.poster_png(inputs.reference_video, max_side=max(width, height)))
         images.append(poster)
-    return {"width": width, "height": height, "seconds": seconds, "fps": FPS, "prompt": spec.prompt,
-            "operation": spec.operation, "images": images, "first_frame": inputs.first_frame,
-            "last_frame": inputs.last_frame, "input_video": inputs.video}
+    return {
+        "width": width,
+        "height": height,
+        "seconds": seconds,
+        "fps": FPS,
+        "prompt": spec.prompt,
+        "operation": spec.operation,
+        "images": images,
+        "first_frame": inputs.first_frame,
+        "last_frame": inputs.last_frame,
+        "input_video": inputs.video,
+    }

@@ -32,14 +32,18 @@ from .base import Accepted, Done, Failed, PollResult, ProviderContext, Running
 
 ENDPOINT_ID = "kling-video-o1-r2v"
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
-MAX_RUN_PAYLOAD_BYTES = 10 * 1000 * 1000      # /run accepts at most 10 MB (operation reference)
-RESULT_TTL_TEXT = "30 minutes"                # how long /run results stay queryable after they finish
+MAX_RUN_PAYLOAD_BYTES = 10 * 1000 * 1000  # /run accepts at most 10 MB (operation reference)
+RESULT_TTL_TEXT = "30 minutes"  # how long /run results stay queryable after they finish
 
 _RUNNING = {"IN_PROGRESS", "RUNNING"}
-_CONTENT_POLICY = re.compile(r"(?i)nsfw|safety|content[ _-]?policy|moderation|sensitive|inappropriate|"
-                             r"risk[ _-]?control")
-_INPUT_FORMAT = re.compile(r"(?i)data[ _-]?ur[il]|base64|invalid[ _-]?url|url.*invalid|not a valid url|"
-                           r"unsupported (?:url|scheme)|must be (?:a |an )?(?:http|url|valid)")
+_CONTENT_POLICY = re.compile(
+    r"(?i)nsfw|safety|content[ _-]?policy|moderation|sensitive|inappropriate|"
+    r"risk[ _-]?control"
+)
+_INPUT_FORMAT = re.compile(
+    r"(?i)data[ _-]?ur[il]|base64|invalid[ _-]?url|url.*invalid|not a valid url|"
+    r"unsupported (?:url|scheme)|must be (?:a |an )?(?:http|url|valid)"
+)
 
 
 class _Output(BaseModel):
@@ -100,8 +104,11 @@ def describe(body: Any) -> str | None:
 
 def upload_providers(operation: str) -> list[str]:
     """Real providers that upload local files and can run ``operation`` (from the catalog)."""
-    return [name for name in REAL_PROVIDERS
-            if any("upload" in v.input_kinds and operation in v.operations for v in PROVIDERS[name].variants)]
+    return [
+        name
+        for name in REAL_PROVIDERS
+        if any("upload" in v.input_kinds and operation in v.operations for v in PROVIDERS[name].variants)
+    ]
 
 
 def _refs(job: Job) -> list[MediaRef]:
@@ -123,7 +130,7 @@ class RunpodProvider:
     """Adapter for Runpod's Kling Video O1 R2V public endpoint."""
 
     name = "runpod"
-    submit_attempts = 3          # 429 on submit means "not queued", so a short retry cannot double-bill
+    submit_attempts = 3  # 429 on submit means "not queued", so a short retry cannot double-bill
     backoff_s = 1.0
     max_backoff_s = 5.0
 
@@ -136,20 +143,30 @@ class RunpodProvider:
 
     def _headers(self) -> dict[str, str]:
         if not self._ctx.api_key:
-            raise errors.NotConfigured("runpod has no API key.",
-                                       hint="Set RUNPOD_API_KEY in the server's environment and restart it.")
+            raise errors.NotConfigured(
+                "runpod has no API key.", hint="Set RUNPOD_API_KEY in the server's environment and restart it."
+            )
         return _http.auth_headers(self._ctx.api_key)
 
     async def _call(self, method: str, path: str, *, submit: bool = False, **kwargs: Any) -> Any:
-        return await _http.request(self._ctx.client, self.name, method, f"{self._root}/{path}", submit=submit,
-                                   describe=describe, secrets=self._secrets, headers=self._headers(), **kwargs)
+        return await _http.request(
+            self._ctx.client,
+            self.name,
+            method,
+            f"{self._root}/{path}",
+            submit=submit,
+            describe=describe,
+            secrets=self._secrets,
+            headers=self._headers(),
+            **kwargs,
+        )
 
     # --- request body -------------------------------------------------------------------------
 
     def build_body(self, job: Job) -> dict[str, Any]:
         """The documented ``{"input": {...}}`` body for ``job`` (local files become data URIs)."""
         spec = job.spec
-        validation.require(spec, self.name, job.tier)     # the catalog's rules, before any request
+        validation.require(spec, self.name, job.tier)  # the catalog's rules, before any request
         self._check_payload(_refs(job), spec.operation)
         body: dict[str, Any] = {"prompt": spec.prompt, "images": [self._media(m) for m in spec.reference_images]}
         if spec.reference_video is not None:
@@ -171,8 +188,8 @@ class RunpodProvider:
             return data_uri(ref.value, ref.mime_type)
         except OSError as exc:
             raise errors.InvalidInputFile(
-                f"cannot read the local {ref.media} file {ref.value!r} to send to runpod: {exc.strerror or exc}.")\
-                from None
+                f"cannot read the local {ref.media} file {ref.value!r} to send to runpod: {exc.strerror or exc}."
+            ) from None
 
     @staticmethod
     def _check_payload(refs: list[MediaRef], operation: str) -> None:
@@ -183,18 +200,19 @@ class RunpodProvider:
                 try:
                     total += 4 * math.ceil(os.path.getsize(ref.value) / 3) + 64
                 except OSError:
-                    continue   # _media reports unreadable files with their path
+                    continue  # _media reports unreadable files with their path
         if total > MAX_RUN_PAYLOAD_BYTES:
             raise errors.InvalidRequest(
                 f"the local files add up to about {total / 1e6:.1f} MB as data URIs, but runpod accepts "
                 f"at most {MAX_RUN_PAYLOAD_BYTES / 1e6:.0f} MB per request.",
-                hint=_local_file_advice(operation))
+                hint=_local_file_advice(operation),
+            )
 
     # --- protocol -----------------------------------------------------------------------------
 
     async def submit(self, job: Job) -> Accepted:
         """``POST /run``; retries a 429 (never accepted) a few times, honouring Retry-After."""
-        body = await anyio.to_thread.run_sync(self.build_body, job)    # data URIs read and encode files
+        body = await anyio.to_thread.run_sync(self.build_body, job)  # data URIs read and encode files
         delay = self.backoff_s
         for attempt in range(1, self.submit_attempts + 1):
             try:
@@ -207,13 +225,14 @@ class RunpodProvider:
                 await anyio.sleep(wait)
                 delay = min(delay * 2, self.max_backoff_s)
             except (errors.AuthenticationFailed, errors.InsufficientCredits) as exc:
-                exc.may_have_accepted = False     # refused before queueing: nothing runs, nothing is billed
+                exc.may_have_accepted = False  # refused before queueing: nothing runs, nothing is billed
                 raise
             except errors.RemoteNotFound as exc:
                 raise errors.ProviderRejected(
                     f"runpod has no endpoint {ENDPOINT_ID} at {self._root} ({exc.message}).",
                     hint="Check KLING_MCP_RUNPOD_BASE_URL (default https://api.runpod.ai/v2) and restart.",
-                    may_have_accepted=False) from None
+                    may_have_accepted=False,
+                ) from None
             except errors.ProviderRejected as exc:
                 if _has_local(job) and _INPUT_FORMAT.search(exc.message):
                     raise self._rejection(job, exc.message) from None
@@ -233,7 +252,8 @@ class RunpodProvider:
         except errors.RemoteNotFound:
             raise errors.RemoteNotFound(
                 f"runpod no longer knows job {remote_id}: results of /run jobs are kept for only "
-                f"{RESULT_TTL_TEXT} after they finish (Runpod's TTL), and this one has expired.") from None
+                f"{RESULT_TTL_TEXT} after they finish (Runpod's TTL), and this one has expired."
+            ) from None
         try:
             parsed = self._parse(answer, "status")
         except errors.ProviderProtocol as exc:
@@ -248,14 +268,23 @@ class RunpodProvider:
         if status == "FAILED":
             return self._failed(job, self._error_text(parsed))
         if status == "CANCELLED":
-            return Failed(code="cancelled", message=f"runpod job {remote_id} was cancelled.",
-                          hint="Generate again if you still want this video.")
+            return Failed(
+                code="cancelled",
+                message=f"runpod job {remote_id} was cancelled.",
+                hint="Generate again if you still want this video.",
+            )
         if status == "TIMED_OUT":
-            return Failed(code=errors.ProviderTimeout.code, retryable=True,
-                          message=f"runpod stopped job {remote_id} after its execution timeout (TIMED_OUT).",
-                          hint=errors.ProviderTimeout.default_hint)
-        return Failed(code=errors.ProviderProtocol.code, hint=errors.ProviderProtocol.default_hint,
-                      message=f"runpod answered an unknown job status {status!r} for job {remote_id}.")
+            return Failed(
+                code=errors.ProviderTimeout.code,
+                retryable=True,
+                message=f"runpod stopped job {remote_id} after its execution timeout (TIMED_OUT).",
+                hint=errors.ProviderTimeout.default_hint,
+            )
+        return Failed(
+            code=errors.ProviderProtocol.code,
+            hint=errors.ProviderProtocol.default_hint,
+            message=f"runpod answered an unknown job status {status!r} for job {remote_id}.",
+        )
 
     async def cancel(self, job: Job) -> bool:
         """``POST /cancel/{id}``; True when Runpod answers CANCELLED."""
@@ -276,30 +305,42 @@ class RunpodProvider:
             output = None
         if output is None or not output.video_url:
             extra = f" ({self._error_text(parsed)})" if parsed.error else ""
-            return Failed(code=errors.ProviderProtocol.code, hint=errors.ProviderProtocol.default_hint,
-                          message=f"runpod reported job {remote_id} COMPLETED without output.video_url{extra}.")
+            return Failed(
+                code=errors.ProviderProtocol.code,
+                hint=errors.ProviderProtocol.default_hint,
+                message=f"runpod reported job {remote_id} COMPLETED without output.video_url{extra}.",
+            )
         return Done(videos=[RemoteVideo(url=output.video_url, remote_key=remote_id)], cost_usd=output.cost)
 
     def _rejection(self, job: Job, message: str) -> errors.ProviderRejected:
         if _has_local(job) and _INPUT_FORMAT.search(message):
-            return errors.ProviderRejected(self._local_rejected_text(message),
-                                           hint=_local_file_advice(job.spec.operation), may_have_accepted=False)
+            return errors.ProviderRejected(
+                self._local_rejected_text(message), hint=_local_file_advice(job.spec.operation), may_have_accepted=False
+            )
         return errors.ProviderRejected(f"runpod rejected the job: {message}", may_have_accepted=False)
 
     def _failed(self, job: Job, message: str) -> Failed:
         if _has_local(job) and _INPUT_FORMAT.search(message):
-            return Failed(code=errors.ProviderRejected.code, message=self._local_rejected_text(message),
-                          hint=_local_file_advice(job.spec.operation))
+            return Failed(
+                code=errors.ProviderRejected.code,
+                message=self._local_rejected_text(message),
+                hint=_local_file_advice(job.spec.operation),
+            )
         if _CONTENT_POLICY.search(message):
-            return Failed(code=errors.ContentPolicy.code, message=f"runpod's safety checker blocked the job: {message}",
-                          hint=errors.ContentPolicy.default_hint)
-        return Failed(code=errors.JobFailed.code, message=f"runpod reported the job failed: {message}",
-                      hint=errors.JobFailed.default_hint)
+            return Failed(
+                code=errors.ContentPolicy.code,
+                message=f"runpod's safety checker blocked the job: {message}",
+                hint=errors.ContentPolicy.default_hint,
+            )
+        return Failed(
+            code=errors.JobFailed.code,
+            message=f"runpod reported the job failed: {message}",
+            hint=errors.JobFailed.default_hint,
+        )
 
     @staticmethod
     def _local_rejected_text(message: str) -> str:
-        return (f"runpod did not accept a local file sent as a data URI (it documents URL inputs only): "
-                f"{message}")
+        return f"runpod did not accept a local file sent as a data URI (it documents URL inputs only): {message}"
 
     def _error_text(self, parsed: _StatusBody) -> str:
         raw = parsed.error if parsed.error is not None else parsed.message
@@ -312,8 +353,9 @@ class RunpodProvider:
         try:
             return _StatusBody.model_validate(answer)
         except ValidationError:
-            raise errors.ProviderProtocol(f"runpod answered /{what} with an unexpected shape: "
-                                          f"{self._snippet(answer)}") from None
+            raise errors.ProviderProtocol(
+                f"runpod answered /{what} with an unexpected shape: {self._snippet(answer)}"
+            ) from None
 
     def _snippet(self, value: Any) -> str:
         return errors.redact(json.dumps(value)[:160] if not isinstance(value, str) else value[:160], self._secrets)

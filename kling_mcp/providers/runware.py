@@ -24,7 +24,7 @@ from . import _runware_wire as wire
 from .base import Accepted, Done, Failed, PollResult, ProviderContext, Running
 
 DEFAULT_BASE_URL = "https://api.runware.ai/v1"
-UPLOAD_CACHE_S = 20 * 24 * 3600.0   # Runware deletes uploads 30 days after their last use
+UPLOAD_CACHE_S = 20 * 24 * 3600.0  # Runware deletes uploads 30 days after their last use
 
 
 class _Capture:
@@ -55,7 +55,7 @@ class RunwareProvider:
     async def submit(self, job: Job) -> Accepted:
         """Upload local inputs (once per content hash), then send one ``videoInference`` task."""
         variant = _variant(job)
-        validation.require(job.spec, self.name, variant.tier)   # the catalog's rules, before any upload
+        validation.require(job.spec, self.name, variant.tier)  # the catalog's rules, before any upload
         media = await self._resolve_media(job.spec)
         task = wire.inference_task(job.job_id, variant, job.spec, lambda ref: media[ref.value])
         try:
@@ -104,8 +104,9 @@ class RunwareProvider:
         kind = wire.classify(err.code)
         if kind in (wire.AUTH, wire.CREDITS, wire.RATE):
             # The poll request itself was refused; the task may be fine.
-            raise wire.request_error(err, self._secrets, may_have_accepted=True,
-                                     retry_after=exc.retry_after if exc else None)
+            raise wire.request_error(
+                err, self._secrets, may_have_accepted=True, retry_after=exc.retry_after if exc else None
+            )
         code, message, retryable, hint = wire.job_failure(err, self._secrets, acknowledged=acknowledged)
         return Failed(code=code, message=message, retryable=retryable, hint=hint)
 
@@ -121,22 +122,28 @@ class RunwareProvider:
                 return self._task_error(failure, None, acknowledged=True)
             if item.status == wire.SUCCESS or (item.status is None and item.videoUUID):
                 if not item.videoUUID or not item.videoURL:
-                    return Failed(code="provider_protocol",
-                                  message="runware reported a finished video without videoUUID/videoURL.",
-                                  hint=errors.ProviderProtocol.default_hint)
+                    return Failed(
+                        code="provider_protocol",
+                        message="runware reported a finished video without videoUUID/videoURL.",
+                        hint=errors.ProviderProtocol.default_hint,
+                    )
                 videos.setdefault(item.videoUUID, item)
             elif item.status == wire.PROCESSING or (item.status is None and item.taskType):
                 if item.progress is not None:
                     progress.append(item.progress)
             else:
-                return Failed(code="provider_protocol",
-                              message=f"runware reported an unknown task status {item.status!r}.",
-                              hint=errors.ProviderProtocol.default_hint)
+                return Failed(
+                    code="provider_protocol",
+                    message=f"runware reported an unknown task status {item.status!r}.",
+                    hint=errors.ProviderProtocol.default_hint,
+                )
         if len(videos) >= wanted:
             chosen = list(videos.values())[:wanted]
             costs = [v.cost for v in chosen if v.cost is not None]
-            return Done(videos=[RemoteVideo(url=v.videoURL, remote_key=v.videoUUID) for v in chosen],
-                        cost_usd=round(sum(costs), 6) if costs else None)
+            return Done(
+                videos=[RemoteVideo(url=v.videoURL, remote_key=v.videoUUID) for v in chosen],
+                cost_usd=round(sum(costs), 6) if costs else None,
+            )
         if videos:
             return Running(progress=round(100.0 * len(videos) / wanted, 1))
         return Running(progress=max(progress) if progress else None)
@@ -162,7 +169,7 @@ class RunwareProvider:
         async with lock:
             cached = self._ctx.kv.kv_get(key)
             if isinstance(cached, dict) and cached.get("uuid"):
-                self._ctx.kv.kv_set(key, cached, expire_s=UPLOAD_CACHE_S)   # each use extends Runware's retention
+                self._ctx.kv.kv_set(key, cached, expire_s=UPLOAD_CACHE_S)  # each use extends Runware's retention
                 return str(cached["uuid"])
             uri = await anyio.to_thread.run_sync(data_uri, ref.value, ref.mime_type)
             task_uuid = str(uuid.uuid4())
@@ -179,8 +186,9 @@ class RunwareProvider:
                 raise wire.request_error(envelope.errors[0], self._secrets)
             item = next((i for i in envelope.items if getattr(i, id_field)), None)
             if item is None:
-                raise errors.ProviderProtocol(f"runware's {task['taskType']} answer has no {id_field}.",
-                                              may_have_accepted=False)
+                raise errors.ProviderProtocol(
+                    f"runware's {task['taskType']} answer has no {id_field}.", may_have_accepted=False
+                )
             record = {"uuid": getattr(item, id_field), "url": getattr(item, url_field), "media": ref.media}
             self._ctx.kv.kv_set(key, record, expire_s=UPLOAD_CACHE_S)
             return str(record["uuid"])
@@ -193,8 +201,16 @@ class RunwareProvider:
         capture = _Capture()
         try:
             return await _http.request(
-                self._ctx.client, self.name, "POST", self._url, submit=submit, describe=capture,
-                secrets=self._secrets, json=tasks, headers=_http.auth_headers(self._ctx.api_key))
+                self._ctx.client,
+                self.name,
+                "POST",
+                self._url,
+                submit=submit,
+                describe=capture,
+                secrets=self._secrets,
+                json=tasks,
+                headers=_http.auth_headers(self._ctx.api_key),
+            )
         except errors.ProviderError as exc:
             refusal = self._refusal(exc, capture.body)
             if refusal is None:
@@ -203,7 +219,7 @@ class RunwareProvider:
 
     def _refusal(self, exc: errors.ProviderError, body: Any) -> _Refusal | None:
         if body is None or isinstance(exc, (errors.RateLimited, errors.ProviderUnavailable)):
-            return None   # 429 / 5xx keep their transient meaning and Retry-After
+            return None  # 429 / 5xx keep their transient meaning and Retry-After
         try:
             envelope = wire.parse_envelope(body)
         except errors.ProviderProtocol:
@@ -213,7 +229,7 @@ class RunwareProvider:
             return None
         mapped = wire.request_error(found[0], self._secrets, retry_after=exc.retry_after)
         if wire.classify(found[0].code) == wire.FAILED:
-            mapped = exc   # an unknown code: the HTTP status says more
+            mapped = exc  # an unknown code: the HTTP status says more
         return _Refusal(found[0], mapped)
 
 
@@ -238,4 +254,5 @@ def _variant(job: Job) -> ModelVariant:
             return variant
     raise errors.InvalidRequest(
         f"runware serves {', '.join(v.model for v in known)}; this job asks for {job.model!r} (tier {tier!r}).",
-        hint="Use tier='pro' or tier='standard' with provider='runware'.")
+        hint="Use tier='pro' or tier='standard' with provider='runware'.",
+    )
