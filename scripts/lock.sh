@@ -9,5 +9,5 @@ if [ ! -x "$tools/bin/uv" ] || [ "$("$tools/bin/uv" --version | cut -d' ' -f2)" 
   python3 -m venv "$tools"
   "$tools/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
 fi
-"$tools/bin/uv" pip compile pyproject.toml --extra test --extra postgres --universal --python-version 3.10 \
+"$tools/bin/uv" pip compile pyproject.toml --extra test --extra postgres --universal --python-version 3.11 \
   --no-header --quiet -o requirements/lock.txt

@@ -139,7 +139,7 @@ class AimlState:
 
 def _error(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"message": message, "path": request.url.path, "requestId": str(uuid.uuid4()),
-            "statusCode": status, "timestamp": dt.datetime.now(dt.timezone.utc).isoformat()}
+            "statusCode": status, "timestamp": dt.datetime.now(dt.UTC).isoformat()}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
