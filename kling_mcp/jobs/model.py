@@ -82,6 +82,7 @@ def new_job_id() -> str:
 
 class Job(BaseModel):
     job_id: str = Field(default_factory=new_job_id)
+    version: int = 0  # set by the store: +1 on every applied change (0 = never stored)
     status: JobStatus = JobStatus.PENDING
     provider: str
     model: str
