@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import errors
+from . import errors, store_url
 from .catalog import PROVIDERS, REAL_PROVIDERS
 
 WAIT_DEFAULT_S = 20.0
@@ -59,7 +59,8 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         keys = tuple(p.api_key for p in self.providers.values() if p.api_key)
-        return keys + ((self.http_token,) if self.http_token else ())
+        db_password = store_url.password_of(self.store_url) if self.store_url else None
+        return keys + tuple(s for s in (self.http_token, db_password) if s)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -93,7 +94,7 @@ class Settings:
             ),
             http_token=(env.get("KLING_MCP_HTTP_TOKEN") or "").strip() or None,
         )
-        values["store_url"] = (env.get("KLING_MCP_STORE_URL") or "").strip() or None
+        values["store_url"] = store_url.parse(env.get("KLING_MCP_STORE_URL"))
         lease = _float(env, "KLING_MCP_LEASE_S")
         if lease:
             values["lease_s"] = lease

@@ -18,9 +18,9 @@ def open_store(settings: Settings) -> JobStore:
 
         return DiskcacheStore(settings.data_dir)
     if url.startswith(("postgresql://", "postgres://")):
-        from .postgres_store import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+        from .postgres_store import PostgresStore
 
-        store: JobStore = PostgresStore(url)
+        store: JobStore = PostgresStore(url, settings.data_dir)
         return store
     from .. import errors
 
