@@ -59,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     except errors.KlingError as exc:
         print(f"kling-mcp: {exc}", file=sys.stderr)
         return 2
+    if settings.store_url:  # an unreachable database must stop the server now, not at the first tool call
+        from .jobs.postgres_store import preflight
+
+        try:
+            preflight(settings.store_url)
+        except errors.KlingError as exc:
+            print(f"kling-mcp: {errors.redact(str(exc), settings.secrets())}", file=sys.stderr)
+            return 2
     from .server import create_server
 
     transport = getattr(args, "transport", "stdio")

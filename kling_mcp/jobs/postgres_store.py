@@ -109,6 +109,11 @@ async def prepare(url: str) -> list[int]:
         await conn.close()
 
 
+def preflight(url: str) -> list[int]:
+    """:func:`prepare` for the command line, before the server starts (blocking, a few seconds at most)."""
+    return asyncio.run(prepare(url))
+
+
 class _Listener:
     """One connection doing ``LISTEN kling_jobs``; wakes local waiters by job id."""
 
