@@ -18,9 +18,10 @@ def open_store(settings: Settings) -> JobStore:
 
         return DiskcacheStore(settings.data_dir)
     if url.startswith(("postgresql://", "postgres://")):
-        from .postgres_store import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+        import importlib
 
-        store: JobStore = PostgresStore(url)
+        backend = importlib.import_module(".postgres_store", __package__)  # only when asked for: it needs asyncpg
+        store: JobStore = backend.PostgresStore(url)
         return store
     from .. import errors
 
