@@ -275,6 +275,14 @@ async def test_a_lease_is_held_by_one_owner_until_released(store: JobStore) -> N
     assert await store.claim_lease(job.job_id, "b", 30)
 
 
+async def test_create_may_take_the_new_jobs_lease_in_the_same_step(store: JobStore) -> None:
+    job, _ = await store.create(make_job(), lease_owner="submitter", lease_s=30)
+    lease = await store.lease(job.job_id)
+    assert lease is not None and lease.owner == "submitter"
+    assert not await store.claim_lease(job.job_id, "other", 30)
+    assert await store.claimable("other") == []
+
+
 async def test_an_expired_lease_is_taken_over_and_its_old_owner_cannot_renew(store: JobStore) -> None:
     job, _ = await store.create(make_job(status=JobStatus.RUNNING))
     assert await store.claim_lease(job.job_id, "dead", 0.3)

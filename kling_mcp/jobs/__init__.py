@@ -18,7 +18,7 @@ def open_store(settings: Settings) -> JobStore:
 
         return DiskcacheStore(settings.data_dir)
     if url.startswith(("postgresql://", "postgres://")):
-        from .postgres_store import PostgresStore
+        from .postgres_store import PostgresStore  # imports psycopg only when asked for
 
         store: JobStore = PostgresStore(url, settings.data_dir)
         return store

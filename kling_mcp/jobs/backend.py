@@ -148,12 +148,16 @@ class JobStore(ABC):
     # jobs -----------------------------------------------------------------------------------------
 
     @abstractmethod
-    async def create(self, job: Job, claim: KeyClaim | None = None) -> tuple[Job, bool]:
+    async def create(
+        self, job: Job, claim: KeyClaim | None = None, *, lease_owner: str | None = None, lease_s: float = 0.0
+    ) -> tuple[Job, bool]:
         """Insert a new job (version 1), claiming ``claim.key`` for it in the same atomic step.
 
         Returns ``(job, True)`` when created. When the key is already bound to a job with the same
         fingerprint, nothing is inserted and ``(that job, False)`` is returned; with a different
-        fingerprint, raises :func:`key_conflict`'s error. ``job.job_id`` must be new.
+        fingerprint, raises :func:`key_conflict`'s error. ``job.job_id`` must be new. With
+        ``lease_owner``, the new job's lease is taken for ``lease_s`` seconds in the same step (the
+        submitting process holds it, so no other process mistakes a job being submitted for an orphan).
         """
 
     @abstractmethod

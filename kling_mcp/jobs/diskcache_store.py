@@ -79,7 +79,9 @@ class DiskcacheStore(JobStore):
             return None
         return str(raw["job_id"]), RequestFingerprint.from_json(raw["fingerprint"])
 
-    async def create(self, job: Job, claim: KeyClaim | None = None) -> tuple[Job, bool]:
+    async def create(
+        self, job: Job, claim: KeyClaim | None = None, *, lease_owner: str | None = None, lease_s: float = 0.0
+    ) -> tuple[Job, bool]:
         new = job.model_copy(update={"version": 1, "idempotency_key": claim.key if claim else job.idempotency_key})
         with self._cache.transact(retry=True):
             if claim is not None:
@@ -99,6 +101,8 @@ class DiskcacheStore(JobStore):
             if not new.terminal:
                 self._cache.set("open", self._cache.get("open", frozenset()) | {new.job_id})
             self._cache.set("count", int(self._cache.get("count", 0)) + 1)
+            if lease_owner is not None and not new.terminal:
+                self._cache.set(f"lease:{new.job_id}", [lease_owner, time.time() + lease_s])
         # After the commit; a crash just before this leaves an open job that is resumed, and listed once it ends.
         self._index.set(_index_key(new), new.status.value)
         return new, True

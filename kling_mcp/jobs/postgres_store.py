@@ -264,18 +264,24 @@ class PostgresStore(JobStore):
 
     # --- jobs ----------------------------------------------------------------------------------
 
-    async def create(self, job: Job, claim: KeyClaim | None = None) -> tuple[Job, bool]:
+    async def create(
+        self, job: Job, claim: KeyClaim | None = None, *, lease_owner: str | None = None, lease_s: float = 0.0
+    ) -> tuple[Job, bool]:
         for _ in range(5):
             try:
                 key = claim.key if claim else job.idempotency_key
-                return await self._create(job.model_copy(update={"version": 1, "idempotency_key": key}), claim)
+                return await self._create(
+                    job.model_copy(update={"version": 1, "idempotency_key": key}), claim, lease_owner, lease_s
+                )
             except _Retry:
                 continue
         raise errors.StoreUnavailable(
             f"idempotency_key {claim.key if claim else ''!r} keeps changing hands; call again."
         )
 
-    async def _create(self, job: Job, claim: KeyClaim | None) -> tuple[Job, bool]:
+    async def _create(
+        self, job: Job, claim: KeyClaim | None, lease_owner: str | None, lease_s: float
+    ) -> tuple[Job, bool]:
         from psycopg.types.json import Jsonb
 
         async with self._tx() as conn:
@@ -300,9 +306,18 @@ class PostgresStore(JobStore):
                         raise key_conflict(claim.key, existing.job_id, claim.fingerprint, then)
                     return existing, False
             cur = await conn.execute(
-                "INSERT INTO kling_jobs (job_id, version, status, created_at, fingerprint, record) "
-                "VALUES (%s, 1, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING RETURNING job_id",
-                (job.job_id, job.status.value, job.created_at, job.fingerprint, self._dump(job)),
+                "INSERT INTO kling_jobs (job_id, version, status, created_at, fingerprint, record, lease_owner, "
+                f"lease_expires) VALUES (%s, 1, %s, %s, %s, %s, %s, {_NOW} + %s) "
+                "ON CONFLICT (job_id) DO NOTHING RETURNING job_id",
+                (
+                    job.job_id,
+                    job.status.value,
+                    job.created_at,
+                    job.fingerprint,
+                    self._dump(job),
+                    lease_owner,
+                    float(lease_s) if lease_owner else None,
+                ),
             )
             if await cur.fetchone() is None:
                 raise ValueError(f"job {job.job_id} already exists")
