@@ -18,7 +18,8 @@ Selected by ``KLING_MCP_STORE_URL=postgresql://…``; psycopg 3 (async, with a p
   data dir wherever it likes.
 
 A database that cannot be reached raises :class:`~kling_mcp.errors.StoreUnavailable` (a tool error
-saying so); nothing is cached in the process, so nothing is lost when it returns.
+saying so); nothing is cached in the process, so nothing is lost when it returns. Pooled connections
+the database closed while it was away are dropped and the operation runs once more on a fresh one.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger("kling_mcp.store")
+T = TypeVar("T")
 
 CHANNEL = "kling_jobs"
 CONNECT_TIMEOUT_S = 5.0
@@ -73,6 +75,12 @@ def _psycopg() -> Any:
             hint="Install the extra: pip install 'kling-mcp[postgres]', or unset KLING_MCP_STORE_URL.",
         ) from None
     return psycopg
+
+
+def _pool_timeout() -> type[Exception]:
+    from psycopg_pool import PoolTimeout as cls
+
+    return cls
 
 
 def unavailable(url: str, exc: BaseException) -> errors.StoreUnavailable:
@@ -215,30 +223,46 @@ class PostgresStore(JobStore):
                 self._pool = pool
         return self._pool
 
-    @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection inside one transaction; database failures become StoreUnavailable."""
+    async def _run(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """``body`` on a pooled connection inside one transaction.
+
+        A connection the database closed (a restart) fails on its first statement: the pool is then
+        checked (dropping such connections) and ``body`` runs once more. A database that stays down
+        becomes :class:`~kling_mcp.errors.StoreUnavailable` within about ``CONNECT_TIMEOUT_S``.
+        """
         psycopg = _psycopg()
-        try:
-            pool = await self._open_pool()
-            async with pool.connection() as conn, conn.transaction():
-                yield conn
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise unavailable(self._url, exc) from None
+        for attempt in (1, 2):
+            try:
+                pool = await self._open_pool()
+                async with pool.connection() as conn, conn.transaction():
+                    return await body(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if attempt == 1 and self._pool is not None and not isinstance(exc, _pool_timeout()):
+                    with contextlib.suppress(Exception):
+                        await self._pool.check()
+                    continue
+                raise unavailable(self._url, exc) from None
+        raise AssertionError("unreachable")
 
     async def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
-        async with self._tx() as conn:
+        async def body(conn: AsyncConnection) -> tuple[Any, ...] | None:
             cur = await conn.execute(sql.encode(), params)
             return await cur.fetchone()
 
+        return await self._run(body)
+
     async def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        async with self._tx() as conn:
+        async def body(conn: AsyncConnection) -> None:
             await conn.execute(sql.encode(), params)
 
+        await self._run(body)
+
     async def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        async with self._tx() as conn:
+        async def body(conn: AsyncConnection) -> list[tuple[Any, ...]]:
             cur = await conn.execute(sql.encode(), params)
             return await cur.fetchall()
+
+        return await self._run(body)
 
     def _dump(self, job: Job) -> Any:
         """The record as JSON, with video paths under the data dir made relative to it."""
@@ -284,7 +308,7 @@ class PostgresStore(JobStore):
     ) -> tuple[Job, bool]:
         from psycopg.types.json import Jsonb
 
-        async with self._tx() as conn:
+        async def body(conn: AsyncConnection) -> tuple[Job, bool]:
             if claim is not None:
                 cur = await conn.execute(
                     "INSERT INTO kling_idempotency_keys (key, job_id, fingerprint) VALUES (%s, %s, %s) "
@@ -322,14 +346,16 @@ class PostgresStore(JobStore):
             if await cur.fetchone() is None:
                 raise ValueError(f"job {job.job_id} already exists")
             await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, job.job_id))
-        return job, True
+            return job, True
+
+        return await self._run(body)
 
     async def get(self, job_id: str) -> Job | None:
         row = await self._one("SELECT record, version FROM kling_jobs WHERE job_id = %s", (job_id,))
         return self._load(row[0], row[1]) if row else None
 
     async def transition(self, job_id: str, update: Update) -> Job:
-        async with self._tx() as conn:
+        async def body(conn: AsyncConnection) -> Job:
             cur = await conn.execute("SELECT record, version FROM kling_jobs WHERE job_id = %s FOR UPDATE", (job_id,))
             row = await cur.fetchone()
             if row is None:
@@ -349,7 +375,9 @@ class PostgresStore(JobStore):
                 (new.version, new.status.value, self._dump(new), job_id),
             )
             await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, job_id))
-        return new
+            return new
+
+        return await self._run(body)
 
     async def list_jobs(self, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
         if status is None:
@@ -455,7 +483,8 @@ class PostgresStore(JobStore):
     ) -> Reservation:
         amount = 0.0 if usd is None else float(usd)
         basis = "unknown" if usd is None else basis
-        async with self._tx() as conn:
+
+        async def body(conn: AsyncConnection) -> Reservation:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("kling-ledger:" + day,))
             cur = await conn.execute(
                 "SELECT coalesce(sum(usd), 0) FROM kling_ledger WHERE day = %s AND job_id <> %s", (day, job_id)
@@ -470,7 +499,9 @@ class PostgresStore(JobStore):
                 "basis = excluded.basis, settled = false",
                 (job_id, day, amount, basis),
             )
-        return Reservation(ok=True, spent_before=before)
+            return Reservation(ok=True, spent_before=before)
+
+        return await self._run(body)
 
     async def settle(self, job_id: str, usd: float, basis: LedgerBasis = "billed") -> LedgerEntry | None:
         row = await self._one(

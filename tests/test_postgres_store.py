@@ -1,0 +1,112 @@
+"""What only the PostgreSQL store must show beyond the shared contract: a change on one handle wakes a
+wait on another within about a second (LISTEN/NOTIFY, not polling), video paths are stored relative
+to the data dir, and a database that goes away gives errors that say so, loses nothing, and is used
+again when it returns (waits included)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+import psycopg
+import pytest
+
+from kling_mcp import errors
+from kling_mcp.jobs.model import JobStatus, StoredVideo
+from kling_mcp.jobs.postgres_store import PostgresStore
+from tests.pg_cluster import PASSWORD, start_cluster
+from tests.store_contract import make_job
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+async def test_a_change_on_one_replica_wakes_a_wait_on_another_within_a_second(pg_url, tmp_path) -> None:
+    a, b = PostgresStore(pg_url, tmp_path), PostgresStore(pg_url, tmp_path)
+    try:
+        job, _ = await a.create(make_job(status=JobStatus.SUBMITTED))
+        await b.wait_for_change(job.job_id, job.version, timeout=0.1)  # B is connected and listening
+        lags: list[float] = []
+        for n in range(5):
+            current = await b.get(job.job_id)
+            assert current is not None
+            changed_at: list[float] = []
+
+            async def change(progress: float = float(n + 1)) -> None:
+                await anyio.sleep(0.3)
+                changed_at.append(time.monotonic())
+                await a.transition(job.job_id, lambda j: j.updated(progress=progress))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(change)
+                woke = await b.wait_for_change(job.job_id, current.version, timeout=30)
+                lags.append(time.monotonic() - changed_at[0])
+            assert woke is not None and woke.progress == n + 1
+        # NOTIFY wakes in milliseconds; the re-read safety net alone would take 3 s.
+        assert max(lags) < 1.0, lags
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_video_paths_are_stored_relative_to_the_data_dir(pg_url, tmp_path) -> None:
+    here, there = tmp_path / "replica-a" / "data", tmp_path / "replica-b" / "mnt" / "shared"
+    a, b = PostgresStore(pg_url, here), PostgresStore(pg_url, there)
+    try:
+        video = StoredVideo(index=0, path=str(here / "videos" / "j" / "0.mp4"), size_bytes=3)
+        job, _ = await a.create(make_job(status=JobStatus.DOWNLOADING))
+        await a.transition(job.job_id, lambda j: j.moved(JobStatus.SUCCEEDED, videos=[video]))
+        with psycopg.connect(pg_url) as conn:
+            row = conn.execute("SELECT record FROM kling_jobs WHERE job_id = %s", (job.job_id,)).fetchone()
+        assert row is not None and row[0]["videos"][0]["path"] == "videos/j/0.mp4"
+        seen = await b.get(job.job_id)
+        assert seen is not None and Path(seen.videos[0].path) == there / "videos" / "j" / "0.mp4"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_database_that_goes_away_gives_errors_saying_so_and_loses_nothing() -> None:
+    cluster = start_cluster()  # its own cluster: this test stops it
+    store = PostgresStore(cluster.url(), Path(cluster.root) / "data-dir")
+    watcher = PostgresStore(cluster.url(), Path(cluster.root) / "data-dir")
+    try:
+        job, _ = await store.create(make_job(status=JobStatus.RUNNING))
+        await store.transition(job.job_id, lambda j: j.updated(progress=30.0))
+        await watcher.wait_for_change(job.job_id, 0, timeout=1)  # listening
+
+        cluster.stop()
+        started = time.monotonic()
+        with pytest.raises(errors.StoreUnavailable) as caught:
+            await store.get(job.job_id)
+        assert time.monotonic() - started < 15
+        text = str(caught.value)
+        assert "KLING_MCP_STORE_URL" in text and "cannot be reached" in text and PASSWORD not in text
+        with pytest.raises(errors.StoreUnavailable):
+            await store.transition(job.job_id, lambda j: j.updated(progress=60.0))
+
+        cluster.start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                back = await store.get(job.job_id)
+                break
+            except errors.StoreUnavailable:
+                assert time.monotonic() < deadline, "the store did not reconnect"
+                await anyio.sleep(0.2)
+        assert back is not None and back.progress == 30.0 and back.version == 2  # nothing lost, nothing half-done
+
+        # Waits work again once the listener has reconnected: a change wakes the other handle promptly.
+        async def change() -> None:
+            await anyio.sleep(0.5)
+            await store.transition(job.job_id, lambda j: j.updated(progress=90.0))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(change)
+            started = time.monotonic()
+            woke = await watcher.wait_for_change(job.job_id, back.version, timeout=30)
+        assert woke is not None and woke.progress == 90.0 and time.monotonic() - started < 5
+    finally:
+        await store.close()
+        await watcher.close()
+        cluster.destroy()
