@@ -126,14 +126,14 @@ def free_port() -> int:
 class Replica:
     """One ``kling-mcp serve --transport http`` process; ``url`` is its MCP endpoint."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, extra_args: list[str] | None = None) -> None:
         self.name = name
         self.port = free_port()
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kling_mcp", "--log-level", "WARNING", "serve", "--transport", "http",
-             "--port", str(self.port)],
+             "--port", str(self.port), *(extra_args or [])],
             env=_env(**env), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
         )
 

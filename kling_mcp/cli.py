@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--stateless-http",
+        action="store_true",
+        help="HTTP without sessions: any replica answers any request (2025-11-25 clients lose server push)",
+    )
     demo = sub.add_parser("demo", help="quote, generate and wait on the local provider through a real MCP client")
     demo.add_argument("--prompt", default="A paper boat sails across a moonlit lake, gentle ripples, cinematic")
     demo.add_argument("--duration", type=int, default=5)
@@ -74,6 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     if transport == "http":
         from .http import run_http
 
-        return run_http(server, settings, host=args.host, port=args.port)
+        return run_http(server, settings, host=args.host, port=args.port, stateless=args.stateless_http)
     server.run("stdio")
     return 0

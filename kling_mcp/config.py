@@ -46,6 +46,7 @@ class Settings:
     max_download_bytes: int = 2 * 1024**3
     store_url: str | None = field(default=None, repr=False)  # None: diskcache under data_dir
     lease_s: float = 30.0  # a dead process's jobs are taken over within this many seconds
+    request_state_keys: tuple[str, ...] = field(default=(), repr=False)  # shared by replicas; first seals
 
     @property
     def configured(self) -> list[str]:
@@ -60,7 +61,7 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         keys = tuple(p.api_key for p in self.providers.values() if p.api_key)
         db_password = store_url.password_of(self.store_url) if self.store_url else None
-        return keys + tuple(s for s in (self.http_token, db_password) if s)
+        return keys + tuple(s for s in (self.http_token, db_password, *self.request_state_keys) if s)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -95,6 +96,7 @@ class Settings:
             http_token=(env.get("KLING_MCP_HTTP_TOKEN") or "").strip() or None,
         )
         values["store_url"] = store_url.parse(env.get("KLING_MCP_STORE_URL"))
+        values["request_state_keys"] = _request_state_keys(env)
         lease = _float(env, "KLING_MCP_LEASE_S")
         if lease:
             values["lease_s"] = lease
@@ -118,6 +120,19 @@ def _float(env: Mapping[str, str], name: str) -> float | None:
     if value < 0:
         raise errors.InvalidRequest(f"{name}={raw!r} is negative.", hint=f"Set {name} to a positive number.")
     return value
+
+
+def _request_state_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``KLING_MCP_REQUEST_STATE_KEYS``: comma-separated secrets (the first seals, every one unseals)."""
+    name = "KLING_MCP_REQUEST_STATE_KEYS"
+    keys = tuple(k.strip() for k in (env.get(name) or "").split(",") if k.strip())
+    for n, key in enumerate(keys, 1):
+        if len(key.encode()) < 32:
+            raise errors.InvalidRequest(
+                f"{name}: key {n} is {len(key.encode())} bytes; each key needs at least 32 bytes of randomness.",
+                hint=f'Generate one with: python -c "import secrets; print(secrets.token_hex(32))" and set {name}.',
+            )
+    return keys
 
 
 def _data_dir(env: Mapping[str, str]) -> Path:
