@@ -32,7 +32,7 @@ async def test_a_change_on_one_replica_wakes_a_wait_on_another_within_a_second(p
             assert current is not None
             changed_at: list[float] = []
 
-            async def change(progress: float = float(n + 1)) -> None:
+            async def change(progress: float = float(n + 1), changed_at: list[float] = changed_at) -> None:
                 await anyio.sleep(0.3)
                 changed_at.append(time.monotonic())
                 await a.transition(job.job_id, lambda j: j.updated(progress=progress))
