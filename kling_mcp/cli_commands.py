@@ -258,7 +258,7 @@ async def _with_service(settings: Settings, body: Callable[[Any], Awaitable[int]
                 return await body(service)
             failure: errors.KlingError | None = None
             async with anyio.create_task_group() as tg:
-                await service.runner.start(tg)
+                await service.runner.start(tg, adopt=False)  # drive only the jobs this command asks about
                 try:
                     code = await body(service)
                 except errors.KlingError as exc:  # raised outside the group, not as an ExceptionGroup
@@ -269,7 +269,7 @@ async def _with_service(settings: Settings, body: Callable[[Any], Awaitable[int]
                 raise failure
             return code
         finally:
-            service.store.close()
+            await service.aclose()
 
 
 async def _wait(service: Any, job: Any, timeout: float | None, bar: ProgressBar) -> Any:
@@ -376,7 +376,7 @@ async def _check(service: Any, args: argparse.Namespace) -> int:
 
 
 async def _jobs(service: Any, args: argparse.Namespace) -> int:
-    listing = service.list_jobs(args.status, args.limit)
+    listing = await service.list_jobs(args.status, args.limit)
     if args.json:
         print(listing.model_dump_json(indent=1))
     elif listing.jobs:

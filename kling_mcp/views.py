@@ -25,9 +25,16 @@ def next_action(job: Job) -> str:
             "For a next shot with continuity, pass this video's last frame as first_frame."
         )
     if job.status == JobStatus.FAILED:
+        # A key always returns the job it was first used for, this failed one included.
+        again = (
+            f" To try again, call with a new idempotency_key (idempotency_key={job.idempotency_key!r} returns this "
+            "failed job)."
+            if job.idempotency_key
+            else ""
+        )
         if job.error is not None and job.error.retryable:
-            return f"The job failed but may succeed if generated again: {job.error.hint or job.error.message}"
-        return f"The job failed: {job.error.hint if job.error else 'see error'}"
+            return f"The job failed but may succeed if generated again: {job.error.hint or job.error.message}{again}"
+        return f"The job failed: {job.error.hint if job.error else 'see error'}{again}"
     if job.status == JobStatus.CANCELLED:
         return "Nothing more will happen for this job."
     typical = _typical(job)

@@ -327,7 +327,7 @@ async def service(s: Settings, timeout_s: float) -> AsyncIterator[VideoService]:
             yield svc
         finally:
             tg.cancel_scope.cancel()
-            svc.store.close()
+            await svc.aclose()
 
 
 async def test_poll_timeouts_are_retried_then_succeed(emulator, tmp_path):
@@ -490,7 +490,7 @@ async def test_a_submit_timeout_after_sending_never_fails_over(emulator, tmp_pat
         assert svc.choose(await svc.build_spec(GenerateRequest(**args)), "auto")[0].provider == "runpod"
         with pytest.raises(errors.JobInterrupted):
             await svc.generate(GenerateRequest(**args, wait_seconds=0))
-        (job,) = svc.store.list()
+        (job,) = await svc.store.list_jobs()
     assert job.status.value == "failed" and job.error is not None and job.error.code == "interrupted"
     assert len(runpod.state.jobs) == 1 and aiml.wire.seen == []
 

@@ -94,6 +94,7 @@ class Job(BaseModel):
     progress: float = 0.0
     estimated_cost_usd: float | None = None
     cost_usd: float | None = None
+    cost_basis: str | None = None  # how cost_usd is known: "billed", or "inferred" (converted from credits)
     remote_videos: list[RemoteVideo] = Field(default_factory=list)
     videos: list[StoredVideo] = Field(default_factory=list)
     error: ErrorView | None = None

@@ -97,8 +97,9 @@ def error_for_status(
             where, retry_after=parse_retry_after(response.headers.get("Retry-After")), may_have_accepted=False
         )
     if status >= 500:
+        # A gateway's 5xx says nothing about whether the provider behind it queued a submit.
         return errors.ProviderUnavailable(
-            where, may_have_accepted=False, retry_after=parse_retry_after(response.headers.get("Retry-After"))
+            where, may_have_accepted=submit, retry_after=parse_retry_after(response.headers.get("Retry-After"))
         )
     return errors.ProviderRejected(where, may_have_accepted=False)
 
