@@ -128,6 +128,7 @@ class Replica:
 
     def __init__(self, name: str, env: dict[str, str], log_dir: Path, extra_args: list[str] | None = None) -> None:
         self.name = name
+        self.env = env
         self.port = free_port()
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
