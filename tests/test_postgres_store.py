@@ -110,3 +110,53 @@ async def test_a_database_that_goes_away_gives_errors_saying_so_and_loses_nothin
         await store.close()
         await watcher.close()
         cluster.destroy()
+
+
+async def test_a_database_outage_mid_job_gives_tool_errors_and_the_job_still_finishes(tmp_path) -> None:
+    """Through the MCP tools: while the database is down, check_job is a tool error naming
+    KLING_MCP_STORE_URL (password masked); once it is back the job resumes and succeeds, submitted once."""
+    from mcp import Client
+
+    from kling_mcp.config import Settings
+    from kling_mcp.server import create_server
+    from tests.emulators._server import serve
+    from tests.emulators.runware import RunwareState
+    from tests.emulators.runware import create_app as runware_app
+
+    key = "rw-outage-key"
+    state = RunwareState(api_keys={key}, processing_polls=30)
+    cluster = start_cluster()
+    try:
+        with serve(runware_app(state)) as base:
+            settings = Settings.from_env({
+                "RUNWARE_API_KEY": key, "KLING_MCP_RUNWARE_BASE_URL": f"{base}/v1",
+                "KLING_MCP_DATA_DIR": str(tmp_path / "data"), "KLING_MCP_STORE_URL": cluster.url(),
+                "KLING_MCP_LEASE_S": "2", "KLING_MCP_POLL_INTERVAL_S": "0.1", "KLING_MCP_POLL_MAX_INTERVAL_S": "0.2"})
+            async with Client(create_server(settings)) as client:
+                submitted = await client.call_tool("generate_video", {
+                    "prompt": "a paper boat on a pond", "provider": "runware", "tier": "standard", "duration": 5,
+                    "wait_seconds": 0})
+                assert not submitted.is_error, submitted.content
+                job_id = submitted.structured_content["job_id"]
+                while len(state.sent("getResponse", job_id)) < 3:  # the runner is polling
+                    await anyio.sleep(0.05)
+
+                cluster.stop()
+                down = await client.call_tool("check_job", {"job_id": job_id})
+                text = down.content[0].text  # type: ignore[union-attr]
+                assert down.is_error and "store_unavailable" in text and "KLING_MCP_STORE_URL" in text, text
+                assert PASSWORD not in text
+                await anyio.sleep(1.5)  # the runner meets the outage too
+                state.processing_polls = 0  # the provider finishes meanwhile
+
+                cluster.start()
+                with anyio.fail_after(60):
+                    while True:
+                        back = await client.call_tool("check_job", {"job_id": job_id, "wait_seconds": 20})
+                        if not back.is_error and back.structured_content["status"] == "succeeded":
+                            break
+                        await anyio.sleep(0.2)
+                assert back.structured_content["videos"], back.structured_content
+        assert len(state.sent("videoInference", job_id)) == 1
+    finally:
+        cluster.destroy()

@@ -11,6 +11,7 @@ finished by a live one within about 1.3 leases. A job being submitted is held fr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 import anyio
 import anyio.abc
 
+from .. import errors
 from .backend import JobStore
 
 log = logging.getLogger("kling_mcp.runner")
@@ -92,8 +94,8 @@ class LeaseKeeper:
                     await self._drive_job(job_id)
         finally:
             self._driving.pop(job_id, None)
-            with anyio.CancelScope(shield=True):
-                await self.store.release_lease(job_id, self.owner)
+            with anyio.CancelScope(shield=True), contextlib.suppress(errors.StoreUnavailable):
+                await self.store.release_lease(job_id, self.owner)  # if the store is down, the lease just expires
 
     async def sweep(self) -> int:
         """Start driving every job whose lease is free or expired (in a server; else only wanted ones)."""
