@@ -182,4 +182,4 @@ async def test_a_listener_on_one_replica_hears_a_video_another_replica_finished(
                     heard_at = time.time()
             read = await b.read_resource(uri)
     assert len(getattr(read.contents[0], "blob", "")) > 100
-    assert heard_at - _finished_at(c, job_id) < 2.0
+    assert heard_at - _finished_at(c, job_id) < 1.5  # woken by the driving replica's NOTIFY
