@@ -114,8 +114,10 @@ async def test_a_database_that_goes_away_gives_errors_saying_so_and_loses_nothin
 
 async def test_a_database_outage_mid_job_gives_tool_errors_and_the_job_still_finishes(tmp_path) -> None:
     """Through the MCP tools: while the database is down, check_job is a tool error naming
-    KLING_MCP_STORE_URL (password masked); once it is back the job resumes and succeeds, submitted once."""
+    KLING_MCP_STORE_URL (password masked); once it is back the job resumes and succeeds, submitted once,
+    and a listen stream opened before the outage still hears about the video."""
     from mcp import Client
+    from mcp.shared.subscriptions import ResourceUpdated
 
     from kling_mcp.config import Settings
     from kling_mcp.server import create_server
@@ -141,22 +143,39 @@ async def test_a_database_outage_mid_job_gives_tool_errors_and_the_job_still_fin
                 while len(state.sent("getResponse", job_id)) < 3:  # the runner is polling
                     await anyio.sleep(0.05)
 
-                cluster.stop()
-                down = await client.call_tool("check_job", {"job_id": job_id})
-                text = down.content[0].text  # type: ignore[union-attr]
-                assert down.is_error and "store_unavailable" in text and "KLING_MCP_STORE_URL" in text, text
-                assert PASSWORD not in text
-                await anyio.sleep(1.5)  # the runner meets the outage too
-                state.processing_polls = 0  # the provider finishes meanwhile
+                heard: list[str] = []
 
-                cluster.start()
-                with anyio.fail_after(60):
-                    while True:
-                        back = await client.call_tool("check_job", {"job_id": job_id, "wait_seconds": 20})
-                        if not back.is_error and back.structured_content["status"] == "succeeded":
-                            break
-                        await anyio.sleep(0.2)
-                assert back.structured_content["videos"], back.structured_content
+                async def listen() -> None:
+                    uri = f"kling://jobs/{job_id}/videos/0"
+                    async with client.listen(resource_subscriptions=[uri]) as subscription:
+                        async for event in subscription:
+                            if isinstance(event, ResourceUpdated) and str(event.uri) == uri:
+                                heard.append(uri)
+                                return
+
+                async with anyio.create_task_group() as listening:
+                    listening.start_soon(listen)
+                    await anyio.sleep(0.5)
+
+                    cluster.stop()
+                    down = await client.call_tool("check_job", {"job_id": job_id})
+                    text = down.content[0].text  # type: ignore[union-attr]
+                    assert down.is_error and "store_unavailable" in text and "KLING_MCP_STORE_URL" in text, text
+                    assert PASSWORD not in text
+                    await anyio.sleep(4.0)  # longer than a wait's re-read: the runner and the watcher meet the outage
+                    state.processing_polls = 0  # the provider finishes meanwhile
+
+                    cluster.start()
+                    with anyio.fail_after(60):
+                        while True:
+                            back = await client.call_tool("check_job", {"job_id": job_id, "wait_seconds": 20})
+                            if not back.is_error and back.structured_content["status"] == "succeeded":
+                                break
+                            await anyio.sleep(0.2)
+                    assert back.structured_content["videos"], back.structured_content
+                    with anyio.fail_after(10):  # the subscription outlived the outage
+                        while not heard:
+                            await anyio.sleep(0.05)
         assert len(state.sent("videoInference", job_id)) == 1
     finally:
         cluster.destroy()

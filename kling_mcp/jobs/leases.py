@@ -123,5 +123,7 @@ class LeaseKeeper:
                             log.warning("job %s: its lease was taken over; stopped driving it here", job_id)
                         scope.cancel()
                 await self.sweep()
+            except errors.StoreUnavailable as exc:
+                log.warning("lease keeper: %s", exc.message)
             except Exception:  # a store hiccup must not kill the keeper: try again next period
                 log.exception("lease keeper: store error")
