@@ -179,3 +179,31 @@ async def test_a_database_outage_mid_job_gives_tool_errors_and_the_job_still_fin
         assert len(state.sent("videoInference", job_id)) == 1
     finally:
         cluster.destroy()
+
+
+async def test_a_locked_row_makes_claimers_skip_it_but_lets_the_holder_renew(pg_url, tmp_path) -> None:
+    """SKIP LOCKED is for claimers only: a holder renewing while its own transition holds the row must
+    not read that as having lost the lease (its runner would stop driving the job)."""
+    store = PostgresStore(pg_url, tmp_path)
+    try:
+        job, _ = await store.create(make_job(status=JobStatus.RUNNING), lease_owner="holder", lease_s=30)
+        expired, _ = await store.create(make_job(status=JobStatus.RUNNING), lease_owner="gone", lease_s=0.01)
+        await anyio.sleep(0.1)
+        with psycopg.connect(pg_url) as locker:  # another transaction holds both rows, as a transition would
+            locker.execute("SELECT 1 FROM kling_jobs WHERE job_id IN (%s, %s) FOR UPDATE", (job.job_id, expired.job_id))
+            started = time.monotonic()
+            assert not await store.claim_lease(expired.job_id, "claimer", 30)  # skipped, not waited for
+            assert time.monotonic() - started < 2.0
+
+            async def unlock_soon() -> None:
+                await anyio.sleep(0.5)
+                locker.commit()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(unlock_soon)
+                assert await store.claim_lease(job.job_id, "holder", 30)  # waited for the lock, still ours
+        lease = await store.lease(job.job_id)
+        assert lease is not None and lease.owner == "holder"
+        assert await store.claim_lease(expired.job_id, "claimer", 30)  # unlocked: the expired lease is taken
+    finally:
+        await store.close()

@@ -9,8 +9,9 @@ Selected by ``KLING_MCP_STORE_URL=postgresql://…``; psycopg 3 (async, with a p
 - **Waits** listen on ``kling_jobs`` on one dedicated connection (:class:`_Listener`): a change made
   by any replica wakes the waiters here within milliseconds; a re-read every few seconds covers a
   notification lost while that connection was down.
-- **Leases** are two columns of the job row, on the database's clock. A claim takes the row with
-  ``FOR UPDATE SKIP LOCKED``: of replicas claiming one job at once exactly one wins, and none waits.
+- **Leases** are two columns of the job row, on the database's clock. A claim of a free or expired
+  lease takes the row with ``FOR UPDATE SKIP LOCKED``: of replicas claiming one job at once exactly one
+  wins, and none waits; the holder's renewal waits out a row lock instead (its own transition may hold it).
 - **Idempotency keys** have a unique primary key, inserted in the job's transaction.
 - **The ledger**: a reservation sums the day and books under a transaction-scoped advisory lock on
   the day (``pg_advisory_xact_lock``), so concurrent replicas never book past the budget.
@@ -433,15 +434,26 @@ class PostgresStore(JobStore):
     # --- leases --------------------------------------------------------------------------------
 
     async def claim_lease(self, job_id: str, owner: str, seconds: float) -> bool:
-        row = await self._one(
-            f"UPDATE kling_jobs SET lease_owner = %s, lease_expires = {_NOW} + %s "
-            "WHERE job_id = (SELECT job_id FROM kling_jobs WHERE job_id = %s "
-            f"AND status NOT IN {_TERMINAL_SQL} "
-            f"AND (lease_owner IS NULL OR lease_owner = %s OR lease_expires <= {_NOW}) "
-            "FOR UPDATE SKIP LOCKED) RETURNING job_id",
-            (owner, seconds, job_id, owner),
-        )
-        return row is not None
+        async def body(conn: AsyncConnection) -> bool:
+            # The holder renewing waits out a row lock (its own transition may hold it right now) ...
+            cur = await conn.execute(
+                f"UPDATE kling_jobs SET lease_expires = {_NOW} + %s "
+                f"WHERE job_id = %s AND lease_owner = %s AND status NOT IN {_TERMINAL_SQL} RETURNING job_id",
+                (seconds, job_id, owner),
+            )
+            if await cur.fetchone() is not None:
+                return True
+            # ... while claimers of a free or expired lease skip a locked row: whoever holds that lock wins.
+            cur = await conn.execute(
+                f"UPDATE kling_jobs SET lease_owner = %s, lease_expires = {_NOW} + %s "
+                "WHERE job_id = (SELECT job_id FROM kling_jobs WHERE job_id = %s "
+                f"AND status NOT IN {_TERMINAL_SQL} AND (lease_owner IS NULL OR lease_expires <= {_NOW}) "
+                "FOR UPDATE SKIP LOCKED) RETURNING job_id",
+                (owner, seconds, job_id),
+            )
+            return await cur.fetchone() is not None
+
+        return await self._run(body)
 
     async def renew_lease(self, job_id: str, owner: str, seconds: float) -> bool:
         row = await self._one(
