@@ -106,3 +106,13 @@ def test_without_a_store_url_psycopg_is_never_imported(tmp_path) -> None:
         "assert not [m for m in sys.modules if m.startswith('psycopg')], 'psycopg imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_role_without_rights_on_the_schema_stops_the_server_saying_so(pg_cluster: Cluster, tmp_path) -> None:
+    pg_cluster.psql("CREATE ROLE visitor LOGIN PASSWORD 'visitor-pw-31c9'")
+    pg_cluster.psql("REVOKE CREATE ON SCHEMA public FROM PUBLIC", database="postgres")
+    url = f"postgresql://visitor:visitor-pw-31c9@127.0.0.1:{pg_cluster.port}/postgres"
+    code, output, elapsed = _serve(url, tmp_path)
+    assert code != 0 and elapsed < 20
+    assert "KLING_MCP_STORE_URL" in output and "refused kling-mcp's schema" in output and "permission denied" in output
+    assert "visitor-pw-31c9" not in output

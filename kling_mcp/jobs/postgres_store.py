@@ -84,14 +84,16 @@ def _pool_timeout() -> type[Exception]:
     return cls
 
 
+def _detail(url: str, exc: BaseException) -> str:
+    secret = store_url.password_of(url)
+    text = str(exc).strip()
+    return errors.redact(text.splitlines()[0] if text else type(exc).__name__, (secret,) if secret else ())
+
+
 def unavailable(url: str, exc: BaseException) -> errors.StoreUnavailable:
     """The error for a database that cannot be reached; never contains the password."""
-    secret = store_url.password_of(url)
-    detail = errors.redact(
-        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, (secret,) if secret else ()
-    )
     return errors.StoreUnavailable(
-        f"the job database at {store_url.ENV}={store_url.redacted(url)} cannot be reached: {detail}"
+        f"the job database at {store_url.ENV}={store_url.redacted(url)} cannot be reached: {_detail(url, exc)}"
     )
 
 
@@ -110,10 +112,19 @@ async def connect(url: str, *, autocommit: bool = True) -> AsyncConnection:
 async def prepare(url: str) -> list[int]:
     """Check the database is reachable and bring its schema up to date (run at start-up)."""
     conn = await connect(url)
+    psycopg = _psycopg()
     try:
         return await migrate(conn)
-    except _psycopg().Error as exc:
+    except psycopg.OperationalError as exc:
         raise unavailable(url, exc) from None
+    except psycopg.Error as exc:  # reachable, but the role may not create or read kling-mcp's tables
+        raise errors.StoreUnavailable(
+            f"the job database at {store_url.ENV}={store_url.redacted(url)} refused kling-mcp's schema: "
+            f"{_detail(url, exc)}",
+            hint="Give the role in KLING_MCP_STORE_URL its own database (createdb -O <role> <db>) or CREATE "
+            "rights on its schema, then start again.",
+            retryable=False,
+        ) from None
     finally:
         await conn.close()
 
