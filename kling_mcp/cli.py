@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kling-mcp: {exc}", file=sys.stderr)
         return 2
     if settings.store_url:  # an unreachable database must stop the server now, not at the first tool call
-        from .jobs.postgres_store import preflight
+        from .jobs.pg_support import preflight
 
         try:
             preflight(settings.store_url)

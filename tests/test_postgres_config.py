@@ -80,7 +80,7 @@ def test_the_password_is_a_secret_of_the_settings(tmp_path) -> None:
 
 def test_replicas_starting_together_apply_each_migration_once(pg_url: str) -> None:
     from kling_mcp.jobs.pg_schema import migrations
-    from kling_mcp.jobs.postgres_store import prepare
+    from kling_mcp.jobs.pg_support import prepare
 
     async def main() -> list[list[int]]:
         return list(await asyncio.gather(*(prepare(pg_url) for _ in range(6))))

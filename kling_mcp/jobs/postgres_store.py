@@ -6,7 +6,7 @@ Selected by ``KLING_MCP_STORE_URL=postgresql://…``; psycopg 3 (async, with a p
 - **Jobs** are rows of ``kling_jobs`` (the record as JSON plus the columns queries use). A transition
   locks the row (``SELECT … FOR UPDATE``), applies the update to the current record and writes it
   back with ``version + 1`` in one transaction, which also sends ``NOTIFY kling_jobs, '<id>'``.
-- **Waits** listen on ``kling_jobs`` on one dedicated connection (:class:`_Listener`): a change made
+- **Waits** listen on ``kling_jobs`` on one dedicated connection (:class:`~.pg_support.Listener`): a change made
   by any replica wakes the waiters here within milliseconds; a re-read every few seconds covers a
   notification lost while that connection was down.
 - **Leases** are two columns of the job row, on the database's clock. A claim of a free or expired
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from .. import errors, store_url
+from .. import errors
 from .backend import (
     JobStore,
     KeyClaim,
@@ -49,153 +48,18 @@ from .backend import (
     key_conflict,
 )
 from .model import Job, JobStatus
-from .pg_schema import migrate
+from .pg_support import CHANNEL, CONNECT_TIMEOUT_S, Listener, pool_timeout, prepare, psycopg_module, unavailable
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
     from psycopg_pool import AsyncConnectionPool
 
-log = logging.getLogger("kling_mcp.store")
 T = TypeVar("T")
 
-CHANNEL = "kling_jobs"
-CONNECT_TIMEOUT_S = 5.0
 SAFETY_REREAD_S = 3.0
 _TERMINAL_SQL = "('succeeded', 'failed', 'cancelled')"
 _NOW = "extract(epoch from clock_timestamp())"
 _BUDGET_EPSILON = 1e-9
-
-
-def _psycopg() -> Any:
-    try:
-        import psycopg
-        import psycopg_pool  # noqa: F401
-    except ImportError:
-        raise errors.NotConfigured(
-            f"{store_url.ENV} selects PostgreSQL, but psycopg is not installed.",
-            hint="Install the extra: pip install 'kling-mcp[postgres]', or unset KLING_MCP_STORE_URL.",
-        ) from None
-    return psycopg
-
-
-def _pool_timeout() -> type[Exception]:
-    from psycopg_pool import PoolTimeout as cls
-
-    return cls
-
-
-def _detail(url: str, exc: BaseException) -> str:
-    secret = store_url.password_of(url)
-    text = str(exc).strip()
-    return errors.redact(text.splitlines()[0] if text else type(exc).__name__, (secret,) if secret else ())
-
-
-def unavailable(url: str, exc: BaseException) -> errors.StoreUnavailable:
-    """The error for a database that cannot be reached; never contains the password."""
-    return errors.StoreUnavailable(
-        f"the job database at {store_url.ENV}={store_url.redacted(url)} cannot be reached: {_detail(url, exc)}"
-    )
-
-
-async def connect(url: str, *, autocommit: bool = True) -> AsyncConnection:
-    """One connection (for migrations and listening), with the start-up timeout."""
-    psycopg = _psycopg()
-    try:
-        conn: AsyncConnection = await psycopg.AsyncConnection.connect(
-            url, autocommit=autocommit, connect_timeout=int(CONNECT_TIMEOUT_S)
-        )
-    except psycopg.Error as exc:
-        raise unavailable(url, exc) from None
-    return conn
-
-
-async def prepare(url: str) -> list[int]:
-    """Check the database is reachable and bring its schema up to date (run at start-up)."""
-    conn = await connect(url)
-    psycopg = _psycopg()
-    try:
-        return await migrate(conn)
-    except psycopg.OperationalError as exc:
-        raise unavailable(url, exc) from None
-    except psycopg.Error as exc:  # reachable, but the role may not create or read kling-mcp's tables
-        raise errors.StoreUnavailable(
-            f"the job database at {store_url.ENV}={store_url.redacted(url)} refused kling-mcp's schema: "
-            f"{_detail(url, exc)}",
-            hint="Give the role in KLING_MCP_STORE_URL its own database (createdb -O <role> <db>) or CREATE "
-            "rights on its schema, then start again.",
-            retryable=False,
-        ) from None
-    finally:
-        await conn.close()
-
-
-def preflight(url: str) -> list[int]:
-    """:func:`prepare` for the command line, before the server starts (blocking, a few seconds at most)."""
-    return asyncio.run(prepare(url))
-
-
-class _Listener:
-    """One connection doing ``LISTEN kling_jobs``; wakes local waiters by job id."""
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._events: dict[str, anyio.Event] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
-
-    def arm(self, job_id: str) -> anyio.Event:
-        """The event set at the next change of ``job_id`` (arm it *before* reading the job)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="kling-mcp store listener")
-        event = self._events.get(job_id)
-        if event is None:
-            event = self._events[job_id] = anyio.Event()
-        return event
-
-    async def ready(self, timeout: float) -> bool:
-        with anyio.move_on_after(timeout):
-            await self._ready.wait()
-        return self._ready.is_set()
-
-    def _wake(self, job_id: str | None) -> None:
-        if job_id is None:
-            events, self._events = list(self._events.values()), {}
-        else:
-            found = self._events.pop(job_id, None)
-            events = [found] if found else []
-        for event in events:
-            event.set()
-
-    async def _run(self) -> None:
-        backoff = 0.2
-        while True:
-            try:
-                conn = await connect(self._url)
-                try:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    self._ready.set()
-                    self._wake(None)  # anything may have changed while we were not listening
-                    backoff = 0.2
-                    async for note in conn.notifies():
-                        self._wake(note.payload)
-                finally:
-                    self._ready.clear()
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("store: listener connection lost (%s); reconnecting", type(exc).__name__)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-        self._wake(None)
 
 
 class PostgresStore(JobStore):
@@ -207,7 +71,7 @@ class PostgresStore(JobStore):
         self._max = max_connections
         self._pool: AsyncConnectionPool | None = None
         self._opening: asyncio.Lock | None = None
-        self._listener = _Listener(url)
+        self._listener = Listener(url)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -218,7 +82,7 @@ class PostgresStore(JobStore):
             self._opening = asyncio.Lock()
         async with self._opening:
             if self._pool is None:
-                _psycopg()
+                psycopg_module()
                 from psycopg_pool import AsyncConnectionPool
 
                 await prepare(self._url)
@@ -242,14 +106,14 @@ class PostgresStore(JobStore):
         checked (dropping such connections) and ``body`` runs once more. A database that stays down
         becomes :class:`~kling_mcp.errors.StoreUnavailable` within about ``CONNECT_TIMEOUT_S``.
         """
-        psycopg = _psycopg()
+        psycopg = psycopg_module()
         for attempt in (1, 2):
             try:
                 pool = await self._open_pool()
                 async with pool.connection() as conn, conn.transaction():
                     return await body(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                if attempt == 1 and self._pool is not None and not isinstance(exc, _pool_timeout()):
+                if attempt == 1 and self._pool is not None and not isinstance(exc, pool_timeout()):
                     with contextlib.suppress(Exception):
                         await self._pool.check()
                     continue
