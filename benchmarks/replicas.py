@@ -61,28 +61,32 @@ class ReplicaReport:
     unreadable: list[str] = field(default_factory=list)
     reads: int = 0
     check_latencies_s: list[float] = field(default_factory=list)
+    idle_check_latencies_s: list[float] = field(default_factory=list)
 
     @property
     def submissions_per_s(self) -> float:
         return self.jobs / self.submit_s if self.submit_s else 0.0
 
-    def check_ms(self, q: float) -> float | None:
+    def check_ms(self, q: float, idle: bool = False) -> float | None:
         from benchmarks._common import percentile
 
-        return 1000 * percentile(self.check_latencies_s, q) if self.check_latencies_s else None
+        samples = self.idle_check_latencies_s if idle else self.check_latencies_s
+        return 1000 * percentile(samples, q) if samples else None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("check_latencies_s")
+        data.pop("idle_check_latencies_s")
         return {**data, "submissions_per_s": self.submissions_per_s, "check_calls": len(self.check_latencies_s),
                 "check_p50_ms": self.check_ms(50), "check_p99_ms": self.check_ms(99),
+                "idle_check_p50_ms": self.check_ms(50, idle=True), "idle_check_p99_ms": self.check_ms(99, idle=True),
                 "takeover_max_s": max(self.takeover_s, default=None)}
 
 
 async def run_replicas(
     *, replicas: int = 3, jobs: int = 100, store_url: str | None, data_dir: Path, kill: bool = True,
     processing_polls: int = 4, poll_s: float = 0.3, max_poll_s: float = 1.0, lease_s: float = 3.0,
-    concurrency: int = 16, deadline_s: float = 240.0, read_videos: bool = True,
+    concurrency: int = 16, deadline_s: float = 240.0, read_videos: bool = True, idle_checks: int = 200,
 ) -> ReplicaReport:
     """Run the scenario of the module docstring once and return its figures."""
     from mcp import Client
@@ -137,6 +141,11 @@ async def run_replicas(
                         raise RuntimeError(f"check_job failed: {checked.content}")
                     await anyio.sleep(0.02)
             wall_s = time.perf_counter() - started
+            idle: list[float] = []
+            for _ in range(idle_checks):  # every job finished: what a check costs without load
+                t0 = time.perf_counter()
+                await clients[live[0]].call_tool("check_job", {"job_id": rng.choice(job_ids)})
+                idle.append(time.perf_counter() - t0)
 
             unreadable: list[str] = []
             reads = 0
@@ -174,7 +183,8 @@ async def run_replicas(
         max_submissions_per_job=max((m["submissions"] for m in mine), default=0),
         polls_per_job=statistics.mean(len(m["polls"]) for m in mine) if mine else 0.0,
         max_polls=max((len(m["polls"]) for m in mine), default=0), killed=kill, orphans=len(takeover),
-        takeover_s=takeover, unreadable=unreadable, reads=reads, check_latencies_s=latencies)
+        takeover_s=takeover, unreadable=unreadable, reads=reads, check_latencies_s=latencies,
+        idle_check_latencies_s=idle)
 
 
 def table(reports: list[ReplicaReport]) -> str:
@@ -190,6 +200,8 @@ def table(reports: list[ReplicaReport]) -> str:
         ("polls per job (mean / max)", *(f"{r.polls_per_job:.2f} / {r.max_polls}" for r in reports)),
         ("check_job p50 / p99 (no wait, under load)", *(f"{ms(r.check_ms(50))} / {ms(r.check_ms(99))}"
                                                       for r in reports)),
+        ("check_job p50 / p99 (no wait, idle, finished job)",
+         *(f"{ms(r.check_ms(50, True))} / {ms(r.check_ms(99, True))}" for r in reports)),
         ("killed replica's jobs taken over", *(str(r.orphans) if r.killed else "-" for r in reports)),
         ("take-over time after SIGKILL, median / max",
          *(f"{statistics.median(r.takeover_s):.1f} s / {max(r.takeover_s):.1f} s" if r.takeover_s else "-"

@@ -88,14 +88,17 @@ class LeaseKeeper:
             self._submitting.discard(job_id)
 
     async def _run(self, job_id: str, scope: anyio.CancelScope) -> None:
+        claimed = False
         try:
             with scope:
-                if await self.store.claim_lease(job_id, self.owner, self.lease_s):
+                claimed = await self.store.claim_lease(job_id, self.owner, self.lease_s)
+                if claimed:
                     await self._drive_job(job_id)
         finally:
             self._driving.pop(job_id, None)
-            with anyio.CancelScope(shield=True), contextlib.suppress(errors.StoreUnavailable):
-                await self.store.release_lease(job_id, self.owner)  # if the store is down, the lease just expires
+            if claimed:  # a lost claim has nothing to give back (check_job on another replica's job is one read)
+                with anyio.CancelScope(shield=True), contextlib.suppress(errors.StoreUnavailable):
+                    await self.store.release_lease(job_id, self.owner)  # if the store is down, it just expires
 
     async def sweep(self) -> int:
         """Start driving every job whose lease is free or expired (in a server; else only wanted ones)."""
