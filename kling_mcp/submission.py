@@ -121,9 +121,9 @@ class Submitter:
                 except errors.ProviderError as exc:  # acceptance unknown: settled by a poll, or never failed over
                     return await self._unknown(job, exc), " ".join(notes) or None
             except Refused as refusal:
-                exc = refusal.error
+                error = refusal.error
                 nxt = matches[i + 1] if i + 1 < len(matches) else None
-                if requested_auto and nxt is not None and isinstance(exc, errors.ProviderError):
+                if requested_auto and nxt is not None and isinstance(error, errors.ProviderError):
                     try:
                         await self._guard(nxt)
                         await self._reserve(job.job_id, nxt)
@@ -131,11 +131,11 @@ class Submitter:
                         pass
                     else:
                         notes.append(
-                            f"{match.provider} could not take the job ({exc.message}); failed over to {nxt.provider}."
+                            f"{match.provider} could not take the job ({error.message}); failed over to {nxt.provider}."
                         )
                         continue
-                await self._refused(job, exc)
-                raise exc from None
+                await self._refused(job, error)
+                raise error from None
             return await self._accepted(job, accepted, " ".join(notes) or None), " ".join(notes) or None
         raise AssertionError("unreachable: matches is never empty")
 
