@@ -198,3 +198,49 @@ async def test_the_service_refuses_a_key_reused_with_another_request_before_buil
         await svc.generate(GenerateRequest(**args_for(runpod, wait_seconds=0, idempotency_key="k")))
         with pytest.raises(errors.IdempotencyConflict, match="prompt was"):
             await svc.generate(GenerateRequest(**args_for(runpod, prompt="another", idempotency_key="k")))
+
+
+async def test_a_cancel_after_the_provider_finished_keeps_the_paid_video_and_says_so(emulator, tmp_path):
+    runpod = emulator("runpod")
+    runpod.wire.delay(lambda scope: scope["method"] == "GET" and scope["path"].endswith(".mp4"), 2.0)
+    async with Client(create_server(settings(tmp_path, runpod))) as client:
+        job_id = (await client.call_tool("generate_video", args_for(runpod, wait_seconds=0))).structured_content[
+            "job_id"
+        ]
+        view: dict[str, Any] = {}
+        for _ in range(200):
+            view = (await client.call_tool("check_job", {"job_id": job_id})).structured_content
+            if view["status"] == "downloading":
+                break
+            await anyio.sleep(0.02)
+        assert view["status"] == "downloading", view
+        cancel = (await client.call_tool("cancel_job", {"job_id": job_id})).structured_content
+        final = (await client.call_tool("check_job", {"job_id": job_id, "wait_seconds": 20})).structured_content
+    assert cancel["status"] == "downloading" and not cancel["cancelled_at_provider"]
+    assert "had already finished" in cancel["message"] and "kept" in cancel["message"]
+    assert final["status"] == "succeeded" and len(final["videos"]) == 1
+
+
+async def test_a_cancel_wins_over_a_check_waiting_in_the_same_process(emulator, tmp_path):
+    runpod = emulator("runpod")
+    runpod.state.progression = ("IN_QUEUE", *["IN_PROGRESS"] * 500, "COMPLETED")
+    async with Client(create_server(settings(tmp_path, runpod))) as client:
+        job_id = (await client.call_tool("generate_video", args_for(runpod, wait_seconds=0))).structured_content[
+            "job_id"
+        ]
+        checked: list[dict[str, Any]] = []
+
+        async def check() -> None:
+            result = await client.call_tool("check_job", {"job_id": job_id, "wait_seconds": 20})
+            checked.append(result.structured_content)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(check)
+            await anyio.sleep(0.5)
+            cancel = (await client.call_tool("cancel_job", {"job_id": job_id})).structured_content
+        await anyio.sleep(1.0)  # polls in flight, if any, land now and must not revive the job
+        after = (await client.call_tool("check_job", {"job_id": job_id})).structured_content
+    assert cancel["status"] == "cancelled" and cancel["cancelled_at_provider"]
+    assert checked[0]["status"] == "cancelled" and after["status"] == "cancelled"
+    (remote,) = runpod.state.jobs.values()
+    assert remote.status == "CANCELLED"
