@@ -116,11 +116,14 @@ class Submitter:
             if i:
                 job = await self._retarget(job, match)
             try:
-                accepted = await self._send(job, deadline)
+                try:
+                    accepted = await self._send(job, deadline)
+                except errors.ProviderError as exc:  # acceptance unknown: settled by a poll, or never failed over
+                    return await self._unknown(job, exc), " ".join(notes) or None
             except Refused as refusal:
-                exc = refusal.error
+                error = refusal.error
                 nxt = matches[i + 1] if i + 1 < len(matches) else None
-                if requested_auto and nxt is not None and isinstance(exc, errors.ProviderError):
+                if requested_auto and nxt is not None and isinstance(error, errors.ProviderError):
                     try:
                         await self._guard(nxt)
                         await self._reserve(job.job_id, nxt)
@@ -128,13 +131,11 @@ class Submitter:
                         pass
                     else:
                         notes.append(
-                            f"{match.provider} could not take the job ({exc.message}); failed over to {nxt.provider}."
+                            f"{match.provider} could not take the job ({error.message}); failed over to {nxt.provider}."
                         )
                         continue
-                await self._refused(job, exc)
-                raise exc from None
-            except errors.ProviderError as exc:  # acceptance unknown: never failed over
-                return await self._unknown(job, exc), " ".join(notes) or None
+                await self._refused(job, error)
+                raise error from None
             return await self._accepted(job, accepted, " ".join(notes) or None), " ".join(notes) or None
         raise AssertionError("unreachable: matches is never empty")
 
@@ -217,13 +218,13 @@ class Submitter:
                 result = None
             if isinstance(result, Failed) and result.code == "interrupted":
                 # It has no task with our id: the submit never arrived, nothing was billed.
-                await self._refused(job, exc)
-                raise errors.ProviderUnavailable(
-                    f"{job.provider} did not take the job ({exc.message}; it has no task with this job's id, so "
-                    "nothing was billed).",
-                    may_have_accepted=False,
-                    hint="Call again; a new job is created.",
-                ) from None
+                raise Refused(
+                    errors.ProviderUnavailable(
+                        f"{exc.message}; {job.provider} has no task with this job's id, so it did not take the job",
+                        may_have_accepted=False,
+                        hint="Nothing was billed; call again (now or in a minute) to submit it anew.",
+                    )
+                )
 
             def tracked(cur: Job) -> Job | None:
                 if cur.terminal:
@@ -241,8 +242,8 @@ class Submitter:
                 self.runner.track(job.job_id)
             return job
         message = (
-            f"the submit of job {job.job_id} to {job.provider} got no clear answer ({exc.message}); {job.provider} "
-            "may have accepted it, and may bill it."
+            f"the submit of job {job.job_id} to {job.provider} got no clear answer ({exc.message}); it may or may "
+            f"not be running and billed at {job.provider}."
         )
         failure = errors.JobInterrupted(
             message,

@@ -30,9 +30,39 @@ log = logging.getLogger("kling_mcp.runner")
 Drive = Callable[[str], Awaitable[None]]
 
 
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "-"
+
+
+def _machine() -> str:
+    """Where pids mean the same thing: the host name and the pid namespace (containers differ)."""
+    return f"{socket.gethostname()}/{_pid_namespace()}"
+
+
 def new_owner() -> str:
-    """This process's lease owner name: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """This process's lease owner name: machine, pid and a random part (pids are reused)."""
+    return f"{_machine()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True only when ``owner`` certainly ran on this machine and its process is gone (a restart after
+    a crash then takes its jobs over at once instead of after the lease)."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != _machine() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, but not ours to signal
+        return False
+    return False
 
 
 class LeaseKeeper:
@@ -66,7 +96,7 @@ class LeaseKeeper:
         if self._tg is None:
             raise RuntimeError("runner not started")
         self._wanted.add(job_id)
-        if job_id not in self._driving and job_id not in self._submitting:
+        if job_id not in self._driving:
             self._driving[job_id] = anyio.CancelScope()
             self._tg.start_soon(self._run, job_id, self._driving[job_id])
 
@@ -103,6 +133,11 @@ class LeaseKeeper:
     async def sweep(self) -> int:
         """Start driving every job whose lease is free or expired (in a server; else only wanted ones)."""
         taken = 0
+        for job in await self.store.unfinished():
+            lease = await self.store.lease(job.job_id)
+            if lease is not None and lease.owner != self.owner and owner_is_dead(lease.owner):
+                log.info("job %s: its driver %s is gone; taking it over", job.job_id, lease.owner)
+                await self.store.release_lease(job.job_id, lease.owner)
         for job in await self.store.claimable(self.owner):
             busy = job.job_id in self._driving or job.job_id in self._submitting
             if busy or not (self._adopt or job.job_id in self._wanted):
