@@ -8,6 +8,7 @@ Used by ``benchmarks/replicas.py`` and ``tests/test_replicas.py``.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -123,18 +124,37 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Replica:
-    """One ``kling-mcp serve --transport http`` process; ``url`` is its MCP endpoint."""
+def can_separate_hosts() -> bool:
+    """Whether replicas can get host names of their own (a UTS namespace each: root and ``unshare``)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "--uts", "true"], capture_output=True, timeout=10)
+    return probe.returncode == 0
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path, extra_args: list[str] | None = None) -> None:
+
+class Replica:
+    """One ``kling-mcp serve --transport http`` process; ``url`` is its MCP endpoint.
+
+    ``own_host``: the process runs in a UTS namespace of its own, named after the replica, so it looks like
+    another machine to the others (its lease owner names another host: a dead replica's jobs are then taken
+    over when its leases expire, as across machines, not at once as on one machine).
+    """
+
+    def __init__(
+        self, name: str, env: dict[str, str], log_dir: Path, extra_args: list[str] | None = None,
+        own_host: bool = False,
+    ) -> None:
         self.name = name
         self.env = env
         self.port = free_port()
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
+        argv = [sys.executable, "-m", "kling_mcp", "--log-level", "WARNING", "serve", "--transport", "http",
+                "--port", str(self.port), *(extra_args or [])]
+        if own_host:  # unshare execs in place: the pid stays the server's, so SIGKILL reaches it
+            argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', name, *argv]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kling_mcp", "--log-level", "WARNING", "serve", "--transport", "http",
-             "--port", str(self.port), *(extra_args or [])],
+            argv,
             env=_env(**env), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
         )
 
@@ -176,8 +196,8 @@ class Replica:
         self._log.close()
 
 
-def start_replicas(count: int, env: dict[str, str], log_dir: Path) -> list[Replica]:
-    replicas = [Replica(f"replica-{n}", env, log_dir) for n in range(count)]
+def start_replicas(count: int, env: dict[str, str], log_dir: Path, own_hosts: bool = False) -> list[Replica]:
+    replicas = [Replica(f"replica-{n}", env, log_dir, own_host=own_hosts) for n in range(count)]
     try:
         for replica in replicas:
             replica.wait_listening()

@@ -5,7 +5,8 @@ their times). M ``generate_video`` calls (``wait_seconds=0``) go out round-robin
 optionally one replica is SIGKILLed as soon as every job is submitted, and the others must take its
 jobs over (``KLING_MCP_LEASE_S``). While the jobs run, ``check_job`` (no wait) is timed on random jobs
 through random live replicas. At the end every video is read (``resources/read``) from every live
-replica.
+replica. Run as root, each replica gets a host name of its own (a UTS namespace), so they look like separate
+machines to each other and a killed replica's jobs are taken over when its leases expire.
 
 Reported: submissions per second, ``check_job`` p50/p99, polls and submissions per job, and the
 take-over time (from the kill to the first poll of each orphaned job by a survivor). The benchmark
@@ -39,7 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.replica_harness import Emulator, Replica, replica_env, start_replicas  # noqa: E402
+from benchmarks.replica_harness import (  # noqa: E402
+    Emulator,
+    Replica,
+    can_separate_hosts,
+    replica_env,
+    start_replicas,
+)
 
 
 @dataclass
@@ -56,6 +63,7 @@ class ReplicaReport:
     polls_per_job: float
     max_polls: int
     killed: bool
+    own_hosts: bool
     orphans: int = 0
     takeover_s: list[float] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
@@ -87,6 +95,7 @@ async def run_replicas(
     *, replicas: int = 3, jobs: int = 100, store_url: str | None, data_dir: Path, kill: bool = True,
     processing_polls: int = 4, poll_s: float = 0.3, max_poll_s: float = 1.0, lease_s: float = 3.0,
     concurrency: int = 16, deadline_s: float = 240.0, read_videos: bool = True, idle_checks: int = 200,
+    own_hosts: bool | None = None,
 ) -> ReplicaReport:
     """Run the scenario of the module docstring once and return its figures."""
     from mcp import Client
@@ -94,13 +103,14 @@ async def run_replicas(
     from kling_mcp.config import Settings
     from kling_mcp.jobs import open_store
 
+    own_hosts = can_separate_hosts() if own_hosts is None else own_hosts
     emulator = Emulator(processing_polls)
     env = replica_env(emulator, data_dir, store_url, KLING_MCP_LEASE_S=str(lease_s),
                       KLING_MCP_POLL_INTERVAL_S=str(poll_s), KLING_MCP_POLL_MAX_INTERVAL_S=str(max_poll_s))
     servers: list[Replica] = []
     store = open_store(Settings.from_env(env))
     try:
-        servers = start_replicas(replicas, env, data_dir.parent)
+        servers = start_replicas(replicas, env, data_dir.parent, own_hosts=own_hosts)
         async with contextlib.AsyncExitStack() as stack:
             clients = [await stack.enter_async_context(Client(r.url)) for r in servers]
             job_ids: list[str] = []
@@ -182,7 +192,8 @@ async def run_replicas(
         submit_s=submit_s, wall_s=wall_s, submissions=sum(m["submissions"] for m in mine),
         max_submissions_per_job=max((m["submissions"] for m in mine), default=0),
         polls_per_job=statistics.mean(len(m["polls"]) for m in mine) if mine else 0.0,
-        max_polls=max((len(m["polls"]) for m in mine), default=0), killed=kill, orphans=len(takeover),
+        max_polls=max((len(m["polls"]) for m in mine), default=0), killed=kill, own_hosts=own_hosts,
+        orphans=len(takeover),
         takeover_s=takeover, unreadable=unreadable, reads=reads, check_latencies_s=latencies,
         idle_check_latencies_s=idle)
 
@@ -244,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         if cluster is not None:
             cluster.destroy()
     print(f"{args.replicas} replicas x {args.jobs} jobs, Runware emulator, lease {args.lease:g} s, "
-          f"{'one replica SIGKILLed after submitting' if not args.no_kill else 'no kill'}\n")
+          f"{'one replica SIGKILLed after submitting' if not args.no_kill else 'no kill'}, "
+          f"{'each replica its own host name' if reports[0].own_hosts else 'one host'}\n")
     print(table(reports))
     if args.json:
         args.json.write_text(json.dumps([r.to_json() for r in reports], indent=1))
