@@ -60,8 +60,9 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         keys = tuple(p.api_key for p in self.providers.values() if p.api_key)
-        db_password = store_url.password_of(self.store_url) if self.store_url else None
-        return keys + tuple(s for s in (self.http_token, db_password, *self.request_state_keys) if s)
+        return keys + tuple(
+            s for s in (self.http_token, *store_url.secrets_of(self.store_url), *self.request_state_keys) if s
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

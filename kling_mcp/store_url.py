@@ -7,7 +7,7 @@ libpq query parameters allowed (``?sslmode=require``, ``?host=/run/postgresql`` 
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 from . import errors
 
@@ -38,11 +38,17 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
 
 
-def password_of(url: str) -> str | None:
+def secrets_of(url: str | None) -> tuple[str, ...]:
+    """The URL's password as written and percent-decoded: what must never be shown."""
+    if not url:
+        return ()
     try:
-        return urlsplit(url).password
+        password = urlsplit(url).password
     except ValueError:
-        return None
+        return ()
+    if not password:
+        return ()
+    return tuple(dict.fromkeys((password, unquote(password))))
 
 
 def parse(raw: str | None) -> str | None:

@@ -116,3 +116,12 @@ def test_a_role_without_rights_on_the_schema_stops_the_server_saying_so(pg_clust
     assert code != 0 and elapsed < 20
     assert "KLING_MCP_STORE_URL" in output and "refused kling-mcp's schema" in output and "permission denied" in output
     assert "visitor-pw-31c9" not in output
+
+
+def test_a_percent_encoded_password_is_masked_in_both_forms(tmp_path) -> None:
+    from kling_mcp import store_url
+
+    url = "postgresql://kling:p%40ss%3Aw0rd-77@db.internal:5432/kling"
+    assert "p%40ss" not in store_url.redacted(url) and "kling:***@db.internal" in store_url.redacted(url)
+    settings = Settings.from_env({"KLING_MCP_DATA_DIR": str(tmp_path), "KLING_MCP_STORE_URL": url})
+    assert {"p%40ss%3Aw0rd-77", "p@ss:w0rd-77"} <= set(settings.secrets())

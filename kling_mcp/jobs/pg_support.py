@@ -43,9 +43,8 @@ def pool_timeout() -> type[Exception]:
 
 
 def _detail(url: str, exc: BaseException) -> str:
-    secret = store_url.password_of(url)
     text = str(exc).strip()
-    return errors.redact(text.splitlines()[0] if text else type(exc).__name__, (secret,) if secret else ())
+    return errors.redact(text.splitlines()[0] if text else type(exc).__name__, store_url.secrets_of(url))
 
 
 def unavailable(url: str, exc: BaseException) -> errors.StoreUnavailable:
