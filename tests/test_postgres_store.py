@@ -207,3 +207,29 @@ async def test_a_locked_row_makes_claimers_skip_it_but_lets_the_holder_renew(pg_
         assert await store.claim_lease(expired.job_id, "claimer", 30)  # unlocked: the expired lease is taken
     finally:
         await store.close()
+
+
+async def test_the_database_password_is_in_no_output_log_or_stored_row(pg_cluster, pg_url, tmp_path, caplog) -> None:
+    import logging
+
+    from mcp import Client
+
+    from kling_mcp.config import Settings
+    from kling_mcp.server import create_server
+
+    caplog.set_level(logging.DEBUG)
+    settings = Settings.from_env({"KLING_MCP_DATA_DIR": str(tmp_path / "data"), "KLING_MCP_STORE_URL": pg_url})
+    seen: list[str] = []
+    async with Client(create_server(settings)) as client:
+        made = await client.call_tool("generate_video", {"prompt": "a kite", "provider": "local", "duration": 3,
+                                                         "wait_seconds": 30, "idempotency_key": "k-1"})
+        seen.append(str(made.content) + str(made.structured_content))
+        job_id = made.structured_content["job_id"]
+        for tool, args in (("check_job", {"job_id": job_id}), ("list_jobs", {}), ("estimate_cost", {"prompt": "x"})):
+            result = await client.call_tool(tool, args)
+            seen.append(str(result.content) + str(result.structured_content))
+    with psycopg.connect(pg_url) as conn:
+        for table in ("kling_jobs", "kling_idempotency_keys", "kling_ledger", "kling_kv", "kling_schema_version"):
+            seen.extend(str(row) for row in conn.execute(f"SELECT * FROM {table}"))  # type: ignore[call-overload]
+    seen.append(caplog.text)
+    assert len(seen) >= 8 and all(PASSWORD not in text for text in seen)
