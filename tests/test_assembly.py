@@ -176,7 +176,7 @@ def test_cut_between_same_format_clips_with_aspect_ratio_of_their_own_still_remu
     ("make", "words"),
     [
         (lambda d: (d / "image.png").write_bytes(__import__("tests.emulators._media", fromlist=["x"]).png_bytes()), "image"),
-        (lambda d: (d / "notes.txt").write_text("hello, not a video"), "not a video"),
+        (lambda d: (d / "notes.txt").write_text("hello, not a video"), "cannot be opened as a video"),
         (lambda d: (d / "empty.mp4").write_bytes(b""), "empty"),
         (lambda d: None, "does not exist"),
         (lambda d: (d / "cut.mp4").write_bytes(__import__("tests.emulators._media", fromlist=["x"]).mp4_bytes()[:600]), "video"),
