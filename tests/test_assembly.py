@@ -88,6 +88,14 @@ def test_remux_of_clips_without_sound(tmp_path: Path):
     assert len(out["frames"]) == 120 and result.duration_s == pytest.approx(4.0, abs=0.01)
 
 
+def test_clips_of_one_size_but_other_encoder_settings_are_re_encoded(tmp_path: Path):
+    # Their parameter sets (SPS/PPS) differ, and an MP4 track has one set: copying packets would garble clip 2.
+    clips = [write_mp4(tmp_path / "a.mp4", 1.0, 160, 90, 24, crf=35), write_mp4(tmp_path / "b.mp4", 1.0, 160, 90, 24, crf=20)]
+    result = assemble(clips, tmp_path / "joined.mp4")
+    out = _decode(result.path)
+    assert result.mode == "reencode" and len(out["frames"]) == 48 and (out["width"], out["height"]) == (160, 90)
+
+
 # --- re-encode -----------------------------------------------------------------------------------
 
 
