@@ -29,7 +29,9 @@ def _decode(path: Path) -> dict:
             "codec": video.codec_context.name,
             "has_audio": bool(container.streams.audio),
         }
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video)]
+        decoded = list(container.decode(video))
+        frames = [f.to_ndarray(format="rgb24") for f in decoded]
+        info["times"] = [f.time for f in decoded]
     info["frames"] = frames
     info["duration_s"] = len(frames) / info["fps"]
     if info["has_audio"]:
@@ -62,9 +64,10 @@ def _mean_rgb(frame) -> tuple[float, float, float]:
 # --- remux ---------------------------------------------------------------------------------------
 
 
-def test_same_format_clips_remux_without_re_encoding(tmp_path: Path):
+@pytest.mark.parametrize("preset", ["ultrafast", "veryfast"])  # veryfast: B-frames, negative decode times
+def test_same_format_clips_remux_without_re_encoding(tmp_path: Path, preset: str):
     clips = [
-        write_mp4(tmp_path / f"{n}.mp4", seconds, 320, 180, 24, audio_hz=hz)
+        write_mp4(tmp_path / f"{n}.mp4", seconds, 320, 180, 24, audio_hz=hz, preset=preset)
         for n, (seconds, hz) in enumerate([(2.0, 440), (3.0, 660), (1.5, 550)])
     ]
     result = assemble(clips, tmp_path / "out" / "joined.mp4")
@@ -76,6 +79,10 @@ def test_same_format_clips_remux_without_re_encoding(tmp_path: Path):
     assert _video_packets(result.path) == [p for clip in clips for p in _video_packets(clip)]
     out = _decode(result.path)
     assert len(out["frames"]) == 48 + 72 + 36
+    assert out["frames"][0].mean() == pytest.approx(_decode(clips[0])["frames"][0].mean(), abs=1)
+    assert out["frames"][48].mean() == pytest.approx(_decode(clips[1])["frames"][0].mean(), abs=1)
+    times = out["times"]
+    assert all(b - a == pytest.approx(1 / 24, abs=1e-3) for a, b in zip(times, times[1:]))  # one frame apart
     assert out["has_audio"] and len(out["audio"]) / 48_000 == pytest.approx(6.5, abs=0.1)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["joined.mp4"]  # no temp file left
 
