@@ -106,9 +106,10 @@ def test_clips_of_one_size_but_other_encoder_settings_are_re_encoded(tmp_path: P
 # --- re-encode -----------------------------------------------------------------------------------
 
 
-def test_mixed_sizes_and_rates_re_encode_to_the_first_video(tmp_path: Path):
+@pytest.mark.parametrize("sound", [False, True])
+def test_mixed_sizes_and_rates_re_encode_to_the_first_video(tmp_path: Path, sound: bool):
     first = write_mp4(tmp_path / "wide.mp4", 2.0, 320, 180, 24, color=RED)
-    square = write_mp4(tmp_path / "square.mp4", 1.5, 200, 200, 30, color=BLUE)
+    square = write_mp4(tmp_path / "square.mp4", 1.5, 200, 200, 30, color=BLUE, audio_hz=440 if sound else None)
     tall = write_mp4(tmp_path / "tall.mp4", 1.0, 180, 320, 25, color=GREEN)
     progress: list[float] = []
     result = assemble([first, square, tall], tmp_path / "joined.mp4", on_progress=progress.append)
@@ -118,7 +119,11 @@ def test_mixed_sizes_and_rates_re_encode_to_the_first_video(tmp_path: Path):
     out = _decode(result.path)
     assert (out["width"], out["height"], out["fps"], out["codec"]) == (320, 180, 24.0, "h264")
     assert out["duration_s"] == pytest.approx(4.5, abs=0.05)
-    assert not out["has_audio"]
+    assert out["has_audio"] is sound  # only the middle clip has sound: silence around it, full length
+    if sound:
+        audio = out["audio"]
+        assert len(audio) / 48_000 == pytest.approx(4.5, abs=0.05)
+        assert _rms(audio[:90_000]) < 0.01 and _rms(audio[100_000:160_000]) > 0.3 and _rms(audio[176_000:]) < 0.01
     square_frame = out["frames"][48 + 18]  # inside the second clip: pillarboxed blue
     assert _mean_rgb(square_frame[:, 140:180])[2] > 180  # blue picture in the middle
     assert max(_mean_rgb(square_frame[:, :40])) < 25 and max(_mean_rgb(square_frame[:, -40:])) < 25  # black bars
