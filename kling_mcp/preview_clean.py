@@ -63,8 +63,8 @@ def clean_image(store: Path, path: Path) -> Path:
         return path
     try:
         candidate = store / f"{pixel_digest(path)}.png"
-    except (OSError, ValueError, SyntaxError):
-        return path  # not an image Pillow reads: the render reports it
+    except Exception:  # not an image Pillow reads (or a decompression bomb): the render reports it
+        return path
     return candidate if candidate.is_file() else path
 
 
