@@ -12,6 +12,7 @@ from typing import Any
 
 from .aimlapi import AIMLAPI
 from .evolink import EVOLINK
+from .kling import KLING
 from .local import LOCAL
 from .model import (
     ASPECT_RATIOS,
@@ -27,7 +28,7 @@ from .model import (
 from .runpod import RUNPOD
 from .runware import RUNWARE
 
-PROVIDERS: dict[str, ProviderEntry] = {p.name: p for p in (RUNWARE, RUNPOD, AIMLAPI, EVOLINK, LOCAL)}
+PROVIDERS: dict[str, ProviderEntry] = {p.name: p for p in (RUNWARE, RUNPOD, AIMLAPI, EVOLINK, KLING, LOCAL)}
 PROVIDER_NAMES: tuple[str, ...] = tuple(PROVIDERS)
 REAL_PROVIDERS: tuple[str, ...] = tuple(n for n in PROVIDERS if n != "local")
 
