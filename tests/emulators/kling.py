@@ -82,6 +82,7 @@ class Recorded:
     headers: dict[str, str]
     json: Any = None
     claims: dict[str, Any] | None = None     # the verified JWT claims (None for a bearer key)
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
