@@ -332,3 +332,37 @@ async def test_a_submit_that_never_arrived_fails_as_interrupted_without_resubmit
     assert view["status"] == JobStatus.FAILED.value and view["error"]["code"] == "interrupted", view
     assert "nothing was billed" in view["error"]["message"]
     assert state.count("submit") == 0 and state.count("poll") >= 1
+
+
+# --- across providers ----------------------------------------------------------------------------------
+
+
+async def test_auto_quotes_kling_and_fails_over_to_it_when_another_provider_cannot_take_the_job(emu, tmp_path):
+    from tests.emulators.runware import RunwareState
+    from tests.emulators.runware import create_app as runware_app
+
+    base, state = emu
+    runware = RunwareState(api_keys={"rw-key"}, http_faults=[503])
+    with serve(runware_app(runware)) as runware_base:
+        cfg = settings(base, tmp_path, RUNWARE_API_KEY="rw-key", KLING_MCP_RUNWARE_BASE_URL=f"{runware_base}/v1")
+        async with Client(create_server(cfg)) as client:
+            quotes = (await client.call_tool("estimate_cost", {"prompt": PROMPT})).structured_content["quotes"]
+            result = await client.call_tool("generate_video", {"prompt": PROMPT, "wait_seconds": 20})
+    [kling] = [q for q in quotes if q["provider"] == "kling"]
+    assert kling["supported"] and kling["configured"] and kling["basis"] == "inferred"
+    assert kling["cost_usd"] == pytest.approx(0.084 * 5)
+    view = succeeded(result, "standard", (640, 360), 5)
+    assert "failed over to kling" in view["note"]
+    assert state.count("submit") == 1
+
+
+@pytest.mark.parametrize("env", [{}, {"KLING_ACCESS_KEY": AK}, {"KLING_SECRET_KEY": SK}])
+async def test_kling_needs_the_whole_key_pair_or_a_gateway_key(tmp_path, env):
+    cfg = Settings.from_env({"KLING_MCP_DATA_DIR": str(tmp_path / "data"), **env})
+    assert not cfg.providers["kling"].configured and "kling" not in cfg.configured
+    async with Client(create_server(cfg)) as client:
+        result = await client.call_tool("generate_video", {"prompt": PROMPT, "provider": "kling"})
+    assert result.is_error and "[not_configured]" in text_of(result)
+    assert "KLING_ACCESS_KEY + KLING_SECRET_KEY (or KLING_API_KEY)" in text_of(result)
+    for value in env.values():
+        assert value not in text_of(result) and value not in repr(cfg)
