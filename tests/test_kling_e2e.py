@@ -358,12 +358,18 @@ async def test_auto_quotes_kling_and_fails_over_to_it_when_another_provider_cann
 
 @pytest.mark.parametrize("env", [{}, {"KLING_ACCESS_KEY": AK}, {"KLING_SECRET_KEY": SK}])
 async def test_kling_needs_the_whole_key_pair_or_a_gateway_key(tmp_path, env):
-    cfg = Settings.from_env({"KLING_MCP_DATA_DIR": str(tmp_path / "data"), "KLING_MCP_DEFAULT_PROVIDER": "kling",
-                             **env})
+    from kling_mcp import errors
+    from kling_mcp.requests import GenerateRequest
+    from kling_mcp.service import VideoService
+
+    cfg = Settings.from_env({"KLING_MCP_DATA_DIR": str(tmp_path / "data"), **env})
     assert not cfg.providers["kling"].configured and "kling" not in cfg.configured
-    async with Client(create_server(cfg)) as client:
-        result = await client.call_tool("generate_video", {"prompt": PROMPT})
-    assert result.is_error and "[not_configured]" in text_of(result)
-    assert "KLING_ACCESS_KEY + KLING_SECRET_KEY (or KLING_API_KEY)" in text_of(result)
+    service = VideoService(cfg)
+    try:
+        with pytest.raises(errors.NotConfigured) as caught:
+            await service.generate(GenerateRequest(prompt=PROMPT, provider="kling"))
+    finally:
+        await service.aclose()
+    assert "KLING_ACCESS_KEY + KLING_SECRET_KEY (or KLING_API_KEY)" in str(caught.value)
     for value in env.values():
-        assert value not in text_of(result) and value not in repr(cfg)
+        assert value not in str(caught.value) and value not in repr(cfg)
