@@ -234,11 +234,15 @@ async def test_429_with_retry_after_while_polling_is_waited_out(emu, tmp_path):
 
 
 @pytest.mark.parametrize(("knob", "times", "status"), [("fault", 1, "succeeded"), ("malformed", 1, "succeeded"),
-                                                       ("truncated", 1, "succeeded"), ("fault", 10, "failed")])
-async def test_transient_poll_faults_are_retried_then_given_up(emu, tmp_path, knob, times, status):
+                                                       ("truncated", 1, "succeeded"), ("slow", 1, "succeeded"),
+                                                       ("fault", 10, "failed")])
+async def test_transient_poll_faults_are_retried_then_given_up(emu, tmp_path, monkeypatch, knob, times, status):
     base, state = emu
     if knob == "fault":
         state.fail("poll", 5000, times=times)
+    elif knob == "slow":
+        monkeypatch.setattr(adapter_module, "POLL_TIMEOUT", httpx.Timeout(0.5, connect=5.0))
+        state.slow["poll"] = 2.0
     else:
         getattr(state, knob)["poll"] = times
     result = await call(base, tmp_path, "generate_video", {"prompt": PROMPT})
@@ -280,6 +284,14 @@ async def test_an_expired_result_link_fails_the_job_with_a_download_error(emu, t
     state.result_ttl_s = -1.0
     view = (await call(base, tmp_path, "generate_video", {"prompt": PROMPT, "wait_seconds": 10})).structured_content
     assert view["status"] == "failed" and view["error"]["code"] == "download_failed", view
+
+
+async def test_a_quote_over_the_job_limit_is_refused_before_any_request(emu, tmp_path):
+    base, state = emu
+    result = await call(base, tmp_path, "generate_video", {"prompt": PROMPT, "tier": "pro"},
+                        KLING_MCP_MAX_JOB_COST_USD="0.5")
+    assert result.is_error and "[budget_exceeded]" in text_of(result) and "$0.560 (inferred)" in text_of(result)
+    assert state.requests == []
 
 
 async def test_cancel_says_kling_keeps_running(emu, tmp_path):

@@ -38,6 +38,7 @@ NAME = wire.NAME
 DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
 PATH = "/v1/videos/omni-video"
 SUBMIT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+POLL_TIMEOUT = httpx.Timeout(30.0, connect=10.0)  # a query is quick; a stuck one is retried by the runner
 # A job whose submit answer was lost is looked up by its external_task_id. Kling not knowing it yet
 # right after the submit is not proof that the submit never arrived: wait this long before saying so.
 NOT_FOUND_GRACE_S = 120.0
@@ -97,7 +98,7 @@ class KlingProvider:
         """One ``GET {PATH}/{id}``, by task id, or by our job id (the external id) when none was saved."""
         task_ref = job.remote_id or job.job_id
         try:
-            envelope = await self._call("GET", f"{self._api}{PATH}/{quote(task_ref, safe='')}")
+            envelope = await self._call("GET", f"{self._api}{PATH}/{quote(task_ref, safe='')}", timeout=POLL_TIMEOUT)
         except errors.RemoteNotFound:
             if task_ref != job.job_id:
                 raise
