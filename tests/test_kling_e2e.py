@@ -385,3 +385,12 @@ async def test_kling_needs_the_whole_key_pair_or_a_gateway_key(tmp_path, env):
     assert "KLING_ACCESS_KEY + KLING_SECRET_KEY (or KLING_API_KEY)" in str(caught.value)
     for value in env.values():
         assert value not in str(caught.value) and value not in repr(cfg)
+
+
+async def test_the_tool_descriptions_list_kling_and_say_videos_must_be_urls(emu, tmp_path):
+    async with Client(create_server(settings(emu[0], tmp_path))) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    for name in ("generate_video", "edit_video"):
+        lines = [line for line in (tools[name].description or "").splitlines() if line.startswith("kling ")]
+        assert len(lines) == 2 and all("videos only as http(s) URLs" in line for line in lines), lines
+        assert "kling" in tools[name].input_schema["properties"]["provider"]["enum"]
