@@ -124,7 +124,7 @@ def _open_video(target: str | Path, *, is_url: bool = False) -> Any:
     import av
 
     try:
-        container = av.open(str(target), "r", **({"timeout": URL_TIMEOUT_S} if is_url else {}))
+        container = av.open(str(target), "r", timeout=URL_TIMEOUT_S if is_url else None)
     except (av.FFmpegError, OSError, ValueError) as exc:
         what = "the URL does not serve a readable video" if is_url else "it is neither an image nor a video"
         raise _invalid(target, f"{what} ({exc})") from None
