@@ -155,7 +155,9 @@ class FalProvider:
         try:
             status = _Status.model_validate(data).status.strip().upper()
         except ValidationError:
-            raise errors.ProviderProtocol(f"fal answered a status request without a status: {self._shown(data)}")
+            raise errors.ProviderProtocol(
+                f"fal answered a status request without a status: {self._shown(data)}"
+            ) from None
         if status == "IN_QUEUE":
             return Running(queued=True)
         if status == "IN_PROGRESS":

@@ -70,9 +70,7 @@ def describe_error(body: Any) -> str | None:
     fields = body.get("invalid_fields")
     if isinstance(fields, list) and fields:
         parts.append(
-            "; ".join(
-                f"{f.get('field')}: {f.get('description')}" if isinstance(f, dict) else str(f) for f in fields
-            )
+            "; ".join(f"{f.get('field')}: {f.get('description')}" if isinstance(f, dict) else str(f) for f in fields)
         )
     return ": ".join(parts) or None
 
