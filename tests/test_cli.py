@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from kling_mcp.catalog import PROVIDERS
 from kling_mcp.cli import main
 from kling_mcp.cli_commands import ProgressBar, cli_text, table
 from kling_mcp.jobs.model import JobStatus
@@ -49,8 +50,8 @@ def test_estimate_prints_a_table_of_quotes(capsys):
     lines = out.splitlines()
     assert lines[0] == "text, 5 s"
     assert lines[1].split() == ["provider", "tier", "model", "supported", "cost", "basis", "problems"]
-    rows = {line.split()[0]: line for line in lines[3:8]}
-    assert set(rows) == {"runware", "runpod", "aimlapi", "evolink", "local"}
+    rows = {line.split()[0]: line for line in lines[3 : 3 + len(PROVIDERS)]}
+    assert set(rows) == set(PROVIDERS)
     assert "yes (set RUNWARE_API_KEY)" in rows["runware"] and "published" in rows["runware"]
     assert rows["local"].split()[3:6] == ["yes", "$0.000", "published"]
     assert "does not offer text-to-video" in rows["runpod"]
@@ -62,7 +63,7 @@ def test_estimate_json_and_edit_quotes(capsys, video_file):
     assert code == 0
     estimate = json.loads(out)
     assert estimate["operation"] == "edit" and estimate["duration_s"] == pytest.approx(4.0, abs=0.1)
-    assert {q["provider"] for q in estimate["quotes"]} == {"runware", "runpod", "aimlapi", "evolink", "local"}
+    assert {q["provider"] for q in estimate["quotes"]} == set(PROVIDERS)
 
 
 def test_estimate_errors_name_the_flag_to_change(capsys, image_file):
