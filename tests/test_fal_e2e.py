@@ -23,6 +23,25 @@ from tests.emulators.fal import API_KEY, FalState, create_app
 pytestmark = pytest.mark.anyio
 
 PRO, STD = "fal-ai/kling-video/o1", "fal-ai/kling-video/o1/standard"
+SIDE = 720                                 # fal takes input videos of 720-2160 px on each side
+
+
+def clip(seconds: float = 4.0, fps: int = 24) -> bytes:
+    return mp4_bytes(seconds, SIDE, SIDE, fps)
+
+
+@pytest.fixture
+def big_image(tmp_path: Path) -> Path:
+    path = tmp_path / "big.png"
+    path.write_bytes(png_bytes(400, 300, (30, 120, 200)))   # fal's start image: >= 300 px, aspect 0.40-2.50
+    return path
+
+
+@pytest.fixture
+def big_video(tmp_path: Path) -> Path:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(clip())
+    return path
 
 
 @pytest.fixture
@@ -89,7 +108,8 @@ async def test_image_to_video_pro_with_url_frames(emu, tmp_path, mode):
                                      "end_image_url": last, "duration": "7"}
 
 
-async def test_image_to_video_standard_uploads_local_frames_to_fal_storage(emu, tmp_path, image_file):
+async def test_image_to_video_standard_uploads_local_frames_to_fal_storage(emu, tmp_path, big_image):
+    image_file = big_image
     base, state = emu
     view = await call(base, tmp_path, "generate_video", {"prompt": "a kite rises", "first_frame": str(image_file),
                                                          "tier": "standard"})
@@ -117,7 +137,8 @@ async def test_reference_to_video_with_local_images(emu, tmp_path, image_file, i
     assert len([r for r in state.requests if r.path == "/storage/auth/token"]) == 1   # one token per request
 
 
-async def test_video_to_video_reference_with_a_local_video_keeps_the_sound(emu, tmp_path, video_file, image_file):
+async def test_video_to_video_reference_with_a_local_video_keeps_the_sound(emu, tmp_path, big_video, image_file):
+    video_file = big_video
     base, state = emu
     view = await call(base, tmp_path, "generate_video", {
         "prompt": "same camera move as @Video1, on the moon", "reference_video": str(video_file),
@@ -132,7 +153,7 @@ async def test_video_to_video_reference_with_a_local_video_keeps_the_sound(emu, 
 @pytest.mark.parametrize(("tier", "root", "rate"), [("pro", PRO, 0.168), ("standard", STD, 0.126)])
 async def test_video_edit_with_a_url(emu, tmp_path, tier, root, rate):
     base, state = emu
-    source = hosted(base, state, mp4_bytes(4.0, 320, 180), ".mp4", "video/mp4")
+    source = hosted(base, state, clip(), ".mp4", "video/mp4")
     view = await call(base, tmp_path, "edit_video", {"prompt": "make it snow", "video": source, "tier": tier})
     assert_succeeded(view, state, f"{root}/video-to-video/edit", rate * 4)
     assert state.submits()[0][1] == {"prompt": "make it snow", "video_url": source}   # keep_audio: fal's false
@@ -206,7 +227,8 @@ async def test_a_rejected_key_is_a_tool_error_naming_fal_key(emu, tmp_path):
     assert result.is_error and "FAL_KEY" in text(result) and "wrong:key" not in text(result)
 
 
-async def test_an_upload_failure_is_a_tool_error_before_anything_is_queued(emu, tmp_path, image_file):
+async def test_an_upload_failure_is_a_tool_error_before_anything_is_queued(emu, tmp_path, big_image):
+    image_file = big_image
     base, state = emu
     state.fail_next(500, on="upload")
     result = await call_raw(base, tmp_path, "generate_video", {"prompt": "x y", "first_frame": str(image_file)})
@@ -238,11 +260,22 @@ async def test_an_unknown_queue_status_fails_the_job_instead_of_polling_forever(
     ("generate_video", {"prompt": "x" * 2501, "first_frame": "IMG"}, "at most 2500"),
     ("edit_video", {"prompt": "x y", "video": "SHORT"}, "3-10.05 s"),
     ("edit_video", {"prompt": "x y", "video": "VID", "fast": True}, "no fast edit"),
+    ("edit_video", {"prompt": "x y", "video": "SMALL"}, "720-2160 px on each side"),
+    ("edit_video", {"prompt": "x y", "video": "SLOW"}, "24-60 fps"),
+    ("generate_video", {"prompt": "x y", "reference_video": "SMALL"}, "720-2160 px on each side"),
+    ("generate_video", {"prompt": "x y", "first_frame": "TINY_FILE"}, "at least 300 px on each side"),
+    ("generate_video", {"prompt": "x y", "first_frame": "WIDE_FILE"}, "accepts 0.40-2.50"),
 ])
 async def test_every_documented_rule_is_checked_before_anything_is_sent(emu, tmp_path, tool, args, words):
     base, state = emu
-    media = {"IMG": image(base, state), "VID": hosted(base, state, mp4_bytes(4.0, 320, 180), ".mp4", "video/mp4"),
-             "SHORT": hosted(base, state, mp4_bytes(2.0, 320, 180), ".mp4", "video/mp4")}
+    tiny, wide = tmp_path / "tiny.png", tmp_path / "wide.png"
+    tiny.write_bytes(png_bytes(96, 64))
+    wide.write_bytes(png_bytes(900, 300))
+    media = {"IMG": image(base, state), "VID": hosted(base, state, clip(), ".mp4", "video/mp4"),
+             "SHORT": hosted(base, state, clip(2.0), ".mp4", "video/mp4"),
+             "SMALL": hosted(base, state, mp4_bytes(4.0, 320, 180), ".mp4", "video/mp4"),
+             "SLOW": hosted(base, state, clip(4.0, fps=12), ".mp4", "video/mp4"),
+             "TINY_FILE": str(tiny), "WIDE_FILE": str(wide)}
 
     def fill(value: Any) -> Any:
         return [fill(v) for v in value] if isinstance(value, list) else media.get(value, value)

@@ -23,6 +23,7 @@ from mcp.client.stdio import stdio_client
 
 from kling_mcp.config import Settings
 from kling_mcp.server import create_server
+from tests.emulators._media import png_bytes
 from tests.emulators._server import serve
 from tests.emulators.aimlapi import AimlState
 from tests.emulators.aimlapi import create_app as aimlapi_app
@@ -107,8 +108,6 @@ class Emulators:
         return env
 
     def image_url(self, provider: str) -> str:
-        from tests.emulators._media import png_bytes
-
         name = self.state[provider].files.add(png_bytes(96, 64, (90, 30, 160)), suffix=".png",
                                               content_type="image/png")
         return f"{self.base[provider]}/files/{name}"
@@ -160,13 +159,15 @@ async def exercise(client: Client, emu: Emulators, image: Path, outputs: list[st
         return result
 
     wait = {"wait_seconds": 20}
+    big_image = image.parent / "big.png"          # fal's start image: >= 300 px on each side
+    big_image.write_bytes(png_bytes(400, 300))
     job_ids = []
     # Successes (local files are uploaded to runware and evolink; a URL goes to runpod and aimlapi).
     for args in ({"prompt": "a red kite", "provider": "runware", "first_frame": str(image), "duration": 5},
                  {"prompt": "a red kite", "provider": "runpod", "reference_images": [emu.image_url("runpod")]},
                  {"prompt": "a red kite", "provider": "aimlapi", "first_frame": emu.image_url("aimlapi")},
                  {"prompt": "a red kite", "provider": "evolink", "first_frame": str(image)},
-                 {"prompt": "a red kite", "provider": "fal", "first_frame": str(image)},
+                 {"prompt": "a red kite", "provider": "fal", "first_frame": str(big_image)},
                  {"prompt": "a red kite", "provider": "replicate", "first_frame": str(image), "duration": 5}):
         result = await tool("generate_video", {**args, **wait})
         assert not result.is_error and result.structured_content["status"] == "succeeded", result.content

@@ -8,10 +8,12 @@ Replicate deletes API predictions' input and output files after an hour.
 
 from __future__ import annotations
 
-from .model import ASPECT_RATIOS, ModelVariant, OperationSpec, Price, ProviderEntry
+from .model import ASPECT_RATIOS, MediaLimits, ModelVariant, OperationSpec, Price, ProviderEntry
 
 MODEL = "kwaivgi/kling-o1"
 _SRC = "third-party copy of replicate.com/kwaivgi/kling-o1 pricing"
+# The model's input schema: reference_video .mp4/.mov, <= 200 MB.
+VIDEO_LIMITS = MediaLimits(video_max_bytes=200 * 1024 * 1024, video_types=("video/mp4", "video/quicktime"))
 
 
 def _variant(tier: str, sizes: dict[str, tuple[int, int]]) -> ModelVariant:
@@ -50,6 +52,7 @@ def _variant(tier: str, sizes: dict[str, tuple[int, int]]) -> ModelVariant:
                 reference_video="optional",
                 keep_original_sound=True,
                 price_with_video=with_video,
+                media=VIDEO_LIMITS,
                 note="reference_video: .mp4/.mov, 3-10 s, <= 200 MB (video_reference_type feature)",
             ),
             "edit": OperationSpec(
@@ -59,6 +62,7 @@ def _variant(tier: str, sizes: dict[str, tuple[int, int]]) -> ModelVariant:
                 reference_images_with_video=4,
                 input_video_s=(3.0, 10.0),
                 keep_original_sound=True,
+                media=VIDEO_LIMITS,
                 note="the video goes as reference_video with video_reference_type base; .mp4/.mov, <= 200 MB",
             ),
         },
