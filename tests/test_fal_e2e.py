@@ -284,3 +284,18 @@ async def test_every_documented_rule_is_checked_before_anything_is_sent(emu, tmp
     assert result.is_error, result.structured_content
     assert words in text(result)
     assert state.requests == []
+
+
+async def test_a_restarted_server_resumes_the_request_with_the_saved_queue_urls(emu, tmp_path):
+    base, state = emu
+    state.steps = ["IN_QUEUE"] * 10_000
+    async with Client(create_server(settings(base, tmp_path))) as client:
+        started = await client.call_tool("generate_video", {"prompt": "waves", "provider": "fal", "wait_seconds": 0,
+                                                            "first_frame": image(base, state)})
+    job_id = started.structured_content["job_id"]
+    state.steps = ["IN_QUEUE", "IN_PROGRESS"]                    # it runs while the server is down
+    async with Client(create_server(settings(base, tmp_path))) as client:
+        view = (await client.call_tool("check_job", {"job_id": job_id, "wait_seconds": 20})).structured_content
+    assert view["status"] == "succeeded", view
+    assert len(state.jobs) == 1                                     # polled, never resubmitted
+    assert not [p for p in state.paths("GET") if "/o1/" in p]

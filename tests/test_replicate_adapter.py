@@ -132,7 +132,8 @@ async def test_succeeded_gives_the_output_url(tmp_path, output):
     (polled("failed", error="CUDA out of memory"), "job_failed", "CUDA out of memory", False),
     (polled("aborted"), "aborted", "does not bill", True),
     (polled("canceled"), "cancelled_at_provider", "canceled at replicate", False),
-    (polled("succeeded", output=None, data_removed=True), "provider_protocol", "already deleted", False),
+    (polled("succeeded", output=None, data_removed=True), "remote_not_found", "already deleted", False),
+    (polled("succeeded", output=None), "provider_protocol", "no output URL", False),
     (polled("paused"), "provider_protocol", "'paused'", False),
 ])
 async def test_terminal_failures_are_data(tmp_path, answer, code, words, retryable):

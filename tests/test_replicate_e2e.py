@@ -269,3 +269,34 @@ async def test_every_documented_rule_is_checked_before_anything_is_sent(emu, tmp
     assert result.is_error, result.structured_content
     assert words in text(result)
     assert state.requests == []
+
+
+async def test_a_restarted_server_resumes_the_prediction_by_polling_it(emu, tmp_path):
+    base, state = emu
+    state.steps = ["starting"] + ["processing"] * 10_000
+    async with Client(create_server(settings(base, tmp_path))) as client:
+        started = await client.call_tool("generate_video", {"prompt": "a red kite", "provider": "replicate",
+                                                            "wait_seconds": 0})
+    job_id = started.structured_content["job_id"]
+    [prediction] = state.predictions.values()
+    state.steps = ["starting", "processing"]                      # it finishes while the server is down
+    async with Client(create_server(settings(base, tmp_path))) as client:
+        view = (await client.call_tool("check_job", {"job_id": job_id, "wait_seconds": 20})).structured_content
+    assert view["status"] == "succeeded", view
+    assert len(state.predictions) == 1 and prediction.status == "succeeded"    # polled, never resubmitted
+
+
+async def test_an_output_deleted_while_the_server_was_down_fails_the_job_clearly(emu, tmp_path):
+    base, state = emu
+    state.steps = ["starting"] + ["processing"] * 10_000
+    async with Client(create_server(settings(base, tmp_path))) as client:
+        started = await client.call_tool("generate_video", {"prompt": "a red kite", "provider": "replicate",
+                                                            "wait_seconds": 0})
+    [prediction] = state.predictions.values()
+    prediction.status, prediction.file_name = "succeeded", "long-gone.mp4"     # finished over an hour ago
+    state.delete_outputs()
+    async with Client(create_server(settings(base, tmp_path))) as client:
+        view = (await client.call_tool("check_job", {"job_id": started.structured_content["job_id"],
+                                                     "wait_seconds": 20})).structured_content
+    assert view["status"] == "failed" and view["error"]["code"] == "remote_not_found", view
+    assert "deleted its output" in view["error"]["message"]

@@ -115,11 +115,19 @@ class ReplicateProvider:
             return Running()
         if status == "succeeded":
             url = _video_url(prediction.output)
+            if not url and prediction.data_removed:
+                return Failed(
+                    code=errors.RemoteNotFound.code,
+                    message=(
+                        "replicate finished the prediction but has already deleted its output "
+                        "(it keeps files for an hour; this server was not running to fetch it)."
+                    ),
+                    hint=errors.RemoteNotFound.default_hint,
+                )
             if not url:
-                removed = " (its files were already deleted)" if prediction.data_removed else ""
                 return Failed(
                     code=errors.ProviderProtocol.code,
-                    message=f"replicate reports the prediction succeeded but gives no output URL{removed}.",
+                    message="replicate reports the prediction succeeded but gives no output URL.",
                     hint="Generate the video again.",
                 )
             return Done(videos=[RemoteVideo(url=url, remote_key=prediction.id)])
