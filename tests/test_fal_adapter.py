@@ -15,7 +15,7 @@ import pytest
 
 from kling_mcp import errors
 from kling_mcp.jobs.model import Job
-from kling_mcp.providers import fal as fal_module
+from kling_mcp.providers import _fal_storage as fal_storage
 from kling_mcp.providers.base import Done, Failed, ProviderContext, Running
 from kling_mcp.providers.fal import FalProvider
 from kling_mcp.requests import MediaRef, VideoSpec
@@ -237,13 +237,32 @@ async def test_an_upload_refusal_says_nothing_was_queued(tmp_path, image_file):
     assert caught.value.may_have_accepted is False and len(wire.requests) == 1
 
 
-async def test_a_file_too_large_for_one_upload_is_refused_before_any_request(tmp_path, image_file, monkeypatch):
-    monkeypatch.setattr(fal_module, "MAX_UPLOAD_BYTES", 10)
-    wire = Wire(httpx.Response(200, json={"token": "t", "token_type": "Bearer", "base_url": "https://u.test"}))
+async def test_a_file_over_the_threshold_goes_up_in_parts(tmp_path, image_file, monkeypatch):
+    monkeypatch.setattr(fal_storage, "MULTIPART_THRESHOLD", 10)
+    monkeypatch.setattr(fal_storage, "PART_BYTES", 64)
+    data = image_file.read_bytes()
+    count = -(-len(data) // 64)
+    access = "https://v3.fal.media/files/big.png"
+    parts: list[httpx.Request] = []
+
+    def part(request: httpx.Request) -> httpx.Response:
+        parts.append(request)
+        return httpx.Response(200, headers={"ETag": f'"e{len(parts)}"'})
+
+    wire = Wire(httpx.Response(200, json={"token": "tok", "token_type": "Bearer", "base_url": "https://up.test"}),
+                httpx.Response(200, json={"access_url": access, "uploadId": "u-1"}),
+                *[part] * count, httpx.Response(200, json={}), queued())
     frame = MediaRef(kind="file", value=str(image_file), media="image", mime_type="image/png")
-    with pytest.raises(errors.InvalidInputFile, match="public http"):
-        await provider(wire, tmp_path).submit(job(operation="image", prompt="p", first_frame=frame, duration=5))
-    assert all("/files/upload" not in str(r.url) for r in wire.requests)
+    await provider(wire, tmp_path).submit(job(operation="image", prompt="p", first_frame=frame, duration=5))
+    create = wire.requests[1]
+    assert str(create.url) == "https://up.test/files/upload/multipart"
+    assert create.headers["x-fal-file-name"] == "frame.png" and create.headers["authorization"] == "Bearer tok"
+    assert [str(r.url) for r in parts] == [f"{access}/multipart/u-1/{n}" for n in range(1, count + 1)]
+    assert b"".join(r.content for r in parts) == data
+    complete = wire.requests[2 + count]
+    assert str(complete.url) == f"{access}/multipart/u-1/complete"
+    assert json.loads(complete.content) == {"parts": [{"partNumber": n, "etag": f'"e{n}"'} for n in range(1, count + 1)]}
+    assert wire.body(3 + count)["start_image_url"] == access
 
 
 async def test_an_echoed_key_or_either_half_of_it_is_redacted(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 from mcp import Client
 
 from kling_mcp.config import Settings
+from kling_mcp.providers import _fal_storage as fal_storage
 from kling_mcp.server import create_server
 from tests.emulators._media import mp4_bytes, png_bytes
 from tests.emulators._server import serve
@@ -299,3 +300,15 @@ async def test_a_restarted_server_resumes_the_request_with_the_saved_queue_urls(
     assert view["status"] == "succeeded", view
     assert len(state.jobs) == 1                                     # polled, never resubmitted
     assert not [p for p in state.paths("GET") if "/o1/" in p]
+
+
+async def test_a_large_local_video_goes_up_in_parts(emu, tmp_path, big_video, monkeypatch):
+    monkeypatch.setattr(fal_storage, "MULTIPART_THRESHOLD", 1024)
+    monkeypatch.setattr(fal_storage, "PART_BYTES", 64 * 1024)
+    base, state = emu
+    view = await call(base, tmp_path, "edit_video", {"prompt": "make it snow", "video": str(big_video)})
+    assert view["status"] == "succeeded", view
+    puts = [r for r in state.requests if r.method == "PUT" and "/multipart/" in r.path]
+    assert len(puts) == -(-big_video.stat().st_size // (64 * 1024)) > 1
+    body = state.submits()[0][1]
+    assert state.files.files[body["video_url"].rsplit("/", 1)[-1]].data == big_video.read_bytes()

@@ -8,36 +8,28 @@ and saved on the job, never rebuilt from the endpoint id. The status is ``IN_QUE
 ``IN_PROGRESS`` -> ``COMPLETED``, for failures too: a failed request shows its error only when the
 result is fetched, as a 4xx with ``detail``. ``PUT {cancel_url}`` cancels a queued request.
 
-Local files go to fal's storage: a token from ``{storage}/storage/auth/token``, then the raw bytes
-to ``{base_url}/files/upload`` on the upload host that answer names. Durations are strings.
+Local files go to fal's storage (``_fal_storage.py``): a token from ``{storage}/storage/auth/token``,
+then the bytes to the upload host that answer names. Durations are strings.
 """
 
 from __future__ import annotations
 
-import mimetypes
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import anyio
-import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .. import errors, validation
 from ..jobs.model import Job, RemoteVideo
 from ..requests import MediaRef
 from . import _http
+from ._fal_storage import FalStorage
 from .base import Accepted, Done, Failed, PollResult, ProviderContext, Running
 
 NAME = "fal"
 DEFAULT_QUEUE = "https://queue.fal.run"
 DEFAULT_STORAGE = "https://rest.alpha.fal.ai"
 STORAGE_URL_VAR = "KLING_MCP_FAL_STORAGE_URL"
-STORAGE_TYPE = "fal-cdn-v3"
-MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # above this fal's client switches to a multipart upload
-UPLOAD_TIMEOUT = httpx.Timeout(60.0, write=600.0)
-_CHUNK = 1024 * 1024
 _POLICY_WORDS = ("content_policy", "policy", "nsfw", "flagged", "moderation", "safety", "sensitive")
 
 
@@ -63,16 +55,6 @@ class _Video(_Wire):
 
 class _Output(_Wire):
     video: _Video
-
-
-class _Token(_Wire):
-    token: str
-    token_type: str = "Bearer"
-    base_url: str
-
-
-class _Uploaded(_Wire):
-    access_url: str
 
 
 def describe_error(body: Any) -> str | None:
@@ -126,7 +108,7 @@ class FalProvider:
     def __init__(self, ctx: ProviderContext) -> None:
         self.ctx = ctx
         self.queue = (ctx.base_url or DEFAULT_QUEUE).rstrip("/")
-        self.storage = (ctx.extra_urls.get(STORAGE_URL_VAR) or DEFAULT_STORAGE).rstrip("/")
+        self.storage_url = (ctx.extra_urls.get(STORAGE_URL_VAR) or DEFAULT_STORAGE).rstrip("/")
         key = ctx.api_key or ""
         # A fal key is "<id>:<secret>"; an echo of either half must not leak either.
         self._secrets = tuple(s for s in (key, *key.split(":")) if len(s) >= 8)
@@ -188,7 +170,7 @@ class FalProvider:
         match = validation.require(spec, NAME, job.tier)  # the catalog's rules, before any upload
         endpoint = match.model or ""
         body: dict[str, Any] = {"prompt": spec.prompt}
-        uploads = _Uploads(self)
+        uploads = self.storage()
         if spec.operation == "image":
             assert spec.first_frame is not None
             body["start_image_url"] = await uploads.url(spec.first_frame)
@@ -209,57 +191,13 @@ class FalProvider:
 
     # --- uploads --------------------------------------------------------------------------------
 
+    def storage(self) -> FalStorage:
+        """Uploads for one request (one storage token, fetched on the first local file)."""
+        return FalStorage(self.ctx.client, self.storage_url, self._headers(), self._secrets)
+
     async def media_url(self, ref: MediaRef) -> str:
         """A URL fal can fetch: the URL itself, or the storage link of an uploaded local file."""
-        return await _Uploads(self).url(ref)
-
-    async def _token(self) -> _Token:
-        url = f"{self.storage}/storage/auth/token"
-        data = await self._call("POST", url, params={"storage_type": STORAGE_TYPE}, json={})
-        try:
-            return _Token.model_validate(data)
-        except ValidationError:
-            raise errors.ProviderProtocol(
-                f"fal's storage answered without a token and base_url: {self._shown(data)}", may_have_accepted=False
-            ) from None
-
-    async def _upload(self, ref: MediaRef, token: _Token) -> str:
-        path = Path(ref.value)
-        if not path.is_file():
-            raise errors.InvalidInputFile(f"the input file {path} no longer exists; it cannot be uploaded to fal.")
-        size = path.stat().st_size
-        if size > MAX_UPLOAD_BYTES:
-            raise errors.InvalidInputFile(
-                f"{path.name} is {size / 1e6:.0f} MB; kling-mcp uploads at most {MAX_UPLOAD_BYTES // 2**20} MB "
-                "to fal's storage in one piece.",
-                hint="Pass the file as a public http(s) URL instead, or shorten/compress it.",
-            )
-        mime = ref.mime_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        headers = {
-            "Authorization": f"{token.token_type} {token.token}",
-            "Content-Type": mime,
-            "Content-Length": str(size),
-            "X-Fal-File-Name": path.name,
-        }
-        secrets = (*self._secrets, token.token)
-        data = await _http.request(
-            self.ctx.client,
-            NAME,
-            "POST",
-            f"{token.base_url.rstrip('/')}/files/upload",
-            describe=describe_error,
-            secrets=secrets,
-            headers=headers,
-            content=_chunks(path),
-            timeout=UPLOAD_TIMEOUT,
-        )
-        try:
-            return _Uploaded.model_validate(data).access_url
-        except ValidationError:
-            raise errors.ProviderProtocol(
-                f"fal's upload host answered without an access_url: {errors.redact(str(data)[:160], secrets)}",
-                may_have_accepted=False,
-            ) from None
+        return await self.storage().url(ref)
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -328,33 +266,3 @@ class FalProvider:
 
     def _shown(self, data: Any) -> str:
         return errors.redact(str(data)[:160], self._secrets)
-
-
-class _Uploads:
-    """Uploads of one request: one storage token, fetched on the first local file."""
-
-    def __init__(self, fal: FalProvider) -> None:
-        self.fal = fal
-        self.token: _Token | None = None
-
-    async def url(self, ref: MediaRef) -> str:
-        if ref.kind == "url":
-            return ref.value
-        try:
-            if self.token is None:
-                self.token = await self.fal._token()
-            return await self.fal._upload(ref, self.token)
-        except errors.ProviderError as exc:
-            # Nothing was queued yet, so nothing can have started or been billed.
-            exc.message = f"uploading {Path(ref.value).name} to fal's storage failed: {exc.message}"
-            exc.args = (exc.message,)
-            exc.may_have_accepted = False
-            raise
-
-
-async def _chunks(path: Path) -> AsyncIterator[bytes]:
-    """The file's bytes, read in a worker thread a chunk at a time (memory stays flat)."""
-    handle = await anyio.open_file(path, "rb")
-    async with handle:
-        while chunk := await handle.read(_CHUNK):
-            yield chunk

@@ -12,7 +12,10 @@ Follows shared/reference/providers.md §7 and §9:
   input is checked at submit (like fal's schemas) but, as on fal, reported only there.
 - ``PUT .../requests/{id}/cancel``: 202 ``CANCELLATION_REQUESTED``, or 400 ``ALREADY_COMPLETED``.
 - ``POST /storage/auth/token?storage_type=fal-cdn-v3`` answers a token and the upload host
-  (``{base}/cdn``); ``POST /cdn/files/upload`` (that token) stores raw bytes, answering ``access_url``.
+  (``{base}/cdn``); ``POST /cdn/files/upload`` (that token) stores raw bytes, answering ``access_url``;
+  ``POST /cdn/files/upload/multipart`` starts a multipart upload (``access_url``, ``uploadId``), parts go
+  to ``PUT {access_url}/multipart/{uploadId}/{n}`` (answering an ETag) and ``POST .../complete`` with
+  ``{"parts": [{partNumber, etag}]}`` assembles them.
 - ``GET /files/{name}``: results and uploads (:class:`FileHost`: expiring links, Range, truncation).
 
 Fault knobs live on :class:`FalState`. Run standalone: ``python -m tests.emulators.fal --port 0``.
@@ -25,6 +28,7 @@ import asyncio
 import json
 import re
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +39,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.emulators._evolink_files import HostedProblem, hosted_media
-from tests.emulators._files import FileHost
+from tests.emulators._files import FileHost, HostedFile
 from tests.emulators._media import mp4_bytes
 from tests.emulators._server import run_forever
 
@@ -113,6 +117,8 @@ class FalState:
     result_ttl_s: float = 3600.0
     files: FileHost = field(default_factory=FileHost)
     tokens: set[str] = field(default_factory=set)
+    multipart: dict[str, dict[int, tuple[str, bytes]]] = field(default_factory=dict)  # uploadId -> parts
+    multipart_names: dict[str, tuple[str, str]] = field(default_factory=dict)  # uploadId -> (name, mime)
     jobs: dict[str, FalRequest] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
 
@@ -328,6 +334,51 @@ class _Emulator:
         name = self.state.files.add(body, ttl_s=7 * 24 * 3600, suffix=suffix, content_type=mime)
         return JSONResponse({"access_url": f"{str(request.base_url).rstrip('/')}/files/{name}"})
 
+    async def start_multipart(self, request: Request) -> Response:
+        self.state.requests.append(Recorded(request.method, request.url.path, {}, {
+            k: v for k, v in request.headers.items() if k in ("content-type", "x-fal-file-name", "authorization")},
+            None))
+        refused = self._refuse(request, "upload")
+        if refused is not None:
+            return refused
+        upload_id, name = uuid.uuid4().hex, uuid.uuid4().hex + ".bin"
+        self.state.multipart[upload_id] = {}
+        self.state.multipart_names[upload_id] = (name, request.headers.get("content-type") or "video/mp4")
+        return JSONResponse({"access_url": f"{str(request.base_url).rstrip('/')}/files/{name}",
+                             "uploadId": upload_id})
+
+    async def put_part(self, request: Request) -> Response:
+        body = await request.body()
+        p = request.path_params
+        self.state.requests.append(Recorded(request.method, request.url.path, {}, {}, len(body)))
+        refused = self._refuse(request, "upload")
+        if refused is not None:
+            return refused
+        parts = self.state.multipart.get(p["uid"])
+        if parts is None or self.state.multipart_names[p["uid"]][0] != p["name"]:
+            return JSONResponse({"detail": "unknown upload"}, status_code=404)
+        etag = f'"{uuid.uuid4().hex[:16]}"'
+        parts[int(p["part"])] = (etag, body)
+        return Response(status_code=200, headers={"ETag": etag})
+
+    async def complete_multipart(self, request: Request) -> Response:
+        body = await self._record(request)
+        refused = self._refuse(request, "upload")
+        if refused is not None:
+            return refused
+        uid = request.path_params["uid"]
+        parts = self.state.multipart.get(uid)
+        if parts is None:
+            return JSONResponse({"detail": "unknown upload"}, status_code=404)
+        listed = body.get("parts") if isinstance(body, dict) else None
+        if not isinstance(listed, list) or sorted(p.get("partNumber") for p in listed) != sorted(parts) or any(
+                parts[p["partNumber"]][0] != p.get("etag") for p in listed):
+            return JSONResponse({"detail": "parts do not match the uploaded parts and their ETags"}, status_code=400)
+        name, mime = self.state.multipart_names[uid]
+        self.state.files.files[name] = HostedFile(b"".join(parts[n][1] for n in sorted(parts)),
+                                                  time.time() + 7 * 24 * 3600, mime)
+        return JSONResponse({"access_url": f"{str(request.base_url).rstrip('/')}/files/{name}"})
+
     async def download(self, request: Request) -> Response:
         response = await self.state.files.handle(request)
         if self.state.slow_next > 0 and response.status_code == 200 and not isinstance(response, StreamingResponse):
@@ -351,6 +402,9 @@ def create_app(state: FalState | None = None) -> Starlette:
     app = Starlette(routes=[
         Route("/storage/auth/token", emu.token, methods=["POST"]),
         Route("/cdn/files/upload", emu.upload, methods=["POST"]),
+        Route("/cdn/files/upload/multipart", emu.start_multipart, methods=["POST"]),
+        Route("/files/{name}/multipart/{uid}/complete", emu.complete_multipart, methods=["POST"]),
+        Route("/files/{name}/multipart/{uid}/{part:int}", emu.put_part, methods=["PUT"]),
         Route("/files/{name}", emu.download, methods=["GET"]),
         Route("/{owner}/{alias}/requests/{rid}/status", emu.status, methods=["GET"]),
         Route("/{owner}/{alias}/requests/{rid}/cancel", emu.cancel, methods=["PUT"]),
