@@ -212,7 +212,10 @@ class VideoService:
             if unconfigured
             else ""
         )
-        cls = errors.UnsupportedByProvider if choice != "auto" else errors.InvalidRequest
+        # The code depends on the request, not on which provider was asked: one that some real provider
+        # serves is "unsupported by" the chosen ones; one that none serves is invalid.
+        served_somewhere = any(check(spec, n, spec.tier).ok for n in REAL_PROVIDERS)
+        cls = errors.UnsupportedByProvider if served_somewhere else errors.InvalidRequest
         raise cls(f"this {label} request cannot be served as given. {details}", hint=hint)
 
     # --- budgets ---------------------------------------------------------------------------

@@ -45,9 +45,12 @@ install_node22() {  # the newest tools, with their own Node 22; idempotent
     mkdir -p "$dest"
     echo "install-node-tools: installing Node 22 and the newest MCP tools into $dest" >&2
     cp "$dir/package.json" "$dir/package-lock.json" "$dest/"
-    npm ci --prefix "$dest" --no-audit --no-fund --loglevel=error >&2
+    npm ci --prefix "$dest" --no-audit --no-fund >&2
 }
 install_node22
+# Every Node tool runs on that Node 22 (the pinned Inspector 0.21.2 declares node >= 22.7.5): npm too, so
+# its engine check sees the Node the tools will run on, and no warning needs hiding.
+export PATH="${KLING_MCP_NODE22_TOOLS:-$root/.tools/node22}/node_modules/node/bin:$PATH"
 
 if [ "$(installed_version @modelcontextprotocol/conformance)" = "$CONFORMANCE_VERSION" ] \
    && [ "$(installed_version @modelcontextprotocol/inspector)" = "$INSPECTOR_VERSION" ] \
@@ -58,7 +61,7 @@ fi
 
 mkdir -p "$prefix"
 echo "install-node-tools: installing conformance@$CONFORMANCE_VERSION and inspector@$INSPECTOR_VERSION into $prefix" >&2
-npm_flags=(--prefix "$prefix" --no-audit --no-fund --loglevel=error)
+npm_flags=(--prefix "$prefix" --no-audit --no-fund)
 if [ -f "$root/package-lock.json" ]; then
     # The exact dependency tree pinned by the repository's package.json + package-lock.json.
     cp "$root/package.json" "$root/package-lock.json" "$prefix/"
