@@ -84,6 +84,7 @@ async def _url(url: str, *, arg: str, kind: str, probe: bool) -> MediaRef:
                 "width": info.width,
                 "height": info.height,
                 "mime_type": info.mime_type,
+                "fps": info.fps,
             }
         )
     return ref
@@ -109,9 +110,10 @@ async def _file(path: Path, *, arg: str, kind: str, allowed_dirs: tuple[Path, ..
         kind="file",
         value=str(resolved),
         media=kind,
-        mime_type=info.mime_type,  # type: ignore[arg-type]
+        mime_type=info.mime_type,
         sha256=sha,
         width=info.width,
         height=info.height,
         duration_s=info.duration_s,
+        fps=info.fps,
     )

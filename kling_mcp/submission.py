@@ -105,7 +105,10 @@ class Submitter:
                 key = claim.key if claim else ""
                 return stored, f"Returned the existing job for idempotency_key={key!r}; nothing new was billed."
             with self.runner.leases.submitting(stored.job_id):
-                return await self._attempts(stored, matches, requested_auto, started + SUBMIT_BUDGET_S)
+                job, note = await self._attempts(stored, matches, requested_auto, started + SUBMIT_BUDGET_S)
+            if not job.terminal:
+                self.runner.track(job.job_id)  # after the submit: a job being submitted is never driven
+            return job, note
         raise AssertionError("unreachable: the shielded block returns or raises")
 
     async def _attempts(
@@ -198,8 +201,6 @@ class Submitter:
                 await self._provider_for(job.provider).cancel(job)
             except errors.ProviderError as exc:
                 log.warning("cancel %s at %s after its submit failed: %s", job.job_id, job.provider, exc.code)
-        if not job.terminal:
-            self.runner.track(job.job_id)
         return job
 
     async def _refused(self, job: Job, exc: errors.KlingError) -> None:
@@ -237,10 +238,7 @@ class Submitter:
                 )
                 return cur.moved(JobStatus.SUBMITTED, remote_id=cur.job_id, submitted_at=time.time(), note=note)
 
-            job = await self.store.transition(job.job_id, tracked)
-            if not job.terminal:
-                self.runner.track(job.job_id)
-            return job
+            return await self.store.transition(job.job_id, tracked)
         message = (
             f"the submit of job {job.job_id} to {job.provider} got no clear answer ({exc.message}); it may or may "
             f"not be running and billed at {job.provider}."

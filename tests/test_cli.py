@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from kling_mcp.catalog import PROVIDERS
 from kling_mcp.cli import main
 from kling_mcp.cli_commands import ProgressBar, cli_text, table
 from kling_mcp.jobs.model import JobStatus
@@ -47,22 +48,25 @@ def test_estimate_prints_a_table_of_quotes(capsys):
     code, out, _ = cli(capsys, "estimate", "a paper boat", "--duration", "5")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "text, 5 s"
-    assert lines[1].split() == ["provider", "tier", "model", "supported", "cost", "basis", "problems"]
-    rows = {line.split()[0]: line for line in lines[3:8]}
-    assert set(rows) == {"runware", "runpod", "aimlapi", "evolink", "local"}
+    assert lines[0] == "text, 5 s" and lines[2] == "standard tier:" and "pro tier:" in lines
+    assert lines[3].split() == ["provider", "tier", "model", "supported", "cost", "basis", "problems"]
+    block = lines[5:lines.index("pro tier:") - 1]
+    rows = {line.split()[0]: line for line in block}
+    assert set(rows) == set(PROVIDERS)
     assert "yes (set RUNWARE_API_KEY)" in rows["runware"] and "published" in rows["runware"]
+    assert "yes (set KLING_ACCESS_KEY + KLING_SECRET_KEY (or KLING_API_KEY))" in rows["kling"]
+    assert "$0.420" in rows["kling"] and "inferred" in rows["kling"]
     assert rows["local"].split()[3:6] == ["yes", "$0.000", "published"]
     assert "does not offer text-to-video" in rows["runpod"]
-    assert "auto picks local: run `kling-mcp generate` with the same flags." in out
+    assert "standard: auto picks local: run `kling-mcp generate --tier standard` (same flags)." in out
 
 
 def test_estimate_json_and_edit_quotes(capsys, video_file):
-    code, out, _ = cli(capsys, "estimate", "make it snow", "--video", str(video_file), "--json")
+    code, out, _ = cli(capsys, "estimate", "make it snow", "--video", str(video_file), "--json", "--tier", "pro")
     assert code == 0
     estimate = json.loads(out)
     assert estimate["operation"] == "edit" and estimate["duration_s"] == pytest.approx(4.0, abs=0.1)
-    assert {q["provider"] for q in estimate["quotes"]} == {"runware", "runpod", "aimlapi", "evolink", "local"}
+    assert {q["provider"] for q in estimate["quotes"]} == set(PROVIDERS)
 
 
 def test_estimate_errors_name_the_flag_to_change(capsys, image_file):

@@ -244,3 +244,17 @@ async def test_a_cancel_wins_over_a_check_waiting_in_the_same_process(emulator, 
     assert checked[0]["status"] == "cancelled" and after["status"] == "cancelled"
     (remote,) = runpod.state.jobs.values()
     assert remote.status == "CANCELLED"
+
+
+async def test_a_check_during_the_submit_leaves_the_job_to_its_submitter(emulator, tmp_path):
+    runpod = emulator("runpod")
+    runpod.wire.delay(is_post("/run"), 1.5)
+    async with service(settings(tmp_path, runpod), timeout_s=30) as svc:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(svc.generate, GenerateRequest(**args_for(runpod, wait_seconds=0)))
+            await anyio.sleep(0.5)
+            (pending,) = await svc.store.list_jobs()
+            seen = await svc.check(pending.job_id, 0.5)  # must not take the job being submitted for an orphan
+        done = await svc.runner.wait(pending.job_id, 30)
+    assert seen.status.value == "pending" and seen.error is None
+    assert done.status.value == "succeeded" and len(runpod.state.submissions()) == 1

@@ -96,7 +96,7 @@ class LeaseKeeper:
         if self._tg is None:
             raise RuntimeError("runner not started")
         self._wanted.add(job_id)
-        if job_id not in self._driving:
+        if job_id not in self._driving and job_id not in self._submitting:  # its submitter tracks it afterwards
             self._driving[job_id] = anyio.CancelScope()
             self._tg.start_soon(self._run, job_id, self._driving[job_id])
 

@@ -207,8 +207,6 @@ class JobRunner:
                 "polls": cur.polls + 1,
                 "consecutive_errors": cur.consecutive_errors if isinstance(result, Done) else 0,
             }
-            if cur.remote_id is None and not isinstance(result, Failed):
-                changes["remote_id"] = cur.job_id  # the provider knows our id: the submit did arrive
             if isinstance(result, Failed):
                 failed_here = True
                 error = ErrorView(
