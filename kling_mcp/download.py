@@ -24,6 +24,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -58,8 +59,9 @@ def _read_in_larger_pieces() -> None:
     """
     import httpcore
 
-    connection = getattr(httpcore, "AsyncHTTP11Connection", None)
-    if isinstance(getattr(connection, "READ_NUM_BYTES", None), int) and connection.READ_NUM_BYTES < _READ_BYTES:
+    connection: Any = getattr(httpcore, "AsyncHTTP11Connection", None)
+    current = getattr(connection, "READ_NUM_BYTES", None)
+    if isinstance(current, int) and current < _READ_BYTES:
         connection.READ_NUM_BYTES = _READ_BYTES
 
 
