@@ -40,29 +40,23 @@ def _providers_text(settings: Settings, ops: tuple[str, ...]) -> str:
 
 def tool_descriptions(settings: Settings) -> dict[str, str]:
     cancellable = [name for name, entry in catalog.PROVIDERS.items() if entry.can_cancel]
-    wait = (
-        f"Waits up to wait_seconds (default {WAIT_DEFAULT_S:g}) with progress notifications, then returns the job; "
-        "if unfinished, call check_job. A finished job gives the file path, a kling:// link and a poster frame."
-    )
     money = (
-        "Arguments are checked against the provider's limits before anything is billed. provider='auto' picks the "
-        "cheapest configured provider that accepts the request. The same idempotency_key, or an identical request "
-        "still running, returns that job instead of billing twice."
+        "Checked against the provider's limits before anything is billed; 'auto' picks the cheapest provider that "
+        "accepts it; the same idempotency_key, or an identical request still running, returns that job instead of "
+        "billing twice. A finished job gives the file path, a kling:// link and a poster frame."
     )
-    legend = (
-        "Per provider (tiers; options, those not named are unsupported): operation, seconds, images, USD/s by tier:"
-    )
+    legend = "Per provider (tiers; options, others unsupported): operation, seconds, images, USD/s by tier:"
     return {
         "generate_video": (
-            "Generate a video with Kling Video O1 (typically 1-5 minutes). The inputs choose the mode: none = "
-            "text-to-video; first_frame (+ last_frame) = image-to-video; reference_images / reference_video = "
-            "reference-to-video. Images and videos: http(s) URLs, data: URIs or local paths. "
-            f"{wait} {money}\n{legend}\n{_providers_text(settings, GENERATE_OPS)}"
+            "Generate a video with Kling Video O1 (1-5 minutes). The inputs choose the mode: none = text-to-video; "
+            "first_frame (+ last_frame) = image-to-video; reference_images/reference_video = reference-to-video. "
+            "Images and videos: http(s) URLs, data: URIs or local paths. "
+            f"{money}\n{legend}\n{_providers_text(settings, GENERATE_OPS)}"
         ),
         "edit_video": (
             "Edit a video with an instruction (restyle, replace, add or remove things); the output has the input's "
-            "length. reference_images guide the new look. Inputs, waiting, checks before billing, provider='auto' "
-            "and idempotency_key work as in generate_video.\n"
+            "length. reference_images guide the new look. Inputs, waiting, checks, 'auto' and idempotency_key "
+            "work as in generate_video.\n"
             f"{legend}\n{_providers_text(settings, EDIT_OPS)}"
         ),
         "check_job": (

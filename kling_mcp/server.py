@@ -146,7 +146,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
 
     def provider_arg(ops: tuple[str, ...]) -> Any:
         return Annotated[
-            Literal[tuple(["auto", *offering(settings.offered, ops)])],  # type: ignore[valid-type]
+            Literal[tuple(["auto", *offering(settings.offered, ops)])],
             Field(description="Which API runs it; auto: the cheapest that accepts the request."),
         ]
 
@@ -157,7 +157,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
 
     def aspect(b: Bounds) -> Any:
         return Annotated[
-            Literal[tuple(b.aspect_ratios)],  # type: ignore[valid-type]
+            Literal[tuple(b.aspect_ratios)],
             Field(description="Output shape; unset: 16:9 where offered."),
         ]
 
@@ -179,15 +179,15 @@ def create_server(settings: Settings | None = None) -> MCPServer:
                 le=WAIT_MAX_S,
                 allow_inf_nan=False,
                 json_schema_extra={"default": default},
-                description=f"Seconds to wait for the job to finish before answering{what}.",
+                description=f"Seconds to wait for the job to finish, with progress notifications{what}.",
             ),
         ]
 
-    Wait = wait(WAIT_DEFAULT_S, "")
+    Wait = wait(WAIT_DEFAULT_S, "; then call check_job")
     CheckWait = wait(0.0, "; 0: at once")
 
     def prompt(b: Bounds, what: str, min_length: int = 1) -> Any:
-        return Annotated[str, Field(min_length=min_length, max_length=b.prompt_max, description=what)]
+        return Annotated[str, Field(min_length=min_length, max_length=b.prompt_max, description=what or None)]
 
     def refs(b: Bounds) -> Any:
         return Annotated[
@@ -199,7 +199,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         ]
 
     def media(what: str) -> Any:
-        return Annotated[str, Field(max_length=MAX_ARG_CHARS, description=f"{what}.")]
+        return Annotated[str, Field(max_length=MAX_ARG_CHARS, description=f"{what}." if what else None)]
 
     def negative(b: Bounds) -> Any:
         return Annotated[str, Field(max_length=b.prompt_max, description="What to avoid (where supported).")]
@@ -218,9 +218,11 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         str, Field(min_length=1, max_length=100, description="The job_id a generate or edit call returned.")
     ]
 
+    As = Field(description="As in generate_video.")  # the description only; the limits are edit_video's own
+
     def same(kind: Any, json_type: str, tool: str = "generate_video") -> Any:
         """``kind``, validated as in ``tool`` but published as "as in <tool>": each limit is stated once."""
-        shown: dict[str, Any] = {"type": json_type, "description": f"As in {tool}."}
+        shown: dict[str, Any] = {"type": json_type, "description": f"As in {tool}"}
         if json_type == "array":
             shown["items"] = {"type": "string"}
         return Annotated[kind, WithJsonSchema(shown)]
@@ -236,10 +238,10 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     docs = tool_descriptions(settings)
 
     mcp = MCPServer("kling-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=_lifespan(settings))
-    spending = ToolAnnotations(
-        read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
-    )
-    reading = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+    # Only the hints that differ from the spec's defaults (read_only false, destructive true,
+    # idempotent false, open_world true): every tool is listed in every prompt.
+    spending = ToolAnnotations(destructive_hint=False)
+    reading = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 
     @mcp.tool(title="Generate a video", description=docs["generate_video"], annotations=spending)
     async def generate_video(
@@ -289,13 +291,13 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         prompt: prompt(edit, "What to change."),  # type: ignore[valid-type]
         video: media("The video to edit"),  # type: ignore[valid-type]
         ctx: Context,
-        reference_images: refs(edit) | None = None,  # type: ignore[valid-type]
+        reference_images: Annotated[refs(edit), As] | None = None,  # type: ignore[valid-type]
         keep_original_sound: Sound | None = None,
         fast: Fast = False,
-        tier: Tier | None = None,
-        provider: provider_arg(EDIT_OPS) = "auto",  # type: ignore[valid-type]
-        wait_seconds: Wait | None = None,  # type: ignore[valid-type]
-        idempotency_key: Key | None = None,
+        tier: Annotated[Tier, As] | None = None,
+        provider: Annotated[provider_arg(EDIT_OPS), As] = "auto",  # type: ignore[valid-type]
+        wait_seconds: Annotated[Wait, As] | None = None,  # type: ignore[valid-type]
+        idempotency_key: Annotated[Key, As] | None = None,
     ) -> Annotated[CallToolResult, JobView]:
         service = _service(ctx)
         try:
@@ -394,9 +396,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     @mcp.tool(
         title="Cancel a job",
         description=docs["cancel_job"],
-        annotations=ToolAnnotations(
-            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True
-        ),
+        annotations=ToolAnnotations(idempotent_hint=True),
     )
     async def cancel_job(job_id: JobId, ctx: Context) -> CancelResult:
         try:

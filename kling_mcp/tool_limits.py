@@ -84,7 +84,7 @@ def _prices(prices: Sequence[Price | None]) -> str:
     if amounts == ["0"]:
         return "free"
     basis = {p.basis for p in known} - {"published"}
-    return "$" + "|".join(amounts) + "/s" + (f" ({'/'.join(sorted(basis))})" if basis else "")
+    return "$" + "|".join(amounts) + "/s" + (f" {'/'.join(sorted(basis))}" if basis else "")
 
 
 def _op_limits(op: str, s: OperationSpec) -> str:
@@ -159,7 +159,7 @@ def provider_lines(providers: Sequence[str], ops: Sequence[str], *, local_too: b
     """The lines of ``providers`` for ``ops``; ``local`` in one short line when ``local_too``."""
     lines = [line for name in providers if name != "local" and (line := provider_line(name, ops))]
     if local_too and lines:
-        lines.append("local: a free preview rendered on this machine (not Kling), for any request these allow.")
+        lines.append("local: a free preview made on this machine (not Kling), for any request the above allow.")
     elif local_too:
         lines.append(f"{provider_line('local', ops)}. A preview rendered on this machine, not Kling.")
     return "\n".join(lines)

@@ -8,7 +8,9 @@ Every tool's ``inputSchema`` and ``outputSchema`` is part of the prompt a client
   it has one) beside ``type``, not inside an ``anyOf`` with ``null``: leaving it out means "not set";
 - no ``maxLength`` of a million characters or more (a safety cap, still enforced, never a limit a
   caller meets by accident);
-- in output schemas, a nullable field is ``"type": ["number", "null"]`` and no defaults are shown.
+- in output schemas, a nullable field is ``"type": ["number", "null"]``; no defaults and no ``required``
+  lists are shown (every field of a result is always present), and a ``$defs`` entry used once is
+  written where it is used.
 
 Only the published JSON changes: arguments are still validated by the tools' pydantic models (which
 accept an explicit ``null`` as before) and results by their output models.
@@ -16,6 +18,7 @@ accept an explicit ``null`` as before) and results by their output models.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 _NULL = {"type": "null"}
@@ -44,13 +47,45 @@ def compact_input(schema: dict[str, Any]) -> dict[str, Any]:
 def compact_output(schema: dict[str, Any]) -> dict[str, Any]:
     """Compact an output schema in place (see the module docstring) and return it."""
     _walk(schema, output=True)
+    _inline_single_use_defs(schema)
     return schema
+
+
+def _inline_single_use_defs(schema: dict[str, Any]) -> None:
+    """Put each ``$defs`` entry referenced exactly once where it is used (innermost first)."""
+    defs = schema.get("$defs") or {}
+    changed = True
+    while changed:
+        changed = False
+        uses: dict[str, list[dict[str, Any]]] = {}
+        _find_refs(schema, uses)
+        for name, nodes in uses.items():
+            if name in defs and len(nodes) == 1 and '"$ref"' not in json.dumps(defs[name]):
+                nodes[0].clear()
+                nodes[0].update(defs.pop(name))
+                changed = True
+    if "$defs" in schema and not schema["$defs"]:
+        del schema["$defs"]
+
+
+def _find_refs(node: Any, uses: dict[str, list[dict[str, Any]]]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and len(node) == 1:
+            uses.setdefault(ref.removeprefix("#/$defs/"), []).append(node)
+        for value in node.values():
+            _find_refs(value, uses)
+    elif isinstance(node, list):
+        for value in node:
+            _find_refs(value, uses)
 
 
 def _walk(node: dict[str, Any], *, output: bool) -> None:
     node.pop("title", None)
     if output:
         node.pop("default", None)
+        if isinstance(node.get("required"), list):
+            del node["required"]  # every field is always present: the list would name them all again
     elif "default" in node and node["default"] is None:
         del node["default"]
     _fold_null(node, output=output)
@@ -100,7 +135,7 @@ def share_output_schema(mcp: Any, owner: str) -> None:
 
     A tool whose whole output is ``owner``'s object (``generate_video`` answers what ``check_job``
     answers) publishes ``job_id``, ``status`` and ``next_action`` and says where the rest is described;
-    a ``$defs`` entry equal to it (``list_jobs``' items) becomes an object that says the same. Both
+    the same object nested in another output (``list_jobs``' items) becomes an object that says so. Both
     still validate every result (other properties are allowed). Call after :func:`compact_tool_schemas`.
     """
     tools = mcp._tool_manager._tools
@@ -115,29 +150,28 @@ def share_output_schema(mcp: Any, owner: str) -> None:
             continue
         if schema == full:
             kept = {k: body["properties"][k] for k in _KEPT if k in body.get("properties", {})}
-            tool.fn_metadata.output_schema = {
-                "type": "object",
-                "description": note,
-                "properties": kept,
-                "required": [k for k in body.get("required", []) if k in kept],
-            }
+            tool.fn_metadata.output_schema = {"type": "object", "description": note, "properties": kept}
             continue
-        for key, definition in list((schema.get("$defs") or {}).items()):
-            if {k: v for k, v in definition.items() if k != "$defs"} == body:
-                schema["$defs"][key] = {"type": "object", "description": note}
+        _replace_copies(schema, body, {"type": "object", "description": note})
         _drop_unused_defs(schema)
+
+
+def _replace_copies(node: Any, body: dict[str, Any], stub: dict[str, Any]) -> None:
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    for child in children:
+        if isinstance(child, dict) and child == body:
+            child.clear()
+            child.update(stub)
+        else:
+            _replace_copies(child, body, stub)
 
 
 def _drop_unused_defs(schema: dict[str, Any]) -> None:
     defs = schema.get("$defs")
     if not defs:
         return
-    import json
-
     while True:
-        text = json.dumps({k: v for k, v in schema.items() if k != "$defs"}) + json.dumps(
-            [v for v in defs.values()]
-        )
+        text = json.dumps({k: v for k, v in schema.items() if k != "$defs"}) + json.dumps([v for v in defs.values()])
         unused = [k for k in defs if f'"#/$defs/{k}"' not in text]
         if not unused:
             break
