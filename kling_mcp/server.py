@@ -4,10 +4,10 @@ and the configured providers when the server is built.
 """
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import anyio
 from mcp.server import MCPServer
@@ -50,7 +50,7 @@ class AppState:
     service: VideoService
 
 
-def _lifespan(settings: Settings):
+def _lifespan(settings: Settings) -> Callable[[MCPServer], Any]:
     @asynccontextmanager
     async def lifespan(_server: MCPServer) -> AsyncIterator[AppState]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,7 @@ def _lifespan(settings: Settings):
 
 
 def _service(ctx: Context) -> VideoService:
-    return ctx.request_context.lifespan_context.service
+    return cast(AppState, ctx.request_context.lifespan_context).service
 
 
 async def _poster(service: VideoService, job: Job) -> ImageContent | None:
@@ -130,7 +130,7 @@ async def _job_result(service: VideoService, job: Job, note: str | None = None) 
     return CallToolResult(content=content, structured_content=dump(view))
 
 
-def _progress(ctx: Context):
+def _progress(ctx: Context) -> Callable[[float, str], Awaitable[None]]:
     async def report(progress: float, message: str) -> None:
         await ctx.report_progress(progress, 100.0, message)
 
