@@ -4,7 +4,7 @@ and the configured providers when the server is built.
 """
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, cast
@@ -22,7 +22,7 @@ from mcp.types import (
 )
 from pydantic import Field, WithJsonSchema
 
-from . import __version__, catalog, errors
+from . import __version__, catalog, errors, server_checks
 from .config import WAIT_DEFAULT_S, WAIT_MAX_S, Settings
 from .inputs import MAX_ARG_CHARS
 from .jobs.model import Job
@@ -37,6 +37,7 @@ from .requests import (
     JobView,
     dump,
 )
+from .server_checks import install_checks, reporting
 from .service import VideoService
 from .tool_limits import EDIT_OPS, GENERATE_OPS, Bounds, bounds, limit_providers, offering
 from .tool_schemas import compact_tool_schemas, share_output_schema
@@ -128,13 +129,6 @@ async def _job_result(service: VideoService, job: Job, note: str | None = None) 
     if poster is not None:
         content.append(poster)
     return CallToolResult(content=content, structured_content=dump(view))
-
-
-def _progress(ctx: Context) -> Callable[[float, str], Awaitable[None]]:
-    async def report(progress: float, message: str) -> None:
-        await ctx.report_progress(progress, 100.0, message)
-
-    return report
 
 
 def create_server(settings: Settings | None = None) -> MCPServer:
@@ -281,7 +275,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
                 wait_seconds=wait_seconds,
                 idempotency_key=idempotency_key,
             )
-            job, note = await service.generate(req, _progress(ctx))
+            job, note = await reporting(ctx, lambda report: service.generate(req, report), waits=wait_seconds != 0)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
         return await _job_result(service, job, note)
@@ -312,7 +306,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
                 wait_seconds=wait_seconds,
                 idempotency_key=idempotency_key,
             )
-            job, note = await service.generate(req, _progress(ctx))
+            job, note = await reporting(ctx, lambda report: service.generate(req, report), waits=wait_seconds != 0)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
         return await _job_result(service, job, note)
@@ -325,7 +319,9 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     ) -> Annotated[CallToolResult, JobView]:
         service = _service(ctx)
         try:
-            job = await service.check(job_id, wait_seconds, _progress(ctx))
+            job = await reporting(
+                ctx, lambda report: service.check(job_id, wait_seconds, report), waits=bool(wait_seconds)
+            )
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
         return await _job_result(service, job)
@@ -408,14 +404,15 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         "kling://jobs/{job_id}/videos/{index}",
         name="job-video",
         mime_type="video/mp4",
-        description="A finished video of a job (MP4 bytes).",
+        description="A finished video of a job (MP4 bytes; above 50 MB a text with its path and preview).",
     )
-    async def job_video(job_id: str, index: str, ctx: Context) -> bytes:
+    async def job_video(job_id: str, index: str, ctx: Context) -> bytes | str:
         try:
             path = _service(ctx).video_path(job_id, int(index))
         except (errors.KlingError, ValueError) as exc:
             raise ResourceNotFoundError(f"no video {index} for job {job_id}: {exc}") from None
-        return await anyio.Path(path).read_bytes()
+        too_big = server_checks.too_big_to_read(path, f"kling://jobs/{job_id}/videos/{index}")
+        return too_big if too_big is not None else await anyio.Path(path).read_bytes()
 
     @mcp.resource(
         "kling://catalog",
@@ -436,6 +433,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     from .server_extras import install_extras
 
     install_extras(mcp, settings)
+    install_checks(mcp, settings.configured)
     compact_tool_schemas(mcp)
     share_output_schema(mcp, owner="check_job")
     return mcp

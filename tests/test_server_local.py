@@ -116,7 +116,7 @@ async def test_data_uri_input_is_accepted(tmp_path, image_file):
 
 
 @pytest.mark.parametrize("args,expect", [
-    ({"prompt": "x", "duration": 11}, "less than or equal to 10"),
+    ({"prompt": "x", "duration": 11}, "duration=11: must be at most 10."),
     ({"prompt": "x", "aspect_ratio": "4:3"}, "aspect_ratio"),
     ({"prompt": "x", "provider": "runpod"}, "provider"),
     ({"prompt": "x", "bogus": 1}, "bogus"),
