@@ -323,7 +323,7 @@ async def test_an_unknown_external_id_is_waited_for_then_fails_as_interrupted(ad
     not_found = httpx.Response(404, json=envelope(code=1203, message="task not found"))
     job = make_job()
     wire.then(not_found, not_found)
-    assert await adapter.poll(job) == Running(queued=True)           # it may still be arriving
+    assert await adapter.poll(job) == Running(queued=True, confirmed=False)   # it may still be arriving
     monkeypatch.setattr(adapter_module, "NOT_FOUND_GRACE_S", 0.0)
     failed = await adapter.poll(job)
     assert isinstance(failed, Failed) and failed.code == "interrupted" and "nothing was billed" in failed.message

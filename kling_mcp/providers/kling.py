@@ -194,7 +194,7 @@ class KlingProvider:
     def _unknown_external_id(self, job: Job) -> PollResult:
         waited = time.time() - (job.submitted_at or job.created_at)
         if waited < NOT_FOUND_GRACE_S:
-            return Running(queued=True)
+            return Running(queued=True, confirmed=False)
         return Failed(
             code=errors.JobInterrupted.code,
             message=(
