@@ -187,6 +187,10 @@ async def test_a_too_small_image_is_a_tool_error_before_any_request(emu, tmp_pat
     base, state = emu
     result = await call(base, tmp_path, "generate_video", {"prompt": PROMPT, "first_frame": str(image_file)})
     assert result.is_error and "at least 300 px" in text_of(result)
+    async with Client(create_server(settings(base, tmp_path))) as client:
+        quote = await client.call_tool("estimate_cost", {"prompt": PROMPT, "first_frame": str(image_file)})
+    [kling] = [q for q in quote.structured_content["quotes"] if q["provider"] == "kling"]
+    assert not kling["supported"] and "at least 300 px" in " ".join(kling["problems"])
     assert state.requests == []
 
 
