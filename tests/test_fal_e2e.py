@@ -203,10 +203,11 @@ async def test_transient_faults_and_broken_bodies_still_end_in_one_video(emu, tm
     state.fail_next(500, on="result")
     state.malformed_next = 1
     state.files.truncate_next = 1
-    state.slow_next, state.slow_s = 1, 0.4
+    state.files.slow_next, state.files.slow_s = 1, 0.4
     view = await call(base, tmp_path, "generate_video", {"prompt": "waves roll in", "first_frame": image(base, state)})
     assert view["status"] == "succeeded", view
     assert state.faults == [] and state.malformed_next == 0 and state.files.truncate_next == 0
+    assert state.files.slow_next == 0
     [job] = state.jobs.values()
     assert state.files.downloads[job.file_name] >= 2                  # the truncated body was fetched again
     assert len(state.submits()) == 1                                  # never submitted twice

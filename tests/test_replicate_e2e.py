@@ -206,9 +206,11 @@ async def test_transient_faults_and_a_truncated_download_still_end_in_one_video(
     state.fail_next(502, on="poll")
     state.malformed_next = 1
     state.files.truncate_next = 1
+    state.files.slow_next, state.files.slow_s = 1, 0.4
     view = await call(base, tmp_path, "generate_video", {"prompt": "waves roll in"})
     assert view["status"] == "succeeded", view
     assert state.faults == [] and state.malformed_next == 0 and state.files.truncate_next == 0
+    assert state.files.slow_next == 0
     assert len(state.predictions) == 1
     [prediction] = state.predictions.values()
     assert state.files.downloads[prediction.file_name] >= 2

@@ -111,7 +111,8 @@ class FalProvider:
         self.storage_url = (ctx.extra_urls.get(STORAGE_URL_VAR) or DEFAULT_STORAGE).rstrip("/")
         key = ctx.api_key or ""
         # A fal key is "<id>:<secret>"; an echo of either half must not leak either.
-        self._secrets = tuple(s for s in (key, *key.split(":")) if len(s) >= 8)
+        halves = tuple(part for part in key.split(":") if len(part) >= 8 and part != key)
+        self._secrets = ((key,) if key else ()) + halves
 
     # --- VideoProvider ------------------------------------------------------------------------
 

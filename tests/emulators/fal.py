@@ -24,7 +24,6 @@ Fault knobs live on :class:`FalState`. Run standalone: ``python -m tests.emulato
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
@@ -35,7 +34,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.emulators._evolink_files import HostedProblem, hosted_media
@@ -100,8 +99,7 @@ class FalState:
     ``outcomes``: outcomes of the next requests, in order (then ``outcome``).
     ``faults``: HTTP errors for the next matching requests, each used once.
     ``malformed_next``: the next N status answers are cut-off JSON.
-    ``slow_next``: the next N result downloads trickle out over ``slow_s`` seconds.
-    ``files.truncate_next`` / ``files.expire_all`` / ``result_ttl_s``: download faults.
+    ``files.truncate_next`` / ``files.slow_next`` / ``files.expire_all`` / ``result_ttl_s``: download faults.
     """
 
     api_key: str | None = API_KEY            # None: any non-empty Key is accepted
@@ -111,8 +109,6 @@ class FalState:
     unknown_status: str = "PAUSED"
     faults: list[HttpFault] = field(default_factory=list)
     malformed_next: int = 0
-    slow_next: int = 0
-    slow_s: float = 1.0
     video_seconds: float = 1.0
     result_ttl_s: float = 3600.0
     files: FileHost = field(default_factory=FileHost)
@@ -380,19 +376,7 @@ class _Emulator:
         return JSONResponse({"access_url": f"{str(request.base_url).rstrip('/')}/files/{name}"})
 
     async def download(self, request: Request) -> Response:
-        response = await self.state.files.handle(request)
-        if self.state.slow_next > 0 and response.status_code == 200 and not isinstance(response, StreamingResponse):
-            self.state.slow_next -= 1
-            body, pause = bytes(response.body), self.state.slow_s / 4
-
-            async def trickle():
-                for i in range(4):
-                    await asyncio.sleep(pause)
-                    yield body[i * len(body) // 4:(i + 1) * len(body) // 4]
-
-            headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-            return StreamingResponse(trickle(), headers={**headers, "Content-Length": str(len(body))})
-        return response
+        return await self.state.files.handle(request)     # looked up per call: tests may swap the host
 
 
 def create_app(state: FalState | None = None) -> Starlette:
