@@ -54,6 +54,8 @@ def test_estimate_prints_a_table_of_quotes(capsys):
     rows = {line.split()[0]: line for line in block}
     assert set(rows) == set(PROVIDERS)
     assert "yes (set RUNWARE_API_KEY)" in rows["runware"] and "published" in rows["runware"]
+    assert "yes (set KLING_ACCESS_KEY + KLING_SECRET_KEY (or KLING_API_KEY))" in rows["kling"]
+    assert "$0.420" in rows["kling"] and "inferred" in rows["kling"]
     assert rows["local"].split()[3:6] == ["yes", "$0.000", "published"]
     assert "does not offer text-to-video" in rows["runpod"]
     assert "standard: auto picks local: run `kling-mcp generate --tier standard` (same flags)." in out
