@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from kling_mcp import errors
-from kling_mcp.jobs.model import Job
+from kling_mcp.jobs.model import Job, JobStatus
 from kling_mcp.providers import _fal_storage as fal_storage
 from kling_mcp.providers.base import Done, Failed, ProviderContext, Running
 from kling_mcp.providers.fal import FalProvider
@@ -193,13 +193,15 @@ async def test_a_malformed_status_body_is_a_transient_error(tmp_path):
         await provider(wire, tmp_path).poll(job(remote_id=RID, **SPECS["image-to-video"]))
 
 
-@pytest.mark.parametrize(("response", "stopped"), [
-    (httpx.Response(202, json={"status": "CANCELLATION_REQUESTED"}), True),
-    (httpx.Response(400, json={"status": "ALREADY_COMPLETED"}), False),
+@pytest.mark.parametrize(("response", "status", "stopped"), [
+    (httpx.Response(202, json={"status": "CANCELLATION_REQUESTED"}), JobStatus.SUBMITTED, True),
+    (httpx.Response(202, json={"status": "CANCELLATION_REQUESTED"}), JobStatus.RUNNING, False),  # a signal only
+    (httpx.Response(400, json={"status": "ALREADY_COMPLETED"}), JobStatus.SUBMITTED, False),
 ])
-async def test_cancel_puts_to_the_cancel_url(tmp_path, response, stopped):
+async def test_cancel_puts_to_the_cancel_url(tmp_path, response, status, stopped):
     wire = Wire(response)
     j = job(remote_id=RID, data={"cancel_url": f"{REQ}/cancel"}, **SPECS["image-to-video"])
+    j = j.model_copy(update={"status": status})
     assert await provider(wire, tmp_path).cancel(j) is stopped
     assert wire.requests[0].method == "PUT" and str(wire.requests[0].url) == f"{REQ}/cancel"
 

@@ -196,6 +196,20 @@ async def test_cancel_a_queued_request(emu, tmp_path):
     assert put.path == f"/fal-ai/kling-video/requests/{job.id}/cancel" and job.cancelled
 
 
+async def test_cancel_of_a_running_request_is_not_reported_as_stopped(emu, tmp_path):
+    base, state = emu
+    state.steps = ["IN_QUEUE"] + ["IN_PROGRESS"] * 10_000
+    async with Client(create_server(settings(base, tmp_path))) as client:
+        started = await client.call_tool("generate_video", {"prompt": "waves", "provider": "fal", "wait_seconds": 3,
+                                                            "first_frame": image(base, state)})
+        assert started.structured_content["status"] == "running", started.structured_content
+        cancelled = await client.call_tool("cancel_job", {"job_id": started.structured_content["job_id"]})
+    answer = cancelled.structured_content
+    assert answer["cancelled_at_provider"] is False and "may still run and be billed" in answer["message"]
+    [job] = state.jobs.values()
+    assert job.cancel_requested and not job.cancelled               # the signal was sent all the same
+
+
 async def test_transient_faults_and_broken_bodies_still_end_in_one_video(emu, tmp_path):
     base, state = emu
     state.fail_next(429, on="status", retry_after="0")

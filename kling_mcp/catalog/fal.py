@@ -99,7 +99,9 @@ FAL = ProviderEntry(
     base_url_env="KLING_MCP_FAL_BASE_URL",
     default_base_url="https://queue.fal.run",
     can_cancel=True,
-    cancel_note="fal cancels a request only while it is queued; one already running finishes and is billed.",
+    cancel_note=(
+        "fal removes a queued request; one already running only gets a cancel signal and may finish and be billed."
+    ),
     docs_url="https://fal.ai/models/fal-ai/kling-video/o1/image-to-video/api",
     extra_env={"KLING_MCP_FAL_STORAGE_URL": "https://rest.alpha.fal.ai"},
     variants=(

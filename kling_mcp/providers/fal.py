@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .. import errors, validation
-from ..jobs.model import Job, RemoteVideo
+from ..jobs.model import Job, JobStatus, RemoteVideo
 from ..requests import MediaRef
 from . import _http
 from ._fal_storage import FalStorage
@@ -154,14 +154,15 @@ class FalProvider:
         )
 
     async def cancel(self, job: Job) -> bool:
-        """``PUT {cancel_url}``: True when fal accepted it (it stops only a queued request)."""
+        """``PUT {cancel_url}``. fal removes a queued request; one in progress only gets a signal the
+        model may ignore, so that is not reported as stopped (it may still finish and be billed)."""
         if not job.remote_id:
             return False
         try:
             await self._call("PUT", self._job_urls(job)["cancel_url"])
         except errors.ProviderRejected:  # 400 ALREADY_COMPLETED: nothing left to stop
             return False
-        return True
+        return job.status != JobStatus.RUNNING
 
     # --- request body -------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ Follows shared/reference/providers.md §7 and §9:
   poll, for failed requests too. ``GET .../requests/{id}`` is the raw output ``{"video": {...}}``, or,
   for a failed request, the only place the error shows: 422 ``{"detail": [{loc, msg, type}]}``. The
   input is checked at submit (like fal's schemas) but, as on fal, reported only there.
-- ``PUT .../requests/{id}/cancel``: 202 ``CANCELLATION_REQUESTED``, or 400 ``ALREADY_COMPLETED``.
+- ``PUT .../requests/{id}/cancel``: 202 ``CANCELLATION_REQUESTED`` (a queued request is removed and
+  never processed; one in progress only gets the signal, and this Kling app finishes it), or 400
+  ``ALREADY_COMPLETED``.
 - ``POST /storage/auth/token?storage_type=fal-cdn-v3`` answers a token and the upload host
   (``{base}/cdn``); ``POST /cdn/files/upload`` (that token) stores raw bytes, answering ``access_url``;
   ``POST /cdn/files/upload/multipart`` starts a multipart upload (``access_url``, ``uploadId``), parts go
@@ -88,6 +90,7 @@ class FalRequest:
     issues: list[dict[str, Any]]
     polls: int = 0
     cancelled: bool = False
+    cancel_requested: bool = False   # in progress: the signal went to the runner, which may finish anyway
     file_name: str | None = None
 
 
@@ -298,7 +301,9 @@ class _Emulator:
             return job
         if job.polls >= len(self.state.steps) or job.cancelled:
             return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
-        job.cancelled = True
+        job.cancel_requested = True
+        if self.state.steps[job.polls] == "IN_QUEUE":       # removed from the queue, never processed
+            job.cancelled = True
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
 
     async def token(self, request: Request) -> Response:
