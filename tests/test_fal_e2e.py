@@ -327,3 +327,26 @@ async def test_a_large_local_video_goes_up_in_parts(emu, tmp_path, big_video, mo
     assert len(puts) == -(-big_video.stat().st_size // (64 * 1024)) > 1
     body = state.submits()[0][1]
     assert state.files.files[body["video_url"].rsplit("/", 1)[-1]].data == big_video.read_bytes()
+
+
+@pytest.mark.parametrize("tier", ["pro", "standard"])
+@pytest.mark.parametrize(("kind", "tool", "rate_index"), [
+    ("image-to-video", "generate_video", 0), ("reference-to-video", "generate_video", 0),
+    ("video-to-video/reference", "generate_video", 1), ("video-to-video/edit", "edit_video", 1),
+])
+async def test_all_eight_endpoints_end_to_end(emu, tmp_path, tier, kind, tool, rate_index):
+    base, state = emu
+    rate = {"pro": (0.112, 0.168), "standard": (0.084, 0.126)}[tier][rate_index]
+    source = hosted(base, state, clip(), ".mp4", "video/mp4")
+    args: dict[str, Any] = {"prompt": f"{kind} at {tier}", "tier": tier}
+    if kind == "image-to-video":
+        args.update(first_frame=image(base, state), duration=6)
+    elif kind == "reference-to-video":
+        args.update(reference_images=[image(base, state)] * 7, duration=6)
+    elif kind == "video-to-video/reference":
+        args.update(reference_video=source, reference_images=[image(base, state)] * 4, duration=6)
+    else:
+        args.update(video=source, reference_images=[image(base, state)] * 4)
+    view = await call(base, tmp_path, tool, args)
+    root = PRO if tier == "pro" else STD
+    assert_succeeded(view, state, f"{root}/{kind}", rate * (4 if kind.endswith("edit") else 6))

@@ -302,3 +302,28 @@ async def test_an_output_deleted_while_the_server_was_down_fails_the_job_clearly
                                                      "wait_seconds": 20})).structured_content
     assert view["status"] == "failed" and view["error"]["code"] == "remote_not_found", view
     assert "deleted its output" in view["error"]["message"]
+
+
+@pytest.mark.parametrize("tier", ["pro", "standard"])
+@pytest.mark.parametrize("operation", ["text", "image", "reference", "reference_video", "edit"])
+async def test_every_mode_at_both_modes_end_to_end(emu, tmp_path, tier, operation):
+    base, state = emu
+    args: dict[str, Any] = {"prompt": f"{operation} at {tier}", "tier": tier}
+    seconds, with_video = 5, operation in ("reference_video", "edit")
+    if operation == "image":
+        args.update(first_frame=image(base, state), last_frame=image(base, state, (9, 9, 9)))
+    elif operation == "reference":
+        args.update(reference_images=[image(base, state)] * 7, duration=3)
+        seconds = 3
+    elif operation == "reference_video":
+        args.update(reference_video=video(base, state), reference_images=[image(base, state)] * 4, duration=8)
+        seconds = 8
+    elif operation == "edit":
+        args.update(video=video(base, state), reference_images=[image(base, state)] * 4)
+        seconds = 4
+    rate = {"pro": (0.112, 0.168), "standard": (0.084, 0.126)}[tier][with_video]
+    view = await call(base, tmp_path, "edit_video" if operation == "edit" else "generate_video", args)
+    inputs = assert_succeeded(view, state, rate * seconds)
+    assert inputs["mode"] == ("pro" if tier == "pro" else "std")
+    if with_video:
+        assert inputs["video_reference_type"] == ("base" if operation == "edit" else "feature")
