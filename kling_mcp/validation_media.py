@@ -74,6 +74,13 @@ def media_problems(spec: VideoSpec, limits: MediaLimits | None, provider: str) -
                 f"{name} is {size / 1e6:.0f} MB; {provider} accepts videos up to "
                 f"{limits.video_max_bytes / 1e6:.0f} MB: compress or trim it."
             )
+        if limits.video_s and ref.duration_s is not None:
+            lo_s, hi_s = limits.video_s
+            if not lo_s <= ref.duration_s <= hi_s:
+                problems.append(
+                    f"{name} is {ref.duration_s:g} s long; {provider} accepts {lo_s:g}-{hi_s:g} s: "
+                    f"{'trim it' if ref.duration_s > hi_s else 'use a longer clip'}."
+                )
         if limits.video_types and ref.mime_type and ref.mime_type not in limits.video_types:
             accepted = "/".join(_TYPE_NAMES.get(t, t) for t in limits.video_types)
             shown = _TYPE_NAMES.get(ref.mime_type, ref.mime_type)

@@ -279,6 +279,7 @@ async def test_an_unknown_queue_status_fails_the_job_instead_of_polling_forever(
     ("edit_video", {"prompt": "x y", "video": "SMALL"}, "720-2160 px on each side"),
     ("edit_video", {"prompt": "x y", "video": "SLOW"}, "24-60 fps"),
     ("generate_video", {"prompt": "x y", "reference_video": "SMALL"}, "720-2160 px on each side"),
+    ("generate_video", {"prompt": "x y", "reference_video": "SHORT"}, "accepts 3-10.05 s"),
     ("generate_video", {"prompt": "x y", "first_frame": "TINY_FILE"}, "at least 300 px on each side"),
     ("generate_video", {"prompt": "x y", "first_frame": "WIDE_FILE"}, "accepts 0.40-2.50"),
 ])

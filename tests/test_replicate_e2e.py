@@ -259,10 +259,13 @@ async def test_an_upload_failure_is_a_tool_error_before_any_prediction(emu, tmp_
     ("generate_video", {"prompt": "x y", "negative_prompt": "blur"}, "negative_prompt"),
     ("generate_video", {"prompt": "x y", "num_videos": 2}, "num_videos"),
     ("edit_video", {"prompt": "x y", "video": "SHORT"}, "3-10 s"),
+    ("generate_video", {"prompt": "x y", "reference_video": "SHORT"}, "reference_video is 2 s long"),
+    ("generate_video", {"prompt": "x y", "reference_video": "LONG"}, "accepts 3-10 s: trim it"),
 ])
 async def test_every_documented_rule_is_checked_before_anything_is_sent(emu, tmp_path, tool, args, words):
     base, state = emu
-    media = {"IMG": image(base, state), "VID": video(base, state), "SHORT": video(base, state, 2.0)}
+    media = {"IMG": image(base, state), "VID": video(base, state), "SHORT": video(base, state, 2.0),
+             "LONG": video(base, state, 11.0)}
 
     def fill(value: Any) -> Any:
         return [fill(v) for v in value] if isinstance(value, list) else media.get(value, value)
