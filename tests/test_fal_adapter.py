@@ -146,6 +146,15 @@ async def test_without_saved_urls_poll_builds_owner_alias_urls_like_fals_client(
     assert str(wire.requests[0].url) == f"{REQ}/status?logs=0"
 
 
+async def test_saved_urls_on_another_host_than_the_configured_queue_are_not_used(tmp_path):
+    wire = Wire(httpx.Response(200, json={"status": "IN_PROGRESS"}))
+    j = job(remote_id=RID, data={"endpoint": "fal-ai/kling-video/o1/image-to-video",
+                                 "status_url": f"https://old-proxy.test/fal-ai/kling-video/requests/{RID}/status"},
+            **SPECS["image-to-video"])
+    await provider(wire, tmp_path).poll(j)                       # e.g. KLING_MCP_FAL_BASE_URL changed since
+    assert str(wire.requests[0].url) == f"{REQ}/status?logs=0"
+
+
 def completed() -> httpx.Response:
     return httpx.Response(200, json={"status": "COMPLETED"})
 

@@ -262,9 +262,11 @@ class FalProvider:
         return {"status_url": f"{base}/status", "response_url": base, "cancel_url": f"{base}/cancel"}
 
     def _job_urls(self, job: Job) -> dict[str, str]:
+        """The URLs saved at submit, each only while it points at the configured queue host."""
         saved = job.provider_data or {}
         built = self._built_urls(str(saved.get("endpoint") or job.model), job.remote_id or "")
-        return {k: str(saved.get(k) or v) for k, v in built.items()}
+        here = _origin(self.queue)
+        return {k: str(saved[k]) if saved.get(k) and _origin(str(saved[k])) == here else v for k, v in built.items()}
 
     def _shown(self, data: Any) -> str:
         return errors.redact(str(data)[:160], self._secrets)
