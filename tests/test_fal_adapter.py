@@ -283,3 +283,14 @@ async def test_an_echoed_key_or_either_half_of_it_is_redacted(tmp_path):
         await provider(wire, tmp_path).submit(job(**SPECS["image-to-video"]))
     assert key_id not in str(caught.value) and secret not in str(caught.value)
     assert caught.value.may_have_accepted is False
+
+
+async def test_a_non_ascii_file_name_is_sent_percent_encoded(tmp_path, image_file):
+    named = tmp_path / "фото кадр.png"
+    named.write_bytes(image_file.read_bytes())
+    token = {"token": "tok", "token_type": "Bearer", "base_url": "https://up.test"}
+    wire = Wire(httpx.Response(200, json=token), httpx.Response(200, json={"access_url": "https://v3.fal.media/f"}),
+                queued())
+    frame = MediaRef(kind="file", value=str(named), media="image", mime_type="image/png")
+    await provider(wire, tmp_path).submit(job(operation="image", prompt="p", first_frame=frame, duration=5))
+    assert wire.requests[1].headers["x-fal-file-name"] == "%D1%84%D0%BE%D1%82%D0%BE%20%D0%BA%D0%B0%D0%B4%D1%80.png"
