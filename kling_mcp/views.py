@@ -47,6 +47,12 @@ def next_action(job: Job) -> str:
     )
 
 
+def _cost_note(job: Job) -> str | None:
+    if job.cost_usd is not None and job.cost_basis == "inferred":
+        return f"cost_usd is converted from {job.provider}'s credits at its published rate (inferred, not a bill)."
+    return None
+
+
 def job_view(job: Job, note: str | None = None) -> JobView:
     return JobView(
         job_id=job.job_id,
@@ -73,7 +79,7 @@ def job_view(job: Job, note: str | None = None) -> JobView:
         ],
         error=job.error,
         next_action=next_action(job),
-        note=" ".join(n for n in (note, job.note) if n) or None,
+        note=" ".join(n for n in (note, job.note, _cost_note(job)) if n) or None,
         created_at=job.created_at,
         updated_at=job.updated_at,
     )
