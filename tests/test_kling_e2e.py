@@ -187,6 +187,10 @@ async def test_a_too_small_image_is_a_tool_error_before_any_request(emu, tmp_pat
     base, state = emu
     result = await call(base, tmp_path, "generate_video", {"prompt": PROMPT, "first_frame": str(image_file)})
     assert result.is_error and "at least 300 px" in text_of(result)
+    async with Client(create_server(settings(base, tmp_path))) as client:
+        quote = await client.call_tool("estimate_cost", {"prompt": PROMPT, "first_frame": str(image_file)})
+    [kling] = [q for q in quote.structured_content["quotes"] if q["provider"] == "kling"]
+    assert not kling["supported"] and "at least 300 px" in " ".join(kling["problems"])
     assert state.requests == []
 
 
@@ -397,6 +401,6 @@ async def test_the_tool_descriptions_list_kling_and_say_videos_must_be_urls(emu,
     async with Client(create_server(settings(emu[0], tmp_path))) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
     for name in ("generate_video", "edit_video"):
-        lines = [line for line in (tools[name].description or "").splitlines() if line.startswith("kling ")]
-        assert len(lines) == 2 and all("videos only as http(s) URLs" in line for line in lines), lines
+        [line] = [line for line in (tools[name].description or "").splitlines() if line.startswith("kling ")]
+        assert line.startswith("kling (pro|standard; prompt <= 2500") and "videos as URLs only" in line, line
         assert "kling" in tools[name].input_schema["properties"]["provider"]["enum"]
