@@ -227,9 +227,17 @@ async def test_transient_faults_and_broken_bodies_still_end_in_one_video(emu, tm
     assert len(state.submits()) == 1                                  # never submitted twice
 
 
-async def test_a_rate_limited_submit_is_a_tool_error_and_nothing_is_queued(emu, tmp_path):
+async def test_a_rate_limited_submit_is_waited_out_and_queued_once(emu, tmp_path):
     base, state = emu
-    state.fail_next(429, on="submit", retry_after="7")
+    state.fail_next(429, on="submit", retry_after="1")
+    result = await call_raw(base, tmp_path, "generate_video", {"prompt": "x y", "first_frame": image(base, state)})
+    assert not result.is_error, text(result)
+    assert len(state.jobs) == 1
+
+
+async def test_a_submit_rate_limited_past_the_calls_time_is_a_tool_error_and_nothing_is_queued(emu, tmp_path):
+    base, state = emu
+    state.fail_next(429, on="submit", retry_after="120")
     result = await call_raw(base, tmp_path, "generate_video", {"prompt": "x y", "first_frame": image(base, state)})
     assert result.is_error and "rate_limited" in text(result)
     assert state.jobs == {}

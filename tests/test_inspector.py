@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from kling_mcp.catalog import PROVIDERS
+from tests.support import read_store
 from tests.test_conformance import ROOT, node_tools, server_env  # noqa: F401 - node_tools is a fixture
 
 TOOLS = {"generate_video", "edit_video", "check_job", "estimate_cost", "list_jobs", "cancel_job"}
@@ -95,7 +96,6 @@ def test_unknown_video_is_a_clear_error(node_tools, tmp_path):  # noqa: F811
 # --- examples ---------------------------------------------------------------------------------------------
 
 def test_storyboard_agent_makes_three_shots_with_continuity(tmp_path):
-    from kling_mcp.jobs.store import JobStore
     from kling_mcp.media import last_frame_png
 
     data, frames = tmp_path / "data", tmp_path / "frames"
@@ -113,11 +113,10 @@ def test_storyboard_agent_makes_three_shots_with_continuity(tmp_path):
         assert Path(path).read_bytes()[4:8] == b"ftyp"
     assert "estimated total for 3 shots: $0.000" in done.stderr
 
-    store = JobStore(data)
-    try:
-        jobs = [store.get(j) for j in job_ids]
-    finally:
-        store.close()
+    async def read(store):
+        return [await store.get(j) for j in job_ids]
+
+    jobs = read_store(data, read)
     assert [j.spec.operation for j in jobs] == ["text", "image", "image"]
     for n in (1, 2):          # shot n+1 starts on the last frame of shot n
         frame = frames / f"shot-{n}-last-frame.png"

@@ -227,7 +227,8 @@ async def test_an_expired_output_link_fails_the_job_with_a_download_error(emu, t
                                                (422, "provider_rejected")])
 async def test_a_refused_submit_is_a_tool_error_and_nothing_runs(emu, tmp_path, status, words):
     base, state = emu
-    state.fail_next(status, on="submit", retry_after="3", detail="refused for the test")
+    # A 429 whose Retry-After is past the call's time is not waited out.
+    state.fail_next(status, on="submit", retry_after="300", detail="refused for the test")
     result = await call_raw(base, tmp_path, "generate_video", {"prompt": "x y"})
     assert result.is_error and words in text(result) and "refused for the test" in text(result)
     assert state.predictions == {}
