@@ -283,7 +283,12 @@ class JobRunner:
                 return cur.updated(consecutive_errors=count)  # poll again: a fresh link where there is one
 
             return (await self.store.transition(job.job_id, failed)).terminal
-        await self.finish(job.job_id, JobStatus.SUCCEEDED, videos=stored, progress=100.0)
+        # Shielded: a waiter that sees the job finish may cancel us (the CLI exits) before the clean-up.
+        with anyio.CancelScope(shield=True):
+            await self.finish(job.job_id, JobStatus.SUCCEEDED, videos=stored, progress=100.0)
+            # The job's scratch folder (a local render's work/<job_id>: fetched inputs, moved-out renders)
+            # has nothing left that anyone reads once the videos are in place.
+            await anyio.to_thread.run_sync(_discard_scratch, self._settings.data_dir / "work" / job.job_id)
         return True
 
     async def _fetch(self, job: Job, n: int, url: str | None, path: str | None, out_dir: Path) -> StoredVideo:
@@ -323,3 +328,9 @@ class JobRunner:
             size_bytes=dest.stat().st_size,
             sha256=sha,
         )
+
+
+def _discard_scratch(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
