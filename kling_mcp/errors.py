@@ -203,3 +203,17 @@ class JobFailed(KlingError):
 
     code = "job_failed"
     default_hint = "Change the prompt or inputs and generate again."
+
+
+# --- the shared store --------------------------------------------------------------------------
+
+
+class StoreUnavailable(KlingError):
+    """The job database (``KLING_MCP_STORE_URL``) cannot be reached or refused the operation."""
+
+    code = "store_unavailable"
+    retryable = True
+    default_hint = (
+        "The job database is down or unreachable; nothing stored is lost. Call again in a few seconds, "
+        "and if it persists check the database behind KLING_MCP_STORE_URL."
+    )

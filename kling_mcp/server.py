@@ -13,6 +13,7 @@ import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.request_state import RequestStateSecurity
 from mcp.types import (
     CallToolResult,
     ImageContent,
@@ -231,7 +232,16 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     ]
     docs = tool_descriptions(settings)
 
-    mcp = MCPServer("kling-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=_lifespan(settings))
+    mcp = MCPServer(
+        "kling-mcp",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=_lifespan(settings),
+        # Replicas must share the keys that seal request state (a retry may land on another replica).
+        request_state_security=RequestStateSecurity(keys=list(settings.request_state_keys))
+        if settings.request_state_keys
+        else None,
+    )
     # Only the hints that differ from the spec's defaults (read_only false, destructive true,
     # idempotent false, open_world true): every tool is listed in every prompt.
     spending = ToolAnnotations(destructive_hint=False)

@@ -105,6 +105,9 @@ class JobRunner:
         """Drive a job whose lease this process holds, until it ends or the lease is lost."""
         try:
             await self._poll_loop(job_id)
+        except errors.StoreUnavailable as exc:
+            # Not the job's fault: stop driving it here; the lease keeper takes it up again once the store is back.
+            log.warning("job %s: paused, the store is unavailable: %s", job_id, exc.message)
         except Exception as exc:
             log.exception("job %s: runner crashed", job_id)
             with anyio.CancelScope(shield=True):
