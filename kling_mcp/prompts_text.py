@@ -17,13 +17,15 @@ INSTRUCTIONS = (
 STORYBOARD = (
     "Plan a {shots}-shot video about: {topic}.\n"
     "1. Write one prompt per shot (subject, action, camera, lighting), keeping characters and setting "
-    "consistent.\n"
-    "2. Call estimate_cost for shot 1 and tell the user the total for all shots.\n"
-    "3. Generate shot 1 with generate_video (aspect_ratio={aspect_ratio}). For every next shot, pass the "
-    "previous shot's last frame as first_frame so the shots join up (continuity), and use the same "
-    "idempotency_key scheme (e.g. '<topic>-shot-<n>') so a retry never pays twice.\n"
-    "4. While a job is running, call check_job with wait_seconds=45 until it succeeds.\n"
-    "5. Finish with the list of resource links in shot order."
+    "consistent; put the shared look in style.\n"
+    "2. Call generate_storyboard with the shots, aspect_ratio={aspect_ratio} and an idempotency_key (e.g. "
+    "'<topic>-board'). It checks every shot and quotes the whole board before anything is billed; with "
+    "continuity='chain' (the default) each shot starts from the previous shot's last frame, and the finished "
+    "shots are joined into one MP4.\n"
+    "3. While it runs, call check_job with its job_id and wait_seconds=45 until it succeeds or fails.\n"
+    "4. If a shot is wrong or failed, call retake_shot with the storyboard's job_id and the shot number (a new "
+    "prompt is allowed; cascade=true remakes the later chained shots).\n"
+    "5. Finish with the assembled video's resource link."
 )
 
 
@@ -59,8 +61,9 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
         "generate_video": (
             "Generate a video with Kling Video O1 (typically 1-5 minutes). The mode follows the inputs: no images "
             "= text-to-video; first_frame (+ last_frame) = image-to-video; reference_images / reference_video = "
-            f"reference-to-video (keep characters, props, scenes). Images/videos: http(s) URLs, data: URIs or "
-            f"local file paths. {wait} {money}\nLimits per provider:\n{limits}"
+            f"reference-to-video (keep characters, props, scenes). Images/videos: http(s) URLs, data: URIs, "
+            "local paths or this server's results (kling://jobs/ID/videos/N; /last-frame for an image). "
+            f"{wait} {money}\nLimits per provider:\n{limits}"
         ),
         "edit_video": (
             "Edit an existing video with an instruction (restyle, replace, add or remove things); the output "
@@ -81,9 +84,24 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
             "video's length is read from the file or URL, or pass video_duration_s."
         ),
         "list_jobs": "List jobs newest first (default 50), optionally only those with one status.",
+        "generate_storyboard": (
+            "Make a multi-shot video in one call: every shot is validated and the whole board quoted before "
+            "anything is billed; the shots then run in the background (continuity='chain': each shot starts from "
+            "the previous one's last frame; 'none': all at once) and are joined into one MP4. Use it for 2+ "
+            "connected shots, generate_video for one clip. Returns a storyboard job: poll check_job; redo a shot "
+            "with retake_shot."
+        ),
+        "retake_shot": (
+            "Redo one shot of a finished storyboard (new prompt or duration allowed) and join the shots again; the "
+            "old take is kept. cascade=true also remakes the later chained shots. Returns a new storyboard job."
+        ),
+        "assemble_video": (
+            "Join 2-50 videos in order into one MP4 on this machine (free): kling:// results, paths or URLs. "
+            "Without re-encoding when they match, else scaled and padded; transition='crossfade' blends each cut."
+        ),
         "cancel_job": (
             f"Cancel a job. Where the provider supports it ({', '.join(cancellable)}) the job is stopped there; "
             "elsewhere the server stops tracking it and says plainly that the provider may keep running and "
-            "billing it."
+            "billing it. A storyboard cancels its unfinished shots."
         ),
     }

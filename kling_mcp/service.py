@@ -31,6 +31,7 @@ from .requests import (
     EstimateRequest,
     GenerateRequest,
     JobList,
+    JobView,
     MediaRef,
     VideoSpec,
 )
@@ -73,6 +74,12 @@ class VideoService:
         self.store = store or JobStore(settings.data_dir)
         self._providers: dict[str, VideoProvider] = {}
         self.runner = JobRunner(self.store, self.provider, lambda: self.client, settings)
+        from .assembly_jobs import Assemblies
+        from .storyboards import Storyboards
+
+        self.boards = Storyboards(self)
+        self.assemblies = Assemblies(self)
+        self.runner.drivers.update(storyboard=self.boards.drive, assemble=self.assemblies.drive)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -114,7 +121,17 @@ class VideoService:
             data_dir=self.settings.data_dir,  # type: ignore[arg-type]
             allowed_dirs=self.settings.allowed_dirs,
             probe_urls=probe,
+            lookup=self._lookup,
         )
+
+    async def resolve_input(self, value: str, arg: str, kind: str) -> MediaRef:
+        """One image/video argument as the tools take it (URL, data URI, path or ``kling://`` result)."""
+        ref = await self._ref(value, arg, kind)
+        assert ref is not None
+        return ref
+
+    async def _lookup(self, job_id: str) -> Job | None:
+        return self.store.get(job_id)
 
     async def build_spec(
         self, req: GenerateRequest | EditRequest | EstimateRequest, video_duration_s: float | None = None
@@ -177,6 +194,10 @@ class VideoService:
 
     # --- choosing a provider ---------------------------------------------------------------
 
+    def candidates(self, requested: str | None) -> tuple[str, list[str]]:
+        """(the choice, the provider names it allows); a tool error for an unknown or unconfigured one."""
+        return self._candidates(requested)
+
     def _candidates(self, requested: str | None) -> tuple[str, list[str]]:
         choice = (requested or self.settings.default_provider or "auto").strip().lower()
         if choice == "auto":
@@ -228,14 +249,17 @@ class VideoService:
         )
 
     def _guard(self, match: Match) -> None:
+        self.guard_cost(match.provider, match.cost_usd, match.price.basis if match.price else "unknown")
+
+    def guard_cost(self, provider: str, cost: float | None, basis: str, what: str = "") -> None:
+        """The spending guards for one request quoted at ``cost`` (a storyboard passes its total)."""
         limit, daily = self.settings.max_job_cost_usd, self.settings.daily_budget_usd
-        if match.provider == "local" or (limit is None and daily is None):
+        if provider == "local" or (limit is None and daily is None):
             return
-        cost = match.cost_usd
         quote = (
-            f"{match.provider} quotes ${cost:.3f} ({match.price.basis if match.price else 'unknown'})"
+            f"{provider} quotes ${cost:.3f}{what} ({basis})"
             if cost is not None
-            else f"{match.provider} gives no price for this request"
+            else f"{provider} gives no price for this request{what}"
         )
         if cost is None:
             raise errors.BudgetExceeded(
@@ -344,6 +368,11 @@ class VideoService:
         job, note = await self._submit(job, matches, requested_auto=(req.provider or "auto") == "auto")
         return await self._wait(job, req.wait_seconds, progress), note
 
+    async def submit_job(self, job: Job, matches: list[Match]) -> Job:
+        """Persist ``job`` and submit it to ``matches[0]`` (no failover), as generate does; the job as
+        submitted. A refusal is recorded on the job and raised."""
+        return (await self._submit(job, matches, requested_auto=False))[0]
+
     async def _submit(self, job: Job, matches: list[Match], requested_auto: bool) -> tuple[Job, str | None]:
         self.runner.save(job)
         notes: list[str] = []
@@ -440,6 +469,10 @@ class VideoService:
             self.store.forget_idempotency_key(job.idempotency_key)
         raise exc
 
+    async def wait_for(self, job: Job, wait_seconds: float | None, progress: Progress | None) -> Job:
+        """Wait up to ``wait_seconds`` (default and cap as for the tools) for ``job`` to finish."""
+        return await self._wait(job, wait_seconds, progress)
+
     async def _wait(self, job: Job, wait_seconds: float | None, progress: Progress | None) -> Job:
         seconds = WAIT_DEFAULT_S if wait_seconds is None else min(max(0.0, wait_seconds), WAIT_MAX_S)
         if job.terminal or seconds <= 0:
@@ -455,6 +488,12 @@ class VideoService:
         job = self.get(job_id)
         self.runner.ensure_tracked(job)
         return await self._wait(job, 0.0 if wait_seconds is None else wait_seconds, progress)
+
+    async def view(self, job: Job, note: str | None = None) -> JobView:
+        """What a caller sees of ``job`` (a storyboard's view lists its shots)."""
+        if job.kind == "storyboard":
+            return await self.boards.view(job, note)
+        return job_view(job, note)
 
     def get(self, job_id: str) -> Job:
         job = self.store.get(job_id) if isinstance(job_id, str) and job_id else None
@@ -474,6 +513,8 @@ class VideoService:
 
     async def cancel(self, job_id: str) -> CancelResult:
         job = self.get(job_id)
+        if job.kind != "video" and not job.terminal:
+            return await (self.boards.cancel(job) if job.kind == "storyboard" else self.assemblies.cancel(job))
         if job.terminal:
             return CancelResult(
                 job_id=job_id,

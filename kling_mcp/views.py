@@ -47,7 +47,7 @@ def job_view(job: Job, note: str | None = None) -> JobView:
         provider=job.provider,
         model=job.model,  # type: ignore[arg-type]
         tier=job.tier,
-        operation=job.spec.operation,
+        operation=job.operation,  # type: ignore[arg-type]
         prompt=short(job.spec.prompt),
         progress=round(job.progress, 1),
         estimated_cost_usd=job.estimated_cost_usd,
@@ -67,6 +67,8 @@ def job_view(job: Job, note: str | None = None) -> JobView:
         error=job.error,
         next_action=next_action(job),
         note=" ".join(n for n in (note, job.note) if n) or None,
+        storyboard_id=job.parent_id,
+        shot=job.shot,
         created_at=job.created_at,
         updated_at=job.updated_at,
     )

@@ -55,6 +55,8 @@ class JobRunner:
         self._tg: anyio.abc.TaskGroup | None = None
         self._active: dict[str, anyio.CancelScope] = {}
         self._changed: dict[str, anyio.Event] = {}
+        # How jobs that are not provider videos (storyboards, assemblies) are driven, by Job.kind.
+        self.drivers: dict[str, Callable[[str], Awaitable[None]]] = {}
 
     @property
     def _client(self) -> httpx.AsyncClient:
@@ -74,7 +76,7 @@ class JobRunner:
         self._tg = tg
         resumed = 0
         for job in self.store.unfinished():
-            if job.remote_id is None and not PROVIDERS[job.provider].client_chosen_id:
+            if job.kind == "video" and job.remote_id is None and not PROVIDERS[job.provider].client_chosen_id:
                 self.finish(
                     job,
                     JobStatus.FAILED,
@@ -147,7 +149,9 @@ class JobRunner:
         scope = self._active[job_id]
         try:
             with scope:
-                await self._poll_loop(job_id)
+                job = self.store.get(job_id)
+                driver = self.drivers.get(job.kind) if job is not None else None
+                await (driver(job_id) if driver is not None else self._poll_loop(job_id))
         except Exception as exc:
             log.exception("job %s: runner crashed", job_id)
             job = self.store.get(job_id)
