@@ -8,7 +8,8 @@ copied into the job record every half second so ``check_job`` waiters see it mov
 from __future__ import annotations
 
 import logging
-import os
+import shutil
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,20 @@ log = logging.getLogger("kling_mcp.assembly")
 ASSEMBLE_MODEL = "assemble"
 
 
+_STOPS: dict[str, threading.Event] = {}
+
+
+def request_stop(job_id: str) -> None:
+    """Abort the join running for ``job_id`` in this process, if any (a cancelled job)."""
+    stop = _STOPS.get(job_id)
+    if stop is not None:
+        stop.set()
+
+
+class _Stopped(Exception):
+    pass
+
+
 async def join_videos(
     service: VideoService,
     job_id: str,
@@ -43,23 +58,34 @@ async def join_videos(
     aspect_ratio: str | None,
     on_progress: Callable[[float], Awaitable[Any]],
 ) -> tuple[StoredVideo, str]:
-    """Join ``paths`` into ``videos/<job_id>/0.mp4``; the stored video and how it was joined."""
+    """Join ``paths`` into ``videos/<job_id>/0.mp4``; the stored video and how it was joined
+    (``remux``, ``reencode``, or ``copy`` for a single video)."""
     from . import assembly
 
-    out_dir = service.settings.data_dir / "videos" / job_id
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dest, part = out_dir / "0.mp4", out_dir / "0.assembling.mp4"
+    dest = service.settings.data_dir / "videos" / job_id / "0.mp4"
+    dest.parent.mkdir(parents=True, exist_ok=True)
     fraction = [0.0]
+    stop = _STOPS.setdefault(job_id, threading.Event())
 
-    def run() -> Any:
-        return assembly.assemble(
+    def progress(value: float) -> None:
+        if stop.is_set():
+            raise _Stopped
+        fraction[0] = float(value)
+
+    def run() -> tuple[int | None, int | None, float | None, str]:
+        if len(paths) == 1:  # a one-shot storyboard: its video is the result
+            shutil.copyfile(paths[0], dest)
+            info = media.probe(dest)
+            return info.width, info.height, info.duration_s, "copy"
+        result = assembly.assemble(
             paths,
-            part,
+            dest,
             transition=transition,
             transition_s=transition_s,
             aspect_ratio=aspect_ratio,
-            on_progress=lambda f: fraction.__setitem__(0, float(f)),
+            on_progress=progress,
         )
+        return result.width, result.height, result.duration_s, result.mode
 
     async def report() -> None:
         last = -1.0
@@ -72,27 +98,28 @@ async def join_videos(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(report)
-            result = await anyio.to_thread.run_sync(run)
+            width, height, duration_s, mode = await anyio.to_thread.run_sync(run)
             tg.cancel_scope.cancel()
     except errors.KlingError:
-        part.unlink(missing_ok=True)
         raise
+    except _Stopped:
+        raise errors.AssemblyFailed("the join was stopped (the job was cancelled).", retryable=False) from None
     except Exception as exc:
-        part.unlink(missing_ok=True)
         log.exception("assembly of job %s failed", job_id)
         raise errors.AssemblyFailed(f"joining the videos failed: {type(exc).__name__}: {exc}") from None
-    os.replace(part, dest)
+    finally:
+        _STOPS.pop(job_id, None)
     sha = await anyio.to_thread.run_sync(media.sha256_file, dest)
     stored = StoredVideo(
         index=0,
         path=str(dest),
-        width=result.width,
-        height=result.height,
-        duration_s=result.duration_s,
+        width=width,
+        height=height,
+        duration_s=duration_s,
         size_bytes=dest.stat().st_size,
         sha256=sha,
     )
-    return stored, str(result.mode)
+    return stored, mode
 
 
 class Assemblies:
@@ -183,6 +210,7 @@ class Assemblies:
     async def cancel(self, job: Job) -> CancelResult:
         """Stop the assembly (a join already running in its worker thread finishes unseen)."""
         self._service.runner.stop_tracking(job.job_id)
+        request_stop(job.job_id)
         message = f"Cancelled assembly {job.job_id}."
         done = await self._state.move(job.job_id, JobStatus.CANCELLED, note=message)
         return CancelResult(

@@ -134,7 +134,7 @@ async def quote_shots(
     best: BoardQuote | None = None
     failures: list[str] = []
     for name in names:
-        tiers = [tier] if tier else sorted({v.tier for v in catalog.variants(name)})
+        tiers = [tier] if tier else list(dict.fromkeys(v.tier for v in catalog.variants(name)))
         for t in tiers:
             matches: list[Match] = []
             for plan in plans:

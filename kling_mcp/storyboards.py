@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from . import errors
-from .assembly_jobs import join_videos
+from .assembly_jobs import join_videos, request_stop
 from .board_state import JobState
 from .board_view import board_view
 from .jobs.composite import BoardRecord, ShotPlan
@@ -402,6 +402,7 @@ class Storyboards:
         """Stop driving ``board``, cancel every shot not yet finished, and record the board cancelled."""
         service = self._service
         service.runner.stop_tracking(board.job_id)
+        request_stop(board.job_id)
         stopped, messages = 0, []
         for plan in board.board.shots if board.board else []:
             take = await self._state.get(plan.job_id)
