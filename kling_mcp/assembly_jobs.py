@@ -215,7 +215,7 @@ class Assemblies:
         done = await self._state.move(job.job_id, JobStatus.CANCELLED, note=message)
         return CancelResult(
             job_id=job.job_id,
-            status=done.status.value,  # type: ignore[arg-type]
+            status=done.status.value,
             cancelled_at_provider=True,
             message=message,
             next_action="Nothing more will happen for this job.",

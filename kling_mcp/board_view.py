@@ -19,7 +19,7 @@ def board_view(board: Job, takes: list[Job | None], note: str | None = None) -> 
             ShotView(
                 shot=n,
                 job_id=plan.job_id,
-                status=take.status.value if take is not None else "pending",  # type: ignore[arg-type]
+                status=take.status.value if take is not None else "pending",
                 prompt=plan.prompt,
                 operation=plan.spec.operation,
                 duration_s=duration,

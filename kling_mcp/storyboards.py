@@ -416,7 +416,7 @@ class Storyboards:
         done = await self._state.move(board.job_id, JobStatus.CANCELLED, note=message)
         return CancelResult(
             job_id=board.job_id,
-            status=done.status.value,  # type: ignore[arg-type]
+            status=done.status.value,
             cancelled_at_provider=bool(stopped),
             message=message,
             next_action="Finished shots are kept; call retake_shot to continue the storyboard later.",
