@@ -5,7 +5,7 @@ tools/list, generate_video on `local` then check_job until it succeeds, and reso
 Every Inspector call starts a fresh server process on the same data dir, so the round trip also proves
 that a job started by one process is resumed and finished by the next.
 
-examples/storyboard_agent.py (the MCP Python client) makes three shots with continuity; the client
+examples/storyboard_agent.py (the MCP Python client) makes a three-shot board with continuity; the client
 configurations in examples/ are checked for what users copy from them; benchmarks/run.py gets a
 --quick smoke run (its figures are not asserted: benchmarks are not tests).
 """
@@ -93,39 +93,40 @@ def test_unknown_video_is_a_clear_error(node_tools, tmp_path):  # noqa: F811
 
 # --- examples ---------------------------------------------------------------------------------------------
 
-def test_storyboard_agent_makes_three_shots_with_continuity(tmp_path):
+def test_storyboard_agent_makes_a_board_with_continuity_over_mcp_only(tmp_path):
+    from kling_mcp.frames import frame_png
     from kling_mcp.jobs.store import JobStore
-    from kling_mcp.media import last_frame_png
 
-    data, frames = tmp_path / "data", tmp_path / "frames"
+    data = tmp_path / "data"
     command = [sys.executable, str(ROOT / "examples" / "storyboard_agent.py"), "a paper boat's journey",
-               "--duration", "3", "--out", str(frames)]
+               "--duration", "3"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=tmp_path, env=server_env(data))
     assert done.returncode == 0, done.stderr[-3000:]
-    shots = [line.split() for line in done.stdout.splitlines()]
-    assert len(shots) == 3
+    lines = [line.split() for line in done.stdout.splitlines()]
+    assert len(lines) == 4                      # the joined video, then the three shots
     job_ids = []
-    for uri, path in shots:
+    for uri, path in lines:
         match = re.fullmatch(r"kling://jobs/([0-9a-f-]{36})/videos/0", uri)
         assert match, uri
         job_ids.append(match.group(1))
         assert Path(path).read_bytes()[4:8] == b"ftyp"
     assert "estimated total for 3 shots: $0.000" in done.stderr
+    assert "joined video: 9.0 s" in done.stderr
 
     store = JobStore(data)
     try:
-        jobs = [store.get(j) for j in job_ids]
+        board, *shots = [store.get(j) for j in job_ids]
     finally:
         store.close()
-    assert [j.spec.operation for j in jobs] == ["text", "image", "image"]
+    assert board.kind == "storyboard" and [s.parent_id for s in shots] == [board.job_id] * 3
+    assert [s.spec.operation for s in shots] == ["text", "image", "image"]
     for n in (1, 2):          # shot n+1 starts on the last frame of shot n
-        frame = frames / f"shot-{n}-last-frame.png"
-        assert frame.read_bytes() == last_frame_png(shots[n - 1][1])
-        assert jobs[n].spec.first_frame.sha256 == hashlib.sha256(frame.read_bytes()).hexdigest()
+        frame = frame_png(Path(lines[n][1]), "last")
+        assert shots[n].spec.first_frame.sha256 == hashlib.sha256(frame.read_bytes()).hexdigest()
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=tmp_path, env=server_env(data))
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout == done.stdout          # idempotency keys: the same jobs, nothing paid twice
+    assert again.stdout == done.stdout          # the idempotency key: the same board, nothing paid twice
 
 
 def test_client_configs_launch_the_server():
