@@ -22,7 +22,8 @@ def next_action(job: Job) -> str:
         more = f" ({n} videos)" if n > 1 else ""
         return (
             f"Done{more}: show the user the video at {where}, or read resource {video_uri(job.job_id, 0)}. "
-            "For a next shot with continuity, pass this video's last frame as first_frame."
+            f"For a next shot with continuity, pass first_frame={video_uri(job.job_id, 0)}/last-frame; to edit it, "
+            f"video={video_uri(job.job_id, 0)}."
         )
     if job.status == JobStatus.FAILED:
         if job.error is not None and job.error.retryable:
