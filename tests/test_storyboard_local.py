@@ -172,6 +172,10 @@ async def test_retake_keeps_the_other_takes_and_cascade_remakes_the_later_chaine
         running = await _call(client, "retake_shot", {"job_id": cascade["job_id"], "shot": 1, "wait_seconds": 0})
         refused = await client.call_tool("retake_shot", {"job_id": running["job_id"], "shot": 1})
         assert refused.is_error and "still" in refused.content[0].text
+        no_shot = await client.call_tool("retake_shot", {"job_id": cascade["job_id"], "shot": 4})
+        assert no_shot.is_error and "has 3 shot(s)" in no_shot.content[0].text
+        not_board = await client.call_tool("retake_shot", {"job_id": cascade_ids[0], "shot": 1})
+        assert not_board.is_error and "not a storyboard" in not_board.content[0].text
         await _finished(client, running)
     specs = _shot_inputs(tmp_path)
     assert specs[cascade_ids[2]]["first_frame"]["sha256"] == hashlib.sha256(frame).hexdigest()
