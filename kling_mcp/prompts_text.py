@@ -88,8 +88,8 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
             "Make a multi-shot video in one call: every shot is validated and the whole board quoted before "
             "anything is billed; the shots then run in the background (continuity='chain': each shot starts from "
             "the previous one's last frame; 'none': all at once) and are joined into one MP4. Use it for 2+ "
-            "connected shots, generate_video for one clip. Returns a storyboard job: poll check_job; redo a shot "
-            "with retake_shot."
+            "connected shots, generate_video for one clip. Returns a storyboard job (shots: each shot's job_id, "
+            "status, videos; videos: the joined MP4): poll check_job; redo a shot with retake_shot."
         ),
         "retake_shot": (
             "Redo one shot of a finished storyboard (new prompt or duration allowed) and join the shots again; the "

@@ -23,7 +23,6 @@ from .storyboard_models import (
     MIN_ASSEMBLY_INPUTS,
     TRANSITION_S_MAX,
     AssembleRequest,
-    BoardView,
     RetakeRequest,
     ShotInput,
     StoryboardRequest,
@@ -48,28 +47,51 @@ def install_storyboard(
     spending = ToolAnnotations(
         read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
     )
-    Transition = Literal["cut", "crossfade"]
-    Seconds = Annotated[float, Field(gt=0, le=TRANSITION_S_MAX, allow_inf_nan=False)]
-    Confirm = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    JobId = Annotated[str, Field(min_length=1, max_length=100)]
+
+    def said(text: str) -> Any:
+        return Field(description=text)
+
+    Transition = Annotated[Literal["cut", "crossfade"], said("cut, or crossfade (blends each join over transition_s).")]
+    Seconds = Annotated[float, Field(gt=0, le=TRANSITION_S_MAX, allow_inf_nan=False, description="Crossfade seconds.")]
+    Confirm = Annotated[float, Field(ge=0, allow_inf_nan=False, description="The quoted total the user agreed to pay.")]
+    Continuity = Annotated[
+        Literal["chain", "none"], said("chain: each shot starts from the previous one's last frame; none: all at once.")
+    ]
+    Style = Annotated[Annotated[str, Field(max_length=1000)] | None, said("Added to every shot's prompt.")]
+    SharedRefs = Annotated[Annotated[list[Media], Field(max_length=10)] | None, said("Given to every shot.")]
+    Assemble = Annotated[bool, said("Join the shots into one MP4 once all have succeeded.")]
+    BoardId = Annotated[str, Field(min_length=1, max_length=100, description="The storyboard's job_id.")]
+    ShotNumber = Annotated[int, Field(ge=1, le=MAX_SHOTS, description="The shot number (1-based).")]
+    NewPrompt = Annotated[
+        Annotated[str, Field(min_length=1, max_length=5000)] | None, said("A new prompt for the shot.")
+    ]
+    Cascade = Annotated[bool, said("Also remake the later chained shots from the new take.")]
 
     @mcp.tool(title="Generate a storyboard", description=docs["generate_storyboard"], annotations=spending)
     async def generate_storyboard(
-        shots: Annotated[list[ShotInput], Field(min_length=1, max_length=MAX_SHOTS)],
+        shots: Annotated[
+            list[ShotInput],
+            Field(
+                min_length=1,
+                max_length=MAX_SHOTS,
+                description="The shots in order; each: prompt, and optionally duration, first_frame, last_frame, "
+                "reference_images, negative_prompt.",
+            ),
+        ],
         ctx: Context,
-        continuity: Literal["chain", "none"] = "chain",
-        style: Annotated[str, Field(max_length=1000)] | None = None,
-        reference_images: Annotated[list[Media], Field(max_length=10)] | None = None,
-        aspect_ratio: Aspect | None = None,
-        tier: Tier | None = None,
-        provider: Provider = "auto",
+        continuity: Continuity = "chain",
+        style: Style = None,
+        reference_images: SharedRefs = None,
+        aspect_ratio: Annotated[Aspect | None, said("Of every shot.")] = None,
+        tier: Annotated[Tier | None, said("standard (720p) or pro (1080p).")] = None,
+        provider: Annotated[Provider, said("auto: the cheapest provider that takes every shot.")] = "auto",
         transition: Transition = "cut",
         transition_s: Seconds = 0.5,
-        assemble: bool = True,
+        assemble: Assemble = True,
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
         confirm_cost_usd: Confirm | None = None,
-    ) -> Annotated[CallToolResult, BoardView]:
+    ) -> Annotated[CallToolResult, JobView]:  # plus shots: see the description
         service = _service(ctx)
         try:
             req = StoryboardRequest(
@@ -94,16 +116,16 @@ def install_storyboard(
 
     @mcp.tool(title="Retake a shot", description=docs["retake_shot"], annotations=spending)
     async def retake_shot(
-        job_id: JobId,
-        shot: Annotated[int, Field(ge=1, le=MAX_SHOTS)],
+        job_id: BoardId,
+        shot: ShotNumber,
         ctx: Context,
-        prompt: Annotated[str, Field(min_length=1, max_length=5000)] | None = None,
-        duration: Duration | None = None,
-        cascade: bool = False,
+        prompt: NewPrompt = None,
+        duration: Annotated[Duration | None, said("A new length for the shot.")] = None,
+        cascade: Cascade = False,
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
         confirm_cost_usd: Confirm | None = None,
-    ) -> Annotated[CallToolResult, BoardView]:
+    ) -> Annotated[CallToolResult, JobView]:  # plus shots: see the description
         service = _service(ctx)
         try:
             req = RetakeRequest(
@@ -129,11 +151,18 @@ def install_storyboard(
         ),
     )
     async def assemble_video(
-        videos: Annotated[list[Media], Field(min_length=MIN_ASSEMBLY_INPUTS, max_length=MAX_ASSEMBLY_INPUTS)],
+        videos: Annotated[
+            list[Media],
+            Field(
+                min_length=MIN_ASSEMBLY_INPUTS,
+                max_length=MAX_ASSEMBLY_INPUTS,
+                description="The videos in order: kling:// results, paths or URLs.",
+            ),
+        ],
         ctx: Context,
         transition: Transition = "cut",
         transition_s: Seconds = 0.5,
-        aspect_ratio: Aspect | None = None,
+        aspect_ratio: Annotated[Aspect | None, Field(description="Default: the first video's.")] = None,
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
     ) -> Annotated[CallToolResult, JobView]:
