@@ -131,12 +131,11 @@ class Assemblies:
 
     async def create(self, req: AssembleRequest, progress: Progress | None = None) -> tuple[Job, str | None]:
         service = self._service
-        if req.idempotency_key:
-            existing = service.store.by_idempotency_key(req.idempotency_key)
-            if existing is not None:
-                return await service.wait_for(existing, req.wait_seconds, progress), (
-                    f"Returned the existing job for idempotency_key={req.idempotency_key!r}."
-                )
+        claim, existing = await self._state.existing("assemble_video", req.idempotency_key, req)
+        if existing is not None:
+            return await service.wait_for(existing, req.wait_seconds, progress), (
+                f"Returned the existing job for idempotency_key={req.idempotency_key!r}."
+            )
         inputs = [await service.resolve_input(v, f"videos[{i}]", "video") for i, v in enumerate(req.videos)]
         if req.aspect_ratio is not None and req.aspect_ratio not in ASPECT_RATIOS:
             raise errors.InvalidRequest(f"aspect_ratio {req.aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}.")
@@ -146,12 +145,11 @@ class Assemblies:
         identity = fingerprint(
             "assemble", [r.sha256 or r.value for r in inputs], req.transition, req.transition_s, req.aspect_ratio
         )
-        if not req.idempotency_key:
-            twin = service.store.by_fingerprint(identity)
-            if twin is not None and not twin.terminal:
-                return await service.wait_for(twin, req.wait_seconds, progress), (
-                    f"An identical assembly is already running as job {twin.job_id}; returned it."
-                )
+        twin = None if req.idempotency_key else await self._state.twin(identity)
+        if twin is not None:
+            return await service.wait_for(twin, req.wait_seconds, progress), (
+                f"An identical assembly is already running as job {twin.job_id}; returned it."
+            )
         job = Job(
             kind="assemble",
             provider="local",
@@ -167,8 +165,9 @@ class Assemblies:
             remote_id=None,
             assembly=record,
         )
-        job = await self._state.create(job)
-        service.runner.track(job.job_id)
+        job, created = await self._state.create(job, claim, lease=True)
+        if created:
+            service.runner.track(job.job_id)
         return await service.wait_for(job, req.wait_seconds, progress), None
 
     async def drive(self, job_id: str) -> None:

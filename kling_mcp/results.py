@@ -55,7 +55,7 @@ async def resolve(value: str, *, arg: str, kind: Literal["image", "video"], look
             f"{arg}: {value} names job {job_id!r}, which this server does not know.",
             hint="Call list_jobs to see the job ids this server knows.",
         )
-    video = _finished_video(job, index, arg=arg, value=value)
+    video = finished_video(job, index, arg=arg, value=value)
     if frame is None:
         return video
     from . import frames
@@ -72,7 +72,8 @@ async def resolve(value: str, *, arg: str, kind: Literal["image", "video"], look
         ) from None
 
 
-def _finished_video(job: Job, index: int, *, arg: str, value: str) -> Path:
+def finished_video(job: Job, index: int, *, arg: str, value: str) -> Path:
+    """The file of ``job``'s video ``index``; an error saying what to do when it has none (yet)."""
     if job.status != JobStatus.SUCCEEDED:
         if job.terminal:
             raise errors.InvalidInputFile(

@@ -14,8 +14,7 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from . import errors
-from .jobs.model import JobStatus
+from . import errors, results
 from .requests import JobView
 from .storyboard_models import (
     MAX_ASSEMBLY_INPUTS,
@@ -184,12 +183,12 @@ def install_storyboard(
     async def frame(ctx: Context, job_id: str, index: str, which: Literal["first", "last"]) -> bytes:
         from . import frames
 
-        service = _service(ctx)
+        uri = f"kling://jobs/{job_id}/videos/{index}/{which}-frame"
         try:
-            job = service.get(job_id)
-            if job.status != JobStatus.SUCCEEDED:
-                raise errors.InvalidRequest(f"job {job_id} is {job.status.value}, not finished.")
-            path = service.video_path(job_id, int(index))
+            job = await _service(ctx).lookup(job_id)
+            if job is None:
+                raise errors.UnknownJob(f"no job {job_id!r} on this server.")
+            path = results.finished_video(job, int(index), arg="uri", value=uri)
             png = await anyio.to_thread.run_sync(frames.frame_png, path, which)
         except (errors.KlingError, ValueError) as exc:
             raise ResourceNotFoundError(f"no {which} frame of video {index} of job {job_id}: {exc}") from None

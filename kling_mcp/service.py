@@ -121,7 +121,7 @@ class VideoService:
             data_dir=self.settings.data_dir,
             allowed_dirs=self.settings.allowed_dirs,
             probe_urls=probe,
-            lookup=self._lookup,
+            lookup=self.lookup,
         )
 
     async def resolve_input(self, value: str, arg: str, kind: str) -> MediaRef:
@@ -130,7 +130,8 @@ class VideoService:
         assert ref is not None
         return ref
 
-    async def _lookup(self, job_id: str) -> Job | None:
+    async def lookup(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
         return self.store.get(job_id)
 
     async def build_spec(
@@ -252,10 +253,13 @@ class VideoService:
         )
 
     def _guard(self, match: Match) -> None:
-        self.guard_cost(match.provider, match.cost_usd, match.price.basis if match.price else "unknown")
+        self._check_cost(match.provider, match.cost_usd, match.price.basis if match.price else "unknown")
 
-    def guard_cost(self, provider: str, cost: float | None, basis: str, what: str = "") -> None:
+    async def guard_cost(self, provider: str, cost: float | None, basis: str, what: str = "") -> None:
         """The spending guards for one request quoted at ``cost`` (a storyboard passes its total)."""
+        self._check_cost(provider, cost, basis, what)
+
+    def _check_cost(self, provider: str, cost: float | None, basis: str, what: str = "") -> None:
         limit, daily = self.settings.max_job_cost_usd, self.settings.daily_budget_usd
         if provider == "local" or (limit is None and daily is None):
             return

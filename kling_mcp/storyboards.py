@@ -22,7 +22,7 @@ import anyio
 
 from . import errors
 from .assembly_jobs import join_videos, request_stop
-from .board_state import JobState
+from .board_state import Claim, JobState
 from .board_view import board_view
 from .jobs.composite import BoardRecord, ShotPlan
 from .jobs.model import Job, JobStatus, new_job_id
@@ -50,9 +50,9 @@ class Storyboards:
 
     async def create(self, req: StoryboardRequest, progress: Progress | None = None) -> tuple[Job, str | None]:
         service = self._service
-        existing = await self._by_key(req.idempotency_key, req.wait_seconds, progress)
+        claim, existing = await self._state.existing("generate_storyboard", req.idempotency_key, req)
         if existing is not None:
-            return existing
+            return await self._returned(existing, req.wait_seconds, progress)
         plans = await build_shots(service, req)
         quote = await quote_shots(service, plans, req.provider, req.tier)
         identity = fingerprint(
@@ -65,14 +65,13 @@ class Storyboards:
             req.assemble,
             [(p.chained, spec_identity(p.spec)) for p in quote.shots],
         )
-        if not req.idempotency_key:
-            twin = service.store.by_fingerprint(identity)
-            if twin is not None and not twin.terminal:
-                return await service.wait_for(twin, req.wait_seconds, progress), (
-                    f"An identical storyboard is already running as job {twin.job_id}; returned it instead of "
-                    "paying twice. Pass a new idempotency_key to start another one."
-                )
-        self._guard(quote, req.confirm_cost_usd)
+        twin = None if req.idempotency_key else await self._state.twin(identity)
+        if twin is not None:
+            return await service.wait_for(twin, req.wait_seconds, progress), (
+                f"An identical storyboard is already running as job {twin.job_id}; returned it instead of "
+                "paying twice. Pass a new idempotency_key to start another one."
+            )
+        await self._guard(quote, req.confirm_cost_usd)
         record = BoardRecord(
             shots=quote.shots,
             continuity=req.continuity,
@@ -82,9 +81,21 @@ class Storyboards:
             assemble=req.assemble,
         )
         board = self._board(quote, record, identity, req.idempotency_key, req.aspect_ratio, quote.total_usd)
-        board = await self._state.create(board)
-        service.runner.track(board.job_id)
-        return await service.wait_for(board, req.wait_seconds, progress), None
+        return await self._start_board(board, claim, req.wait_seconds, progress, None)
+
+    async def _start_board(
+        self,
+        board: Job,
+        claim: Claim | None,
+        wait_seconds: float | None,
+        progress: Progress | None,
+        note: str | None,
+    ) -> tuple[Job, str | None]:
+        stored, created = await self._state.create(board, claim, lease=True)
+        if not created:  # a concurrent call with the same key won
+            return await self._returned(stored, wait_seconds, progress)
+        self._service.runner.track(stored.job_id)
+        return await self._service.wait_for(stored, wait_seconds, progress), note
 
     def _board(
         self,
@@ -113,34 +124,24 @@ class Storyboards:
             board=record,
         )
 
-    async def _by_key(
-        self, key: str | None, wait_seconds: float | None, progress: Progress | None
-    ) -> tuple[Job, str | None] | None:
-        if not key:
-            return None
-        existing = self._service.store.by_idempotency_key(key)
-        if existing is None:
-            return None
-        if existing.kind != "storyboard":
-            raise errors.InvalidRequest(
-                f"idempotency_key {key!r} was already used for job {existing.job_id} ({existing.operation}), "
-                "not a storyboard.",
-                hint="Use a new idempotency_key.",
-            )
+    async def _returned(
+        self, existing: Job, wait_seconds: float | None, progress: Progress | None
+    ) -> tuple[Job, str | None]:
         job = await self._service.wait_for(existing, wait_seconds, progress)
-        return job, f"Returned the existing storyboard for idempotency_key={key!r}; nothing new was billed."
+        return job, f"Returned the existing storyboard {job.job_id} for this idempotency_key; nothing new was billed."
 
-    def _guard(self, quote: BoardQuote, confirm_cost_usd: float | None) -> None:
-        self._service.guard_cost(quote.provider, quote.total_usd, quote.basis, what=f" for {len(quote.shots)} shot(s)")
+    async def _guard(self, quote: BoardQuote, confirm_cost_usd: float | None) -> None:
+        what = f" for {len(quote.shots)} shot(s)"
+        await self._service.guard_cost(quote.provider, quote.total_usd, quote.basis, what=what)
 
     # --- retakes ----------------------------------------------------------------------------------
 
     async def retake(self, req: RetakeRequest, progress: Progress | None = None) -> tuple[Job, str | None]:
         service = self._service
-        existing = await self._by_key(req.idempotency_key, req.wait_seconds, progress)
+        claim, existing = await self._state.existing("retake_shot", req.idempotency_key, req)
         if existing is not None:
-            return existing
-        old = service.get(req.job_id)
+            return await self._returned(existing, req.wait_seconds, progress)
+        old = await self._state.require(req.job_id)
         if old.kind != "storyboard" or old.board is None:
             raise errors.InvalidRequest(
                 f"job {old.job_id} is not a storyboard ({old.operation}); retake_shot takes a storyboard's job_id.",
@@ -163,23 +164,20 @@ class Storyboards:
         for i, shot in zip(redo, quote.shots, strict=True):
             plans[i] = shot
         identity = fingerprint("retake", old.job_id, req.shot, req.prompt, req.duration, req.cascade)
-        if not req.idempotency_key:
-            twin = service.store.by_fingerprint(identity)
-            if twin is not None and not twin.terminal:
-                return await service.wait_for(twin, req.wait_seconds, progress), (
-                    f"This retake is already running as storyboard {twin.job_id}; returned it."
-                )
-        self._guard(quote, req.confirm_cost_usd)
+        twin = None if req.idempotency_key else await self._state.twin(identity)
+        if twin is not None:
+            return await service.wait_for(twin, req.wait_seconds, progress), (
+                f"This retake is already running as storyboard {twin.job_id}; returned it."
+            )
+        await self._guard(quote, req.confirm_cost_usd)
         kept = sum((t.cost_usd or 0.0) for i, t in enumerate(takes) if i not in redo and t is not None)
         estimate = None if quote.total_usd is None else round(kept + quote.total_usd, 6)
         new_record = record.model_copy(update={"shots": plans, "retake_of": old.job_id})
         board = self._board(quote, new_record, identity, req.idempotency_key, old.spec.aspect_ratio, estimate)
         board = board.model_copy(update={"model": old.model, "tier": old.tier, "spec": old.spec})
-        board = await self._state.create(board)
-        service.runner.track(board.job_id)
         remade = ", ".join(str(i + 1) for i in redo)
         note = f"New takes of shot(s) {remade} ({quote.describe()}); the other shots keep their takes."
-        return await service.wait_for(board, req.wait_seconds, progress), note
+        return await self._start_board(board, claim, req.wait_seconds, progress, note)
 
     def _retake_plans(
         self, record: BoardRecord, takes: list[Job | None], req: RetakeRequest
@@ -303,7 +301,7 @@ class Storyboards:
             if not match.ok:
                 raise errors.InvalidRequest(f"shot {i + 1}: " + " ".join(match.problems))
         except errors.KlingError as exc:
-            saved = await self._state.create(shot_job.model_copy(update={"spec": spec}))
+            saved, _ = await self._state.create(shot_job.model_copy(update={"spec": spec}))
             await self._state.fail(saved.job_id, ErrorView(**exc.to_info()))
             return
         shot_job = shot_job.model_copy(
