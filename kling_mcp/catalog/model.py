@@ -41,6 +41,20 @@ class Price:
 
 
 @dataclass(frozen=True)
+class MediaLimits:
+    """Limits a provider documents for its input files, checked where the input's values are known
+    (local files are probed; URL videos too; URL images are not)."""
+
+    image_min_px: int = 0  # each side at least
+    image_aspect: tuple[float, float] | None = None  # width / height
+    image_max_bytes: int | None = None
+    video_px: tuple[int, int] | None = None  # each side within
+    video_fps: tuple[float, float] | None = None
+    video_max_bytes: int | None = None
+    video_types: tuple[str, ...] = ()  # accepted MIME types
+
+
+@dataclass(frozen=True)
 class OperationSpec:
     """What one model variant accepts for one operation.
 
@@ -72,6 +86,7 @@ class OperationSpec:
     model_with_video: str | None = None  # reference with a video served by another model id
     model_fast: str | None = None  # edit with fast=True served by another model id
     note: str = ""
+    media: MediaLimits | None = None  # documented input-file limits
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,7 @@ class ModelVariant:
     label: str = ""
     notes: tuple[str, ...] = ()
     min_prompt_chars: int = 1
+    video_input_kinds: tuple[InputKind, ...] | None = None  # None: as input_kinds
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,8 @@ class ProviderEntry:
     variants: tuple[ModelVariant, ...]
     can_cancel: bool
     cancel_note: str = ""
-    client_chosen_id: bool = False  # our job id is the provider's task id: resume by polling
+    client_chosen_id: bool = False  # the provider can be asked by our job id (its task id or an external id)
     docs_url: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)  # other URL overrides: env var -> default
+    # Instead of env_key (then only the text naming them): sets of env vars, any complete set enables it.
+    credential_sets: tuple[tuple[str, ...], ...] = ()
