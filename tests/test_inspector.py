@@ -25,7 +25,8 @@ import pytest
 
 from tests.test_conformance import ROOT, node_tools, server_env  # noqa: F401 - node_tools is a fixture
 
-TOOLS = {"generate_video", "edit_video", "check_job", "estimate_cost", "list_jobs", "cancel_job"}
+TOOLS = {"generate_video", "edit_video", "check_job", "estimate_cost", "list_jobs", "cancel_job",
+         "generate_storyboard", "retake_shot", "assemble_video"}
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def inspect(bin_dir: Path, data_dir: Path, *args: str) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
-def test_tools_list_has_six_tools_with_schemas(node_tools, tmp_path):  # noqa: F811
+def test_tools_list_has_every_tool_with_schemas(node_tools, tmp_path):  # noqa: F811
     listed = inspect(node_tools, tmp_path / "data", "--method", "tools/list")
     tools = {t["name"]: t for t in listed["tools"]}
     assert set(tools) == TOOLS
