@@ -74,19 +74,17 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
         ),
         "list_jobs": "List jobs newest first, optionally only those in one status.",
         "generate_storyboard": (
-            "Make a multi-shot video in one call: every shot is validated and the whole board quoted before "
-            "anything is billed; the shots then run in the background (continuity='chain': each shot starts from "
-            "the previous one's last frame; 'none': all at once) and are joined into one MP4. Use it for 2+ "
-            "connected shots, generate_video for one clip. Returns a storyboard job (shots: each shot's job_id, "
-            "status, videos; videos: the joined MP4): poll check_job; redo a shot with retake_shot."
+            "A multi-shot video in one call, for 2+ connected shots (one clip: generate_video). Every shot is "
+            "checked and the board quoted before billing; shots run in the background (chain: one after another; "
+            "none: at once) and are joined into one MP4. Returns a job with shots; poll check_job."
         ),
         "retake_shot": (
-            "Redo one shot of a finished storyboard (new prompt or duration allowed) and join the shots again; the "
-            "old take is kept. cascade=true also remakes the later chained shots. Returns a new storyboard job."
+            "Redo one shot of a finished storyboard (new prompt or duration allowed) and join again; the old take "
+            "is kept. Returns a new storyboard job."
         ),
         "assemble_video": (
-            "Join 2-50 videos in order into one MP4 on this machine (free): kling:// results, paths or URLs. "
-            "Without re-encoding when they match, else scaled and padded; transition='crossfade' blends each cut."
+            "Join 2-50 videos (kling:// results, paths, URLs) into one MP4 on this machine, free; re-encoded to one "
+            "size only when they differ."
         ),
         "cancel_job": (
             f"Cancel a job. Where the provider supports it ({', '.join(cancellable)}) the job is stopped there; "

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from . import errors, results
 from .requests import JobView
+from .server_checks import reporting
 from .storyboard_models import (
     MAX_ASSEMBLY_INPUTS,
     MAX_SHOTS,
@@ -41,30 +42,28 @@ def install_storyboard(
     Duration: Any,
 ) -> None:
     """Register the storyboard tools and the frame resources on ``mcp``."""
-    from .server import _job_result, _progress, _service
+    from .server import _job_result, _service
 
-    spending = ToolAnnotations(
-        read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
-    )
+    spending = ToolAnnotations(destructive_hint=False)
 
     def said(text: str) -> Any:
         return Field(description=text)
 
-    Transition = Annotated[Literal["cut", "crossfade"], said("cut, or crossfade (blends each join over transition_s).")]
+    Transition = Annotated[Literal["cut", "crossfade"], said("How shots join.")]
     Seconds = Annotated[float, Field(gt=0, le=TRANSITION_S_MAX, allow_inf_nan=False, description="Crossfade seconds.")]
     Confirm = Annotated[float, Field(ge=0, allow_inf_nan=False, description="The quoted total the user agreed to pay.")]
     Continuity = Annotated[
-        Literal["chain", "none"], said("chain: each shot starts from the previous one's last frame; none: all at once.")
+        Literal["chain", "none"], said("chain: each shot starts from the previous one's last frame.")
     ]
     Style = Annotated[Annotated[str, Field(max_length=1000)] | None, said("Added to every shot's prompt.")]
     SharedRefs = Annotated[Annotated[list[Media], Field(max_length=10)] | None, said("Given to every shot.")]
-    Assemble = Annotated[bool, said("Join the shots into one MP4 once all have succeeded.")]
+    Assemble = Annotated[bool, said("Join the shots into one MP4.")]
     BoardId = Annotated[str, Field(min_length=1, max_length=100, description="The storyboard's job_id.")]
     ShotNumber = Annotated[int, Field(ge=1, le=MAX_SHOTS, description="The shot number (1-based).")]
     NewPrompt = Annotated[
         Annotated[str, Field(min_length=1, max_length=5000)] | None, said("A new prompt for the shot.")
     ]
-    Cascade = Annotated[bool, said("Also remake the later chained shots from the new take.")]
+    Cascade = Annotated[bool, said("Also remake the later chained shots.")]
 
     @mcp.tool(title="Generate a storyboard", description=docs["generate_storyboard"], annotations=spending)
     async def generate_storyboard(
@@ -73,16 +72,15 @@ def install_storyboard(
             Field(
                 min_length=1,
                 max_length=MAX_SHOTS,
-                description="The shots in order; each: prompt, and optionally duration, first_frame, last_frame, "
-                "reference_images, negative_prompt.",
+                description="In order.",
             ),
         ],
         ctx: Context,
         continuity: Continuity = "chain",
         style: Style = None,
         reference_images: SharedRefs = None,
-        aspect_ratio: Annotated[Aspect | None, said("Of every shot.")] = None,
-        tier: Annotated[Tier | None, said("standard (720p) or pro (1080p).")] = None,
+        aspect_ratio: Aspect | None = None,
+        tier: Tier | None = None,
         provider: Annotated[Provider, said("auto: the cheapest provider that takes every shot.")] = "auto",
         transition: Transition = "cut",
         transition_s: Seconds = 0.5,
@@ -108,7 +106,7 @@ def install_storyboard(
                 idempotency_key=idempotency_key,
                 confirm_cost_usd=confirm_cost_usd,
             )
-            job, note = await service.boards.create(req, _progress(ctx))
+            job, note = await reporting(ctx, lambda report: service.boards.create(req, report), waits=wait_seconds != 0)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
         return await _job_result(service, job, note)
@@ -119,7 +117,7 @@ def install_storyboard(
         shot: ShotNumber,
         ctx: Context,
         prompt: NewPrompt = None,
-        duration: Annotated[Duration | None, said("A new length for the shot.")] = None,
+        duration: Duration | None = None,
         cascade: Cascade = False,
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
@@ -137,7 +135,7 @@ def install_storyboard(
                 idempotency_key=idempotency_key,
                 confirm_cost_usd=confirm_cost_usd,
             )
-            job, note = await service.boards.retake(req, _progress(ctx))
+            job, note = await reporting(ctx, lambda report: service.boards.retake(req, report), waits=wait_seconds != 0)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
         return await _job_result(service, job, note)
@@ -145,9 +143,7 @@ def install_storyboard(
     @mcp.tool(
         title="Join videos",
         description=docs["assemble_video"],
-        annotations=ToolAnnotations(
-            read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
-        ),
+        annotations=ToolAnnotations(destructive_hint=False, open_world_hint=False),
     )
     async def assemble_video(
         videos: Annotated[
@@ -155,13 +151,13 @@ def install_storyboard(
             Field(
                 min_length=MIN_ASSEMBLY_INPUTS,
                 max_length=MAX_ASSEMBLY_INPUTS,
-                description="The videos in order: kling:// results, paths or URLs.",
+                description="In order.",
             ),
         ],
         ctx: Context,
         transition: Transition = "cut",
         transition_s: Seconds = 0.5,
-        aspect_ratio: Annotated[Aspect | None, Field(description="Default: the first video's.")] = None,
+        aspect_ratio: Aspect | None = None,
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
     ) -> Annotated[CallToolResult, JobView]:
@@ -175,7 +171,9 @@ def install_storyboard(
                 wait_seconds=wait_seconds,
                 idempotency_key=idempotency_key,
             )
-            job, note = await service.assemblies.create(req, _progress(ctx))
+            job, note = await reporting(
+                ctx, lambda report: service.assemblies.create(req, report), waits=wait_seconds != 0
+            )
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
         return await _job_result(service, job, note)

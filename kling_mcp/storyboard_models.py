@@ -18,7 +18,7 @@ class _Strict(BaseModel):
 
 
 class ShotInput(_Strict):
-    """One shot as the caller describes it."""
+    # One shot as the caller describes it (no docstring: it would be published in the tool's schema).
 
     prompt: str = Field(min_length=1)
     duration: int | None = None
