@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from . import catalog, errors
-from .jobs.composite import ShotPlan
+from .jobs.composite import BoardRecord, ShotPlan
 from .requests import GenerateRequest, MediaRef, VideoSpec
 from .validation import Match, check
 
@@ -178,6 +178,35 @@ def _quote(name: str, tier: str | None, plans: list[ShotPlan], matches: list[Mat
     bases = [m.price.basis if m.price else "unknown" for m in matches]
     basis = max(bases, key=_BASIS_ORDER.index)
     return BoardQuote(name, tier, matches[0].model or "", shots, total, basis)
+
+
+def retake_plans(
+    record: BoardRecord, finished: list[bool], shot: int, prompt: str | None, duration: int | None, cascade: bool
+) -> tuple[list[ShotPlan], list[int]]:
+    """A retake's shots (shot ``shot``, 1-based, with its new prompt/duration) and the indexes that need a
+    new take: that shot, every shot without a ``finished`` take and, with ``cascade``, the chained shots
+    right after it (each starts from the one before)."""
+    target = shot - 1
+    plans = list(record.shots)
+    plan = plans[target]
+    update: dict[str, object] = {}
+    if prompt is not None:
+        update["prompt"] = styled(prompt, record.style)
+    if duration is not None:
+        update["duration"] = duration
+    plans[target] = plan.model_copy(
+        update={"prompt": prompt if prompt is not None else plan.prompt, "spec": plan.spec.model_copy(update=update)}
+    )
+    redo = {target} | {i for i, done in enumerate(finished) if not done}
+    if cascade:
+        i = target + 1
+        while i < len(plans) and plans[i].chained:
+            redo.add(i)
+            i += 1
+    ordered = sorted(redo)
+    for i in ordered:
+        plans[i] = plans[i].model_copy(update={"job_id": None})
+    return plans, ordered
 
 
 def _cheaper(a: BoardQuote, b: BoardQuote) -> bool:

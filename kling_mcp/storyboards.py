@@ -28,7 +28,7 @@ from .jobs.composite import BoardRecord, ShotPlan
 from .jobs.model import Job, JobStatus, new_job_id
 from .requests import CancelResult, ErrorView, VideoSpec
 from .results import frame_uri
-from .storyboard_plan import BoardQuote, build_shots, fingerprint, quote_shots, spec_identity, styled
+from .storyboard_plan import BoardQuote, build_shots, fingerprint, quote_shots, retake_plans, spec_identity
 from .validation import check
 
 if TYPE_CHECKING:
@@ -159,7 +159,8 @@ class Storyboards:
                 hint=f"Pass shot between 1 and {len(record.shots)}.",
             )
         takes = [await self._state.get(p.job_id) for p in record.shots]
-        plans, redo = self._retake_plans(record, takes, req)
+        finished = [t is not None and t.status == JobStatus.SUCCEEDED for t in takes]
+        plans, redo = retake_plans(record, finished, req.shot, req.prompt, req.duration, req.cascade)
         quote = await quote_shots(service, [plans[i] for i in redo], old.provider, old.tier)
         for i, shot in zip(redo, quote.shots, strict=True):
             plans[i] = shot
@@ -178,38 +179,6 @@ class Storyboards:
         remade = ", ".join(str(i + 1) for i in redo)
         note = f"New takes of shot(s) {remade} ({quote.describe()}); the other shots keep their takes."
         return await self._start_board(board, claim, req.wait_seconds, progress, note)
-
-    def _retake_plans(
-        self, record: BoardRecord, takes: list[Job | None], req: RetakeRequest
-    ) -> tuple[list[ShotPlan], list[int]]:
-        """The new board's shots and the indexes that need a new take."""
-        target = req.shot - 1
-        plans = list(record.shots)
-        plan = plans[target]
-        update: dict[str, object] = {}
-        if req.prompt is not None:
-            update["prompt"] = styled(req.prompt, record.style)
-        if req.duration is not None:
-            update["duration"] = req.duration
-        plans[target] = plan.model_copy(
-            update={
-                "prompt": req.prompt if req.prompt is not None else plan.prompt,
-                "spec": plan.spec.model_copy(update=update),
-            }
-        )
-        redo = {target}
-        for i, take in enumerate(takes):
-            if take is None or take.status != JobStatus.SUCCEEDED:
-                redo.add(i)
-        if req.cascade:
-            i = target + 1
-            while i < len(plans) and plans[i].chained:
-                redo.add(i)
-                i += 1
-        ordered = sorted(redo)
-        for i in ordered:
-            plans[i] = plans[i].model_copy(update={"job_id": None})
-        return plans, ordered
 
     # --- driving ----------------------------------------------------------------------------------
 
