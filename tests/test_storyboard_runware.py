@@ -130,3 +130,18 @@ async def test_a_failed_shot_stops_the_chain_and_a_retake_completes_the_board(em
     assert len(state.sent("videoInference")) == 3
     new_ids = [s["job_id"] for s in retake_view["shots"]]
     assert retake_view["cost_usd"] == pytest.approx(sum(state.billed(i) for i in new_ids), abs=1e-9)
+
+
+async def test_assemble_video_fetches_url_inputs(emu, tmp_path, video_file):
+    from tests.emulators._media import mp4_bytes
+
+    base, state = emu
+    hosted = state.files.add(mp4_bytes(2.0, 320, 180, audio_hz=440.0))
+    async with _client(base, tmp_path) as client:
+        result = await client.call_tool("assemble_video", {
+            "videos": [f"{base}/files/{hosted}", str(video_file)], "wait_seconds": 45})
+        assert not result.is_error, result.content[0].text
+        view = await _finished(client, result.structured_content)
+    assert (view["status"], view["operation"], view["provider"]) == ("succeeded", "assemble", "local")
+    assert view["videos"][0]["duration_s"] == pytest.approx(6.0, abs=0.15)
+    assert state.files.downloads[hosted] >= 1 and state.requests == []  # fetched, and no provider call
