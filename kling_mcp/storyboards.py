@@ -81,7 +81,8 @@ class Storyboards:
             assemble=req.assemble,
         )
         board = self._board(quote, record, identity, req.idempotency_key, req.aspect_ratio, quote.total_usd)
-        return await self._start_board(board, claim, req.wait_seconds, progress, None)
+        note = f"Quoted {quote.describe()} (basis: {quote.basis})."
+        return await self._start_board(board, claim, req.wait_seconds, progress, note)
 
     async def _start_board(
         self,
