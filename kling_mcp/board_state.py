@@ -1,8 +1,7 @@
 """The few store operations storyboards and assemblies make, in one place.
 
-Every change is an update function applied to the job as it is in the store *now* (never a copy read
-before an ``await``), the same shape as the store's transition interface. Saving through the runner
-wakes every waiter on the job (``check_job`` with ``wait_seconds``).
+Every change is a store transition: an update function applied to the job as it is in the store *now*
+(never a copy read before an ``await``); the store wakes every waiter on the job, in any process.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from . import errors
+from .jobs.backend import KeyClaim, RequestFingerprint, key_conflict
 from .jobs.model import Job, JobStatus, can_transition
 from .requests import ErrorView
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .service import VideoService
 
 Update = Callable[[Job], Job | None]
-Claim = str  # an idempotency key (the store interface binds it to the request's fingerprint)
+Claim = KeyClaim  # an idempotency key bound to the request's fingerprint
 
 
 class JobState:
@@ -28,12 +28,17 @@ class JobState:
         self._service = service
 
     async def get(self, job_id: str | None) -> Job | None:
-        return self._service.store.get(job_id) if job_id else None
+        return await self._service.store.get(job_id) if job_id else None
 
-    async def create(self, job: Job, claim: Claim | None = None, *, lease: bool = False) -> tuple[Job, bool]:
-        """Insert ``job`` (its idempotency key is recorded with it); ``(the job, True)``. ``lease``: the
-        store of this branch has no leases (one driver per process)."""
-        return self._service.runner.save(job), True
+    async def create(self, job: Job, claim: KeyClaim | None = None, *, lease: bool = False) -> tuple[Job, bool]:
+        """Insert ``job`` (claiming ``claim``'s key in the same step); with ``lease``, this process holds
+        its lease from the start. ``(the job the key names, False)`` when the key was already used."""
+        runner = self._service.runner
+        if not lease:
+            return await self._service.store.create(job, claim)
+        return await self._service.store.create(
+            job, claim, lease_owner=runner.owner, lease_s=self._service.settings.lease_s
+        )
 
     async def require(self, job_id: str) -> Job:
         """The job, or an ``unknown_job`` tool error."""
@@ -42,26 +47,29 @@ class JobState:
             raise errors.UnknownJob(f"no job {job_id!r} on this server.")
         return job
 
-    async def existing(self, tool: str, key: str | None, request: BaseModel) -> tuple[Claim | None, Job | None]:
-        """The claim for ``key`` and the job it already names, if any."""
+    async def existing(self, tool: str, key: str | None, request: BaseModel) -> tuple[KeyClaim | None, Job | None]:
+        """The claim for ``key`` (bound to ``tool`` and the request's arguments) and the job it already names,
+        if any; raises a tool error naming the difference when the key was used for another request."""
         if not key:
             return None, None
-        return key, self._service.store.by_idempotency_key(key)
+        args = request.model_dump(mode="json", exclude={"wait_seconds", "idempotency_key", "confirm_cost_usd"})
+        claim = KeyClaim(key, RequestFingerprint.of({"tool": tool, **args}))
+        bound = await self._service.store.key_job(key)
+        if bound is None:
+            return claim, None
+        job, first_use = bound
+        if first_use.digest != claim.fingerprint.digest:
+            raise key_conflict(key, job.job_id, claim.fingerprint, first_use)
+        return claim, job
 
     async def twin(self, fingerprint: str) -> Job | None:
         """An unfinished job made from the same request, if any."""
-        job = self._service.store.by_fingerprint(fingerprint)
+        job = await self._service.store.find_twin(fingerprint)
         return job if job is not None and not job.terminal else None
 
     async def transition(self, job_id: str, update: Update) -> Job:
-        """Apply ``update`` to the current record (no await between read and write); the stored job."""
-        current = self._service.store.get(job_id)
-        if current is None:
-            raise KeyError(job_id)
-        new = update(current)
-        if new is None or new == current:
-            return current
-        return self._service.runner.save(new.updated())
+        """Apply ``update`` to the current record atomically; the stored job."""
+        return await self._service.store.transition(job_id, update)
 
     async def move(self, job_id: str, status: JobStatus, **changes: Any) -> Job:
         """Move a job to ``status``, through ``running`` and ``downloading`` where the state machine needs

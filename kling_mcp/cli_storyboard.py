@@ -168,7 +168,7 @@ async def _make(service: Any, args: argparse.Namespace) -> int:
 
         job, note = await service.boards.retake(
             RetakeRequest(
-                job_id=resolve_job_id(service, args.job_id),
+                job_id=await resolve_job_id(service, args.job_id),
                 shot=args.shot,
                 prompt=args.prompt,
                 duration=args.duration,

@@ -13,8 +13,8 @@ import pytest
 from mcp import Client
 
 from kling_mcp.config import Settings
-from kling_mcp.jobs.store import JobStore
 from kling_mcp.server import create_server
+from tests.support import read_store
 
 pytestmark = pytest.mark.anyio
 
@@ -66,12 +66,12 @@ async def _read_png(client: Client, uri: str) -> bytes:
 
 
 def _shot_inputs(tmp_path: Path) -> dict[str, dict[str, Any]]:
-    """Each shot job's stored spec, read from the store the server used (after it has closed)."""
-    store = JobStore(tmp_path / "data")
-    try:
-        return {job.job_id: job.spec.model_dump() for job in store.list(limit=500)}
-    finally:
-        store.close()
+    """Each job's stored spec, read from the store the server used (after it has closed)."""
+
+    async def specs(store: Any) -> dict[str, dict[str, Any]]:
+        return {job.job_id: job.spec.model_dump() for job in await store.list_jobs(limit=500)}
+
+    return read_store(tmp_path / "data", specs)
 
 
 @pytest.mark.parametrize("era", ERAS)
