@@ -299,3 +299,26 @@ async def test_tools_are_listed_with_short_descriptions(tmp_path):
             "kling://jobs/{job_id}/videos/{index}/last-frame"} <= templates
     text = prompt.messages[0].content.text
     assert "generate_storyboard" in text and "retake_shot" in text
+
+
+async def test_one_key_makes_one_board_and_is_bound_to_its_request(tmp_path):
+    import anyio
+
+    args = {"shots": SHOTS[:2], "idempotency_key": "two-callers", "wait_seconds": 0}
+    views: list[dict[str, Any]] = []
+    async with _client(tmp_path) as client:
+
+        async def call() -> None:
+            views.append(await _call(client, "generate_storyboard", args))
+
+        async with anyio.create_task_group() as tg:  # two agents retrying at once
+            tg.start_soon(call)
+            tg.start_soon(call)
+        other = await client.call_tool("generate_storyboard", {**args, "style": "noir"})
+        board = await _finished(client, views[0])
+        listed = (await _call(client, "list_jobs", {}))["jobs"]
+    assert views[0]["job_id"] == views[1]["job_id"]
+    assert other.is_error and "two-callers" in other.content[0].text and "style" in other.content[0].text
+    assert board["status"] == "succeeded"
+    assert sum(1 for j in listed if j["operation"] == "storyboard") == 1
+    assert sum(1 for j in listed if j["storyboard_id"] == board["job_id"]) == 2
