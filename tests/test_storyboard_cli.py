@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import av
 import pytest
@@ -80,3 +81,11 @@ def test_assemble_joins_videos_in_order(capsys, tmp_path, video_file):
     assert seconds(out) == pytest.approx(3 + 4 - 0.5, abs=0.1)
     code, _, err = cli(capsys, "assemble", str(video_file))
     assert code == 2 and "2-50 videos" in err
+
+
+def test_the_example_storyboard_file_is_a_valid_request():
+    from kling_mcp.storyboard_models import StoryboardRequest
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "storyboard.json"
+    request = StoryboardRequest(**json.loads(example.read_text()))
+    assert len(request.shots) == 3 and request.continuity == "chain"
