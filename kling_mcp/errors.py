@@ -198,6 +198,12 @@ class JobDeadline(KlingError):
     default_hint = "The job took longer than the server waits for; generate again or try another provider."
 
 
+class AssemblyFailed(KlingError):
+    code = "assembly_failed"
+    retryable = True
+    default_hint = "Check that every input is a playable video, then call assemble_video (or retake_shot) again."
+
+
 class JobFailed(KlingError):
     """A job failure reported by the provider (a fact about the job, not the request)."""
 

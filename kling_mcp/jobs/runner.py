@@ -65,6 +65,8 @@ class JobRunner:
         self._settings = settings
         self._in_flight: dict[str, anyio.Semaphore] = {}
         self.leases = LeaseKeeper(store, settings.lease_s, self._adopt)
+        # How jobs that are not provider videos (storyboards, assemblies) are driven, by Job.kind.
+        self.drivers: dict[str, Callable[[str], Awaitable[None]]] = {}
 
     @property
     def owner(self) -> str:
@@ -104,7 +106,9 @@ class JobRunner:
     async def _adopt(self, job_id: str) -> None:
         """Drive a job whose lease this process holds, until it ends or the lease is lost."""
         try:
-            await self._poll_loop(job_id)
+            job = await self.store.get(job_id)
+            driver = self.drivers.get(job.kind) if job is not None else None
+            await (driver(job_id) if driver is not None else self._poll_loop(job_id))
         except errors.StoreUnavailable as exc:
             # Not the job's fault: stop driving it here; the lease keeper takes it up again once the store is back.
             log.warning("job %s: paused, the store is unavailable: %s", job_id, exc.message)
