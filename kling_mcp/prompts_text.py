@@ -55,6 +55,12 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
         "preview on this machine, not Kling). Repeating a call with the same idempotency_key, or an "
         "identical request while the first is running, returns the existing job instead of paying twice."
     )
+    if settings.confirm_above_usd is not None:
+        money += (
+            f" A request quoted above ${settings.confirm_above_usd:g} (KLING_MCP_CONFIRM_ABOVE_USD) needs the user's "
+            "consent: the client asks them, or the call fails with [confirmation_required] and the quote; repeat it "
+            "with confirm_cost_usd=<the quote> only after the user agreed."
+        )
     return {
         "generate_video": (
             "Generate a video with Kling Video O1 (typically 1-5 minutes). The mode follows the inputs: no images "

@@ -4,7 +4,7 @@ and the configured providers when the server is built.
 """
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -16,6 +16,7 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import (
     CallToolResult,
     ImageContent,
+    InputRequiredResult,
     ResourceLink,
     TextContent,
     ToolAnnotations,
@@ -37,6 +38,7 @@ from .requests import (
     JobView,
     dump,
 )
+from .server_confirm import with_confirmation
 from .service import VideoService
 from .views import job_view
 
@@ -135,6 +137,17 @@ def _progress(ctx: Context):
     return report
 
 
+def _submitter(
+    service: VideoService, req: GenerateRequest | EditRequest, ctx: Context
+) -> Callable[[float | None], Awaitable[tuple[Job, str | None]]]:
+    """``req`` submitted with a given ``confirm_cost_usd`` (what the user agreed to pay)."""
+
+    async def submit(confirmed_usd: float | None) -> tuple[Job, str | None]:
+        return await service.generate(req.model_copy(update={"confirm_cost_usd": confirmed_usd}), _progress(ctx))
+
+    return submit
+
+
 def create_server(settings: Settings | None = None) -> MCPServer:
     """Build the server for ``settings`` (default: from the environment)."""
     settings = settings or Settings.from_env()
@@ -183,6 +196,19 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             ),
         ),
     ]
+    ConfirmCost = Annotated[
+        float,
+        Field(
+            ge=0,
+            le=1_000_000,
+            allow_inf_nan=False,
+            description=(
+                "The most the user agreed to pay for this call, in USD. Needed only when the server asks for a "
+                "confirmation ([confirmation_required], quotes above KLING_MCP_CONFIRM_ABOVE_USD): repeat the "
+                "call with the quote the user accepted."
+            ),
+        ),
+    ]
     docs = tool_descriptions(settings)
 
     mcp = MCPServer("kling-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=_lifespan(settings))
@@ -209,7 +235,8 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         keep_original_sound: bool | None = None,
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
-    ) -> Annotated[CallToolResult, JobView]:
+        confirm_cost_usd: ConfirmCost | None = None,
+    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
         service = _service(ctx)
         try:
             req = GenerateRequest(
@@ -229,10 +256,12 @@ def create_server(settings: Settings | None = None) -> MCPServer:
                 wait_seconds=wait_seconds,
                 idempotency_key=idempotency_key,
             )
-            job, note = await service.generate(req, _progress(ctx))
+            outcome = await with_confirmation(ctx, _submitter(service, req, ctx), confirm_cost_usd)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
-        return await _job_result(service, job, note)
+        if isinstance(outcome, InputRequiredResult):
+            return outcome
+        return await _job_result(service, *outcome)
 
     @mcp.tool(title="Edit a video", description=docs["edit_video"], annotations=spending)
     async def edit_video(
@@ -246,7 +275,8 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         provider: ProviderArg = "auto",
         wait_seconds: Wait | None = None,  # type: ignore[valid-type]
         idempotency_key: Key | None = None,
-    ) -> Annotated[CallToolResult, JobView]:
+        confirm_cost_usd: ConfirmCost | None = None,
+    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
         service = _service(ctx)
         try:
             req = EditRequest(
@@ -260,10 +290,12 @@ def create_server(settings: Settings | None = None) -> MCPServer:
                 wait_seconds=wait_seconds,
                 idempotency_key=idempotency_key,
             )
-            job, note = await service.generate(req, _progress(ctx))
+            outcome = await with_confirmation(ctx, _submitter(service, req, ctx), confirm_cost_usd)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
-        return await _job_result(service, job, note)
+        if isinstance(outcome, InputRequiredResult):
+            return outcome
+        return await _job_result(service, *outcome)
 
     @mcp.tool(title="Check a job", description=docs["check_job"], annotations=reading)
     async def check_job(
