@@ -6,6 +6,7 @@ Contract (other modules rely on these names):
 - probe(path_or_video_url) -> MediaInfo   raises errors.InvalidInputFile when not a decodable image/video
 - save_data_uri(uri, dest_dir) -> Path    decode a data: URI into dest_dir/<sha256>.<ext>
 - poster_png(video_path, max_side=320) -> bytes
+- first_frame_png(video_path) -> bytes
 - last_frame_png(video_path) -> bytes
 
 Everything here is synchronous and may be CPU- or IO-heavy: async callers run it in a worker thread.
@@ -266,6 +267,21 @@ def poster_png(video_path: str | Path, max_side: int = 320) -> bytes:
         image = chosen.to_image()
     image.thumbnail((max_side, max_side))
     return _png(image)
+
+
+def first_frame_png(video_path: str | Path) -> bytes:
+    """The first decoded frame at full size as PNG."""
+    import av
+
+    with _open_video(video_path) as container:
+        stream = container.streams.video[0]
+        try:
+            first = next(container.decode(stream), None)
+        except av.FFmpegError as exc:
+            raise _invalid(video_path, f"its first frame does not decode ({exc})") from None
+        if first is None:
+            raise _invalid(video_path, "it has no decodable video frame")
+        return _png(first.to_image())
 
 
 def last_frame_png(video_path: str | Path) -> bytes:
