@@ -38,6 +38,7 @@ from .requests import (
     JobView,
     dump,
 )
+from .server_apps import PLAYER_META, PlayerApps, install_preview
 from .server_confirm import with_confirmation
 from .service import VideoService
 from .views import job_view
@@ -211,13 +212,19 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     ]
     docs = tool_descriptions(settings)
 
-    mcp = MCPServer("kling-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=_lifespan(settings))
+    mcp = MCPServer(
+        "kling-mcp",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=_lifespan(settings),
+        extensions=[PlayerApps()],
+    )
     spending = ToolAnnotations(
         read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
     )
     reading = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
-    @mcp.tool(title="Generate a video", description=docs["generate_video"], annotations=spending)
+    @mcp.tool(title="Generate a video", description=docs["generate_video"], annotations=spending, meta=PLAYER_META)
     async def generate_video(
         prompt: Prompt,
         ctx: Context,
@@ -263,7 +270,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             return outcome
         return await _job_result(service, *outcome)
 
-    @mcp.tool(title="Edit a video", description=docs["edit_video"], annotations=spending)
+    @mcp.tool(title="Edit a video", description=docs["edit_video"], annotations=spending, meta=PLAYER_META)
     async def edit_video(
         prompt: Prompt,
         video: Media,
@@ -297,7 +304,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             return outcome
         return await _job_result(service, *outcome)
 
-    @mcp.tool(title="Check a job", description=docs["check_job"], annotations=reading)
+    @mcp.tool(title="Check a job", description=docs["check_job"], annotations=reading, meta=PLAYER_META)
     async def check_job(
         job_id: Annotated[str, Field(min_length=1, max_length=100)], ctx: Context, wait_seconds: Wait | None = None
     ) -> Annotated[CallToolResult, JobView]:
@@ -386,6 +393,8 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         except (errors.KlingError, ValueError) as exc:
             raise ResourceNotFoundError(f"no video {index} for job {job_id}: {exc}") from None
         return await anyio.Path(path).read_bytes()
+
+    install_preview(mcp, lambda ctx, job_id, index: _service(ctx).video_path(job_id, index))
 
     @mcp.resource(
         "kling://catalog",

@@ -2,6 +2,9 @@
 # Install the Node tools the test suite drives the server with into .tools/node:
 #   @modelcontextprotocol/conformance@0.1.13  (newest that runs on Node 20)
 #   @modelcontextprotocol/inspector@0.21.2    (its --cli mode runs on Node 20)
+#   @modelcontextprotocol/ext-apps@1.7.5      (the official MCP Apps host bridge; the player's browser test
+#   @modelcontextprotocol/sdk@1.32.2           host page is bundled from it and the SDK's client with esbuild)
+#   esbuild@0.28.2
 # The dependency tree is pinned by package.json + package-lock.json at the repository root (npm ci).
 # Idempotent: when that tree is already installed it exits at once.
 # Needs node >= 20 and npm on PATH; says what to install when they are missing.
@@ -9,6 +12,8 @@ set -euo pipefail
 
 CONFORMANCE_VERSION="0.1.13"
 INSPECTOR_VERSION="0.21.2"
+EXT_APPS_VERSION="1.7.5"
+ESBUILD_VERSION="0.28.2"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 prefix="${KLING_MCP_NODE_TOOLS:-$root/.tools/node}"
@@ -36,13 +41,17 @@ lock_matches() {  # the installed tree was made from the repository's lockfile
 
 if [ "$(installed_version @modelcontextprotocol/conformance)" = "$CONFORMANCE_VERSION" ] \
    && [ "$(installed_version @modelcontextprotocol/inspector)" = "$INSPECTOR_VERSION" ] \
+   && [ "$(installed_version @modelcontextprotocol/ext-apps)" = "$EXT_APPS_VERSION" ] \
+   && [ "$(installed_version esbuild)" = "$ESBUILD_VERSION" ] \
    && [ -x "$prefix/node_modules/.bin/conformance" ] && [ -x "$prefix/node_modules/.bin/mcp-inspector" ] \
+   && [ -x "$prefix/node_modules/.bin/esbuild" ] \
    && lock_matches; then
     exit 0
 fi
 
 mkdir -p "$prefix"
-echo "install-node-tools: installing conformance@$CONFORMANCE_VERSION and inspector@$INSPECTOR_VERSION into $prefix" >&2
+echo "install-node-tools: installing conformance@$CONFORMANCE_VERSION, inspector@$INSPECTOR_VERSION," \
+     "ext-apps@$EXT_APPS_VERSION and esbuild@$ESBUILD_VERSION into $prefix" >&2
 npm_flags=(--prefix "$prefix" --no-audit --no-fund --loglevel=error)
 if [ -f "$root/package-lock.json" ]; then
     # The exact dependency tree pinned by the repository's package.json + package-lock.json.
@@ -51,9 +60,11 @@ if [ -f "$root/package-lock.json" ]; then
 else
     npm install "${npm_flags[@]}" --save-exact \
         "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" \
-        "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" >&2
+        "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" \
+        "@modelcontextprotocol/ext-apps@$EXT_APPS_VERSION" "@modelcontextprotocol/sdk@1.32.2" \
+        "esbuild@$ESBUILD_VERSION" >&2
 fi
-for bin in conformance mcp-inspector; do
+for bin in conformance mcp-inspector esbuild; do
     if [ ! -x "$prefix/node_modules/.bin/$bin" ]; then
         echo "install-node-tools: npm finished but $prefix/node_modules/.bin/$bin is missing;" \
              "delete $prefix and run this script again." >&2
