@@ -180,7 +180,9 @@ def probe_clip(path: Path, index: int, total: int) -> Clip:
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError):
-        raise _bad(index, total, path, "is not a video (it cannot be opened as one)") from None
+        raise _bad(
+            index, total, path, "cannot be opened as a video (it is not one, or it is damaged or incomplete)"
+        ) from None
     with container:
         fmt = container.format.name
         if not container.streams.video:

@@ -67,5 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         from .http import run_http
 
         return run_http(server, settings, host=args.host, port=args.port)
+    if sys.stdin.isatty():
+        # Run by hand on a terminal: without this, the silent wait for JSON-RPC looks like a hang.
+        print(
+            "kling-mcp: MCP server on stdio, waiting for an MCP client (Claude Desktop, Claude Code, ...) to speak "
+            "on this terminal. To try it by hand, run `kling-mcp demo`; `kling-mcp --help` lists the commands. "
+            "Ctrl-C quits.",
+            file=sys.stderr,
+            flush=True,
+        )
     server.run("stdio")
     return 0

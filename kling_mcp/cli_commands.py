@@ -67,7 +67,17 @@ def _common(p: argparse.ArgumentParser, *, edit: bool, estimate: bool = False) -
         p.add_argument("--num-videos", type=int, default=1)
 
 
+def _output(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="also save the finished video here (a folder, or a file name; several videos get -1, -2, ... suffixes)",
+    )
+
+
 def _waiting(p: argparse.ArgumentParser) -> None:
+    _output(p)
     p.add_argument("--idempotency-key", help="repeating a command with the same key returns the same job")
     p.add_argument(
         "--confirm-cost-usd",
@@ -80,8 +90,18 @@ def _waiting(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the job as JSON instead of the video paths")
 
 
+def _data_dir_line() -> str:
+    import os
+
+    from .config import _data_dir
+
+    return f" Data dir now: {_data_dir(os.environ)}."
+
+
 def _command(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".", epilog=EPILOG)
+    return sub.add_parser(
+        name, help=summary, description=summary[0].upper() + summary[1:] + ".", epilog=EPILOG + _data_dir_line()
+    )
 
 
 def add_commands(sub: Any) -> None:
@@ -113,6 +133,7 @@ def add_commands(sub: Any) -> None:
     check.add_argument("job_id")
     check.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds")
     check.add_argument("--json", action="store_true")
+    _output(check)
 
     cancel = _command(sub, "cancel", "cancel a job (at the provider where it can be cancelled)")
     cancel.add_argument("job_id")
@@ -138,6 +159,16 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
 
 def _usd(value: float | None) -> str:
     return "?" if value is None else f"${value:.3f}"
+
+
+def _shown_cost(view: Any) -> str:
+    """The billed cost; a quote only while the job may still be billed (a failed or cancelled job with no
+    billed cost shows "-", not its quote as if it had been charged)."""
+    if view.cost_usd is not None:
+        return _usd(view.cost_usd)
+    if view.status in ("failed", "cancelled"):
+        return "-"
+    return "~" + _usd(view.estimated_cost_usd)
 
 
 def quote_table(estimate: Any) -> str:
@@ -169,7 +200,7 @@ def jobs_table(views: list[Any]) -> str:
             v.provider,
             v.operation,
             f"{v.progress:.0f}%",
-            _usd(v.cost_usd if v.cost_usd is not None else v.estimated_cost_usd),
+            _shown_cost(v),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at)),
             v.prompt,
         ]
@@ -291,7 +322,24 @@ async def _wait(service: Any, job: Any, timeout: float | None, bar: ProgressBar)
     return job
 
 
-def _report(job: Any, note: str | None, as_json: bool) -> int:
+def save_copies(paths: list[str], output: str) -> list[Path]:
+    """Copy finished videos to ``output`` (a folder, or a file name: ``clip.mp4``, ``clip-1.mp4``, ...)."""
+    import shutil
+
+    target = Path(output).expanduser()
+    copies = []
+    for n, source in enumerate(paths):
+        if target.is_dir() or output.endswith(("/", "\\")):
+            dest = target / Path(source).name if len(paths) == 1 else target / f"{Path(source).stem}-{n}.mp4"
+        else:
+            dest = target if len(paths) == 1 else target.with_name(f"{target.stem}-{n}{target.suffix or '.mp4'}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+        copies.append(dest.resolve())
+    return copies
+
+
+def _report(job: Any, note: str | None, as_json: bool, output: str | None = None) -> int:
     from .views import job_view
 
     view = job_view(job, note)
@@ -304,8 +352,13 @@ def _report(job: Any, note: str | None, as_json: bool) -> int:
         _say(f"job {view.job_id} succeeded on {view.provider} ({cost}).")
         for v in view.videos:
             _say(f"  {v.width}x{v.height}, {v.duration_s} s, {v.size_bytes} bytes, resource {v.uri}")
-            if not as_json:
-                print(v.path)
+        paths = [v.path for v in view.videos]
+        if output:
+            paths = [str(p) for p in save_copies(paths, output)]
+            _say(f"  saved to {', '.join(paths)}")
+        if not as_json:
+            for path in paths:
+                print(path)
         return EXIT_OK
     if view.status in ("failed", "cancelled"):
         reason = f"[{view.error.code}] {view.error.message}" if view.error else view.status
@@ -348,38 +401,76 @@ def _request(args: argparse.Namespace, kind: str) -> Any:
 
 
 async def _estimate(service: Any, args: argparse.Namespace) -> int:
-    estimate = await service.estimate(_request(args, "estimate"))
+    """Quote every provider; without --tier, at each tier in turn, so rows compare like with like."""
+    tiers = [args.tier] if args.tier else ["standard", "pro"]
+    estimates = []
+    for tier in tiers:
+        args.tier = tier
+        estimates.append(await service.estimate(_request(args, "estimate")))
+    accepted = any(e.recommended for e in estimates)
     if args.json:
-        print(estimate.model_dump_json(indent=1))
-        return EXIT_OK
-    seconds = f", {estimate.duration_s:g} s" if estimate.duration_s else ""
-    print(f"{estimate.operation}{seconds}\n{quote_table(estimate)}")
-    if estimate.recommended:
-        command = "edit" if estimate.operation == "edit" else "generate"
-        print(f"\nauto picks {estimate.recommended}: run `kling-mcp {command}` with the same flags.")
-    else:
-        print("\nNo configured provider accepts this request; see the problems above.")
-    return EXIT_OK
+        print(
+            estimates[0].model_dump_json(indent=1)
+            if len(estimates) == 1
+            else "[" + ",\n".join(e.model_dump_json(indent=1) for e in estimates) + "]"
+        )
+        return EXIT_OK if accepted else EXIT_FAILED
+    first = estimates[0]
+    seconds = f", {first.duration_s:g} s" if first.duration_s else ""
+    print(f"{first.operation}{seconds}")
+    for tier, estimate in zip(tiers, estimates, strict=True):
+        print(f"\n{tier} tier:\n{quote_table(estimate)}")
+    command = "edit" if first.operation == "edit" else "generate"
+    print()
+    for tier, estimate in zip(tiers, estimates, strict=True):
+        if estimate.recommended:
+            print(f"{tier}: auto picks {estimate.recommended}: run `kling-mcp {command} --tier {tier}` (same flags).")
+    if not accepted:
+        _say("kling-mcp estimate: no configured provider accepts this request; see the problems above.")
+    return EXIT_OK if accepted else EXIT_FAILED
 
 
 async def _generate(service: Any, args: argparse.Namespace, kind: str) -> int:
     job, note = await service.generate(_request(args, kind))
+    renders_here = job.provider == "local"
     if args.no_wait:
         if note:
             _say(cli_text(note))
         print(job.job_id)
-        _say(f"submitted job {job.job_id} to {job.provider}; run `kling-mcp check {job.job_id} --wait 300`.")
+        if renders_here:
+            _say(
+                f"submitted job {job.job_id} to local. The local provider renders inside a kling-mcp process, so it "
+                f"pauses when this command exits and goes on when a server or `kling-mcp check {job.job_id} --wait "
+                "300` runs."
+            )
+        else:
+            _say(f"submitted job {job.job_id} to {job.provider}; run `kling-mcp check {job.job_id} --wait 300`.")
         return EXIT_OK
-    _say(f"job {job.job_id} on {job.provider} ({job.model}); waiting (Ctrl-C stops waiting, not the job).")
+    stop = "pauses the render until the next check --wait" if renders_here else "stops waiting, not the job"
+    _say(f"job {job.job_id} on {job.provider} ({job.model}); waiting (Ctrl-C {stop}).")
+    args.current_job = job
     job = await _wait(service, job, args.timeout, ProgressBar(sys.stderr))
-    return _report(job, note, args.json)
+    return _report(job, note, args.json, args.output)
+
+
+def resolve_job_id(service: Any, given: str) -> str:
+    """``given`` itself when it is a job id, else the one job id it is a unique prefix of."""
+    if service.store.get(given) is not None or len(given) < 4:
+        return given
+    matches = [v.job_id for v in service.list_jobs(None, 500).jobs if v.job_id.startswith(given)]
+    if len(matches) > 1:
+        raise errors.InvalidRequest(
+            f"job id prefix {given!r} matches {len(matches)} jobs: {', '.join(matches[:5])}.",
+            hint="Give more characters of the job id.",
+        )
+    return matches[0] if matches else given
 
 
 async def _check(service: Any, args: argparse.Namespace) -> int:
-    job = await service.check(args.job_id, 0.0)
+    job = await service.check(resolve_job_id(service, args.job_id), 0.0)
     if args.wait > 0 and not job.terminal:
         job = await _wait(service, job, args.wait, ProgressBar(sys.stderr))
-    return _report(job, None, args.json)
+    return _report(job, None, args.json, args.output)
 
 
 async def _jobs(service: Any, args: argparse.Namespace) -> int:
@@ -398,7 +489,7 @@ async def _jobs(service: Any, args: argparse.Namespace) -> int:
 
 
 async def _cancel(service: Any, args: argparse.Namespace) -> int:
-    result = await service.cancel(args.job_id)
+    result = await service.cancel(resolve_job_id(service, args.job_id))
     _say(cli_text(result.message))
     print(result.status)
     return EXIT_OK
@@ -440,8 +531,13 @@ def run(args: argparse.Namespace) -> int:
         _say(f"kling-mcp {args.command}: {cli_text(str(exc))}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        _say(
-            "\nkling-mcp: stopped waiting; the job goes on. Run `kling-mcp jobs` and `kling-mcp check JOB_ID "
-            "--wait 300` to pick it up."
-        )
+        job = getattr(args, "current_job", None)
+        job_id = job.job_id if job is not None else "JOB_ID"
+        if job is not None and job.provider == "local":
+            _say(
+                f"\nkling-mcp: stopped. The local render of job {job_id} pauses until a server or "
+                f"`kling-mcp check {job_id} --wait 300` resumes it."
+            )
+        else:
+            _say(f"\nkling-mcp: stopped waiting; the job goes on. Run `kling-mcp check {job_id} --wait 300` for it.")
         return 130

@@ -109,7 +109,7 @@ async def _file(path: Path, *, arg: str, kind: str, allowed_dirs: tuple[Path, ..
         kind="file",
         value=str(resolved),
         media=kind,
-        mime_type=info.mime_type,  # type: ignore[arg-type]
+        mime_type=info.mime_type,
         sha256=sha,
         width=info.width,
         height=info.height,

@@ -82,7 +82,8 @@ class MediaInfo:
 
 
 def _invalid(shown: object, reason: str) -> errors.InvalidInputFile:
-    return errors.InvalidInputFile(f"{shown} is not a usable input: {reason}. Accepted: {ACCEPTED}.")
+    """The one error for an unusable input file; ``reason`` is plain words, never decoder output."""
+    return errors.InvalidInputFile(f"{shown} {reason}. Accepted: {ACCEPTED}.")
 
 
 def probe(path: str | Path) -> MediaInfo:
@@ -96,11 +97,11 @@ def probe(path: str | Path) -> MediaInfo:
         return _probe_video(text, is_url=True)
     p = Path(path)
     if p.is_dir():
-        raise _invalid(p, "it is a directory; pass the path of a file inside it")
+        raise _invalid(p, "is a directory; pass the path of a file inside it")
     if not p.is_file():
-        raise _invalid(p, "no such file; check the path (it must be absolute or relative to the server)")
+        raise _invalid(p, "does not exist; check the path (absolute, or relative to where the server runs)")
     if p.stat().st_size == 0:
-        raise _invalid(p, "the file is empty")
+        raise _invalid(p, "is an empty file")
     return _probe_image(p) or _probe_video(str(p), is_url=False)
 
 
@@ -115,8 +116,8 @@ def _probe_image(p: Path) -> MediaInfo | None:
             im.load()  # a truncated or corrupt image fails here, not at open
     except UnidentifiedImageError:
         return None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise _invalid(p, f"it looks like an image ({fmt}) but does not decode ({exc})") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise _invalid(p, f"looks like an image ({fmt}) but does not decode: it is truncated or corrupt") from None
     return MediaInfo("image", IMAGE_MIME.get(fmt, "image/" + fmt.lower()), width, height)
 
 
@@ -125,14 +126,14 @@ def _open_video(target: str | Path, *, is_url: bool = False) -> Any:
     import av
 
     try:
-        container = av.open(str(target), "r", **({"timeout": URL_TIMEOUT_S} if is_url else {}))
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        what = "the URL does not serve a readable video" if is_url else "it is neither an image nor a video"
-        raise _invalid(target, f"{what} ({exc})") from None
+        container = av.open(str(target), "r", timeout=URL_TIMEOUT_S if is_url else None)
+    except (av.FFmpegError, OSError, ValueError):
+        what = "does not serve a readable video" if is_url else "is not an image/video file"
+        raise _invalid(target, what) from None
     fmt = container.format.name
     if not any(part in _VIDEO_DEMUXERS for part in fmt.split(",")) or not container.streams.video:
         container.close()
-        raise _invalid(target, f"it is neither an image nor a video in an accepted format (ffmpeg sees {fmt})")
+        raise _invalid(target, f"is not an image/video file in an accepted format (it is {_format_name(fmt)})")
     return container
 
 
@@ -143,10 +144,10 @@ def _probe_video(target: str, *, is_url: bool) -> MediaInfo:
         stream = container.streams.video[0]
         try:
             first = next(container.decode(stream), None)
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            raise _invalid(target, f"its first video frame does not decode ({exc})") from None
+        except (av.FFmpegError, OSError, ValueError):
+            raise _invalid(target, "is a video whose first frame does not decode: it is truncated or corrupt") from None
         if first is None:
-            raise _invalid(target, "it has no decodable video frame (is it truncated?)")
+            raise _invalid(target, "is a video without a decodable frame: it is truncated or corrupt")
         fps = float(stream.average_rate or stream.guessed_rate or 0) or None
         codec = stream.codec_context.name
         return MediaInfo(
@@ -260,10 +261,10 @@ def poster_png(video_path: str | Path, max_side: int = 320) -> bytes:
             for chosen in container.decode(stream):
                 if chosen.time is None or chosen.time >= target:
                     break
-        except av.FFmpegError as exc:
-            raise _invalid(video_path, f"its frames do not decode ({exc})") from None
+        except av.FFmpegError:
+            raise _invalid(video_path, "is a video whose frames do not decode: it is truncated or corrupt") from None
         if chosen is None:
-            raise _invalid(video_path, "it has no decodable video frame")
+            raise _invalid(video_path, "is a video without a decodable frame: it is truncated or corrupt")
         image = chosen.to_image()
     image.thumbnail((max_side, max_side))
     return _png(image)
@@ -299,10 +300,10 @@ def last_frame_png(video_path: str | Path) -> bytes:
             if last is None:
                 _seek(container, stream, 0.0)
                 last = _final_frame(container, stream)
-        except av.FFmpegError as exc:
-            raise _invalid(video_path, f"its frames do not decode ({exc})") from None
+        except av.FFmpegError:
+            raise _invalid(video_path, "is a video whose frames do not decode: it is truncated or corrupt") from None
         if last is None:
-            raise _invalid(video_path, "it has no decodable video frame")
+            raise _invalid(video_path, "is a video without a decodable frame: it is truncated or corrupt")
         return _png(last.to_image())
 
 
@@ -325,3 +326,20 @@ def _final_frame(container: Any, stream: Any) -> Any:
     for frame in container.decode(stream):
         final = frame
     return final
+
+
+def _format_name(demuxer: str) -> str:
+    """A container's name in words a user knows (ffmpeg's demuxer names are jargon: image2, mov,mp4,...)."""
+    known = {
+        "image2": "an image sequence or an image format we do not accept",
+        "gif": "a GIF",
+        "mp3": "MP3 audio",
+        "wav": "WAV audio",
+        "ogg": "Ogg audio",
+        "flac": "FLAC audio",
+        "aac": "AAC audio",
+        "matroska,webm": "Matroska audio only",
+        "tty": "a text file",
+        "srt": "a subtitle file",
+    }
+    return known.get(demuxer, f"a {demuxer.split(',')[0].upper()} file without video")

@@ -136,8 +136,8 @@ def _fit(path: Path, w: int, h: int, cover: bool) -> np.ndarray:
     import numpy as np
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im).convert("RGB")
+    with Image.open(path) as source:
+        im = ImageOps.exif_transpose(source).convert("RGB")
         fitted = ImageOps.fit(im, (w, h)) if cover else ImageOps.contain(im, (w, h))
     return np.asarray(fitted, dtype=np.uint8)
 

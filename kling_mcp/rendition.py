@@ -57,7 +57,7 @@ def preview_rendition(video: Path, *, max_height: int = 480, max_bytes: int = 4_
 def _size(width: int, height: int, max_height: int) -> tuple[int, int]:
     """Even dimensions no taller than ``max_height`` keeping the shape."""
     scale = min(1.0, max_height / height)
-    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+    return max(2, round(width * scale) // 2 * 2), max(2, min(max_height, round(height * scale)) // 2 * 2)
 
 
 def _transcode(video: Path, part: Path, info: media.MediaInfo, max_height: int, max_bytes: int) -> None:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import anyio
 from mcp.server import MCPServer
@@ -51,7 +51,7 @@ class AppState:
     service: VideoService
 
 
-def _lifespan(settings: Settings):
+def _lifespan(settings: Settings) -> Callable[[MCPServer], Any]:
     @asynccontextmanager
     async def lifespan(_server: MCPServer) -> AsyncIterator[AppState]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def _lifespan(settings: Settings):
 
 
 def _service(ctx: Context) -> VideoService:
-    return ctx.request_context.lifespan_context.service
+    return cast(AppState, ctx.request_context.lifespan_context).service
 
 
 async def _poster(service: VideoService, job: Job) -> ImageContent | None:
@@ -131,7 +131,7 @@ async def _job_result(service: VideoService, job: Job, note: str | None = None) 
     return CallToolResult(content=content, structured_content=dump(view))
 
 
-def _progress(ctx: Context):
+def _progress(ctx: Context) -> Callable[[float, str], Awaitable[None]]:
     async def report(progress: float, message: str) -> None:
         await ctx.report_progress(progress, 100.0, message)
 
@@ -232,8 +232,8 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         last_frame: Media | None = None,
         reference_images: Refs | None = None,
         reference_video: Media | None = None,
-        aspect_ratio: AspectArg | None = None,
-        duration: Duration | None = None,  # type: ignore[valid-type]
+        aspect_ratio: AspectArg | None = None,  # type: ignore[valid-type]
+        duration: Duration | None = None,
         tier: Tier | None = None,
         provider: ProviderArg = "auto",  # type: ignore[valid-type]
         negative_prompt: Annotated[str, Field(max_length=bounds["prompt_max"])] | None = None,
@@ -279,8 +279,8 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         keep_original_sound: bool | None = None,
         fast: bool = False,
         tier: Tier | None = None,
-        provider: ProviderArg = "auto",
-        wait_seconds: Wait | None = None,  # type: ignore[valid-type]
+        provider: ProviderArg = "auto",  # type: ignore[valid-type]
+        wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
         confirm_cost_usd: ConfirmCost | None = None,
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
@@ -325,8 +325,8 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         reference_video: Media | None = None,
         video: Media | None = None,
         video_duration_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] | None = None,
-        aspect_ratio: AspectArg | None = None,
-        duration: Duration | None = None,  # type: ignore[valid-type]
+        aspect_ratio: AspectArg | None = None,  # type: ignore[valid-type]
+        duration: Duration | None = None,
         tier: Tier | None = None,
         provider: Literal[tuple(["auto", *catalog.PROVIDER_NAMES])] = "auto",  # type: ignore[valid-type]
         negative_prompt: Annotated[str, Field(max_length=bounds["prompt_max"])] | None = None,

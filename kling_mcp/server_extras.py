@@ -135,8 +135,8 @@ class _Live:
         async with self._recv:
             async for levelno, name, text in self._recv:
                 note = LoggingMessageNotification(
-                    params=LoggingMessageNotificationParams(level=mcp_level(levelno), logger=name, data=text)
-                )  # type: ignore[arg-type]
+                    params=LoggingMessageNotificationParams(level=mcp_level(levelno), logger=name, data=text)  # type: ignore[arg-type]
+                )
                 for conn, (session, minimum) in list(self.log_levels.items()):
                     if levelno >= minimum and not await self._send_to(session, note):
                         self.log_levels.pop(conn, None)

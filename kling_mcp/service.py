@@ -110,8 +110,8 @@ class VideoService:
         return await inputs.resolve(
             value,
             arg=arg,
-            kind=kind,
-            data_dir=self.settings.data_dir,  # type: ignore[arg-type]
+            kind=kind,  # type: ignore[arg-type]
+            data_dir=self.settings.data_dir,
             allowed_dirs=self.settings.allowed_dirs,
             probe_urls=probe,
         )
@@ -154,9 +154,9 @@ class VideoService:
             edit_video = edit_video.model_copy(update={"duration_s": video_duration_s})
         refs = [await self._ref(r, f"reference_images[{i}]", "image") for i, r in enumerate(req.reference_images)]
         spec = VideoSpec(
-            operation=operation,
+            operation=operation,  # type: ignore[arg-type]
             prompt=req.prompt,
-            video=edit_video,  # type: ignore[arg-type]
+            video=edit_video,
             first_frame=await self._ref(first, "first_frame", "image"),
             last_frame=await self._ref(last, "last_frame", "image"),
             reference_images=[r for r in refs if r is not None],
@@ -212,7 +212,10 @@ class VideoService:
             if unconfigured
             else ""
         )
-        cls = errors.UnsupportedByProvider if choice != "auto" else errors.InvalidRequest
+        # The code depends on the request, not on which provider was asked: one that some real provider
+        # serves is "unsupported by" the chosen ones; one that none serves is invalid.
+        served_somewhere = any(check(spec, n, spec.tier).ok for n in REAL_PROVIDERS)
+        cls = errors.UnsupportedByProvider if served_somewhere else errors.InvalidRequest
         raise cls(f"this {label} request cannot be served as given. {details}", hint=hint)
 
     # --- budgets ---------------------------------------------------------------------------
@@ -316,7 +319,7 @@ class VideoService:
             operation=spec.operation,
             duration_s=dur,
             quotes=quotes,
-            recommended=recommended,  # type: ignore[arg-type]
+            recommended=recommended,
             budget=self.budget(),
             next_action=next_action,
         )
@@ -500,7 +503,7 @@ class VideoService:
             return CancelResult(
                 job_id=job_id,
                 status=job.status.value,
-                cancelled_at_provider=False,  # type: ignore[arg-type]
+                cancelled_at_provider=False,
                 message=f"job {job_id} had already finished ({job.status.value}); nothing to cancel.",
                 next_action="Nothing to do.",
             )
@@ -527,7 +530,7 @@ class VideoService:
         return CancelResult(
             job_id=job_id,
             status=job.status.value,
-            cancelled_at_provider=stopped,  # type: ignore[arg-type]
+            cancelled_at_provider=stopped,
             message=message,
             next_action="Nothing more will happen for this job.",
         )

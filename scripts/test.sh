@@ -23,4 +23,5 @@ if [ -f scripts/install-node-tools.sh ]; then
 fi
 "$venv/bin/ruff" check kling_mcp tests benchmarks examples
 "$venv/bin/ruff" format --check kling_mcp
+"$venv/bin/mypy"
 exec "$py" -m pytest -q "$@"

@@ -47,18 +47,19 @@ def test_estimate_prints_a_table_of_quotes(capsys):
     code, out, _ = cli(capsys, "estimate", "a paper boat", "--duration", "5")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "text, 5 s"
-    assert lines[1].split() == ["provider", "tier", "model", "supported", "cost", "basis", "problems"]
-    rows = {line.split()[0]: line for line in lines[3:8]}
+    assert lines[0] == "text, 5 s" and lines[2] == "standard tier:" and "pro tier:" in lines
+    assert lines[3].split() == ["provider", "tier", "model", "supported", "cost", "basis", "problems"]
+    block = lines[5:lines.index("pro tier:") - 1]
+    rows = {line.split()[0]: line for line in block}
     assert set(rows) == {"runware", "runpod", "aimlapi", "evolink", "local"}
     assert "yes (set RUNWARE_API_KEY)" in rows["runware"] and "published" in rows["runware"]
     assert rows["local"].split()[3:6] == ["yes", "$0.000", "published"]
     assert "does not offer text-to-video" in rows["runpod"]
-    assert "auto picks local: run `kling-mcp generate` with the same flags." in out
+    assert "standard: auto picks local: run `kling-mcp generate --tier standard` (same flags)." in out
 
 
 def test_estimate_json_and_edit_quotes(capsys, video_file):
-    code, out, _ = cli(capsys, "estimate", "make it snow", "--video", str(video_file), "--json")
+    code, out, _ = cli(capsys, "estimate", "make it snow", "--video", str(video_file), "--json", "--tier", "pro")
     assert code == 0
     estimate = json.loads(out)
     assert estimate["operation"] == "edit" and estimate["duration_s"] == pytest.approx(4.0, abs=0.1)

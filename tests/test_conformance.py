@@ -31,6 +31,7 @@ from kling_mcp.server_extras import VIDEO_TEMPLATE, install_extras, mcp_level
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_BIN = ROOT / ".tools" / "node" / "node_modules" / ".bin"
+NODE22_BIN = ROOT / ".tools" / "node22" / "node_modules" / "node" / "bin"
 ERAS = ["auto", "legacy"]
 STORYBOARD = PromptReference(type="ref/prompt", name="storyboard")
 VIDEOS = ResourceTemplateReference(type="ref/resource", uri=VIDEO_TEMPLATE)
@@ -63,6 +64,8 @@ def server_env(data_dir: Path) -> dict[str, str]:
     """The environment of a server subprocess: no provider keys, data in ``data_dir``."""
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("KLING_MCP_")}
     env["KLING_MCP_DATA_DIR"] = str(data_dir)
+    # The Node tools run on the Node 22 that scripts/install-node-tools.sh brings (the machine may have 20).
+    env["PATH"] = f"{NODE22_BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 

@@ -200,7 +200,7 @@ async def test_non_image_input_fails_the_job(provider, tmp_path):
     job = _job("reference", duration=3, reference_images=[_file(text)])
     result, _ = await _run(provider, job)
     assert isinstance(result, Failed) and result.code == "render_failed"
-    assert "notes.txt" in result.message and "neither an image nor a video" in result.message
+    assert "notes.txt" in result.message and "is not an image/video file" in result.message
 
 
 async def test_unreadable_url_fails_the_job(provider):

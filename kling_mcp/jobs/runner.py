@@ -198,9 +198,10 @@ class JobRunner:
                 async with self._limit(job.provider):
                     result = await provider.poll(job)
             except errors.ProviderError as exc:
-                delay = await self._on_error(job, exc, interval)
-                if delay is None:
+                backoff = await self._on_error(job, exc, interval)
+                if backoff is None:
                     return
+                delay = backoff
             else:
                 # A Done after a failed download keeps the count: an expired link must not loop forever.
                 errors_so_far = job.consecutive_errors if isinstance(result, Done) else 0

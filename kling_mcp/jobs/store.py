@@ -11,6 +11,7 @@ diskcache is process-safe (SQLite), so a restarted server sees everything a kill
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,8 +75,8 @@ class JobStore:
             if job is not None:
                 yield job
 
-    def list(self, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
-        out: list[Job] = []
+    def list(self, status: JobStatus | None = None, limit: int = 50) -> builtins.list[Job]:
+        out: builtins.list[Job] = []
         for job in self.iter_newest():
             if status is None or job.status == status:
                 out.append(job)
@@ -83,9 +84,9 @@ class JobStore:
                     break
         return out
 
-    def unfinished(self) -> list[Job]:
+    def unfinished(self) -> builtins.list[Job]:
         """Every non-terminal job (scanned once at start-up, for resume)."""
-        out = []
+        out: builtins.list[Job] = []
         for key in self._index.iterkeys():
             if self._index.get(key) in {s.value for s in TERMINAL}:
                 continue

@@ -255,8 +255,13 @@ def _plan(job: Job, inputs: _Inputs, workdir: Path) -> dict[str, Any]:
             info = media.probe(inputs.video)
             if info.kind != "video" or not info.duration_s:
                 raise errors.InvalidInputFile(f"{inputs.video} is not a video with a known length.")
+            if not (info.width and info.height):
+                raise errors.InvalidInputFile(f"{inputs.video} has no readable frame size.")
             width, height, seconds = info.width, info.height, info.duration_s
-        aspect = min(_ASPECTS, key=lambda a: abs(math.log(width / height / _ASPECTS[a])))
+        if not (width and height):
+            raise errors.InvalidInputFile(f"{inputs.video} has no readable frame size.")
+        ratio = width / height
+        aspect = min(_ASPECTS, key=lambda a: abs(math.log(ratio / _ASPECTS[a])))
     else:
         aspect = spec.aspect_ratio or "16:9"
         seconds = float(spec.duration or variant.operations[spec.operation].default_duration or 5)

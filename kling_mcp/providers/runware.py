@@ -163,7 +163,7 @@ class RunwareProvider:
     async def _upload(self, ref: MediaRef) -> str:
         from ..media import data_uri, sha256_file
 
-        digest = ref.sha256 or await anyio.to_thread.run_sync(sha256_file, ref.value)
+        digest: str = ref.sha256 if ref.sha256 else await anyio.to_thread.run_sync(sha256_file, ref.value)
         key = f"runware:upload:{digest}"
         lock = self._upload_locks.setdefault(digest, anyio.Lock())
         async with lock:
