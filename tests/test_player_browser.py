@@ -18,12 +18,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.emulators._server import serve
+from tests.emulators.runware import RunwareState
+from tests.emulators.runware import create_app as runware_app
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "player"
@@ -31,6 +34,7 @@ HOST_DIR = Path(__file__).parent / "browser"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-component-update", "--disable-default-apps", "--disable-sync", "--no-first-run",
                  "--disable-extensions", "--autoplay-policy=no-user-gesture-required", "--mute-audio"]
+RUNWARE_KEY = "rw-player-key-0077"
 PROMPT = "A paper lantern drifts over a quiet harbour at dusk, reflections rippling"
 
 pytestmark = pytest.mark.slow
@@ -67,12 +71,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def kling_server(tmp_path_factory) -> Iterator[str]:
-    """``kling-mcp serve --transport http`` with no provider keys (``local`` only)."""
-    home = tmp_path_factory.mktemp("server")
+@contextmanager
+def _kling_server(home: Path, **extra_env: str) -> Iterator[str]:
+    """``kling-mcp serve --transport http`` with no provider keys but ``extra_env``; yields its /mcp URL."""
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("KLING_MCP_")}
-    env["KLING_MCP_DATA_DIR"] = str(home / "data")
+    env.update(KLING_MCP_DATA_DIR=str(home / "data"), **extra_env)
     port = _free_port()
     log = (home / "server.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "kling_mcp", "serve", "--transport", "http", "--host",
@@ -90,13 +93,15 @@ def kling_server(tmp_path_factory) -> Iterator[str]:
                 proc.kill()
                 pytest.fail("kling-mcp serve --transport http did not listen within 30 s")
             time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}/mcp"
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 def _host_app(bundle: bytes, upstream: str) -> Any:
@@ -134,9 +139,21 @@ def _host_app(bundle: bytes, upstream: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def host_url(host_bundle: bytes, kling_server: str) -> Iterator[str]:
-    with serve(_host_app(host_bundle, kling_server)) as base:
+def host_url(host_bundle: bytes, tmp_path_factory) -> Iterator[str]:
+    """The host page in front of a server on the free ``local`` provider."""
+    with _kling_server(tmp_path_factory.mktemp("local")) as upstream, serve(_host_app(host_bundle, upstream)) as base:
         yield base
+
+
+@pytest.fixture(scope="module")
+def runware_site(host_bundle: bytes, tmp_path_factory) -> Iterator[tuple[str, Any]]:
+    """The host page in front of a server whose provider is the Runware emulator (real quotes, real failures)."""
+    app = runware_app()
+    with serve(app) as emulator, _kling_server(
+        tmp_path_factory.mktemp("runware"), RUNWARE_API_KEY=RUNWARE_KEY, KLING_MCP_RUNWARE_BASE_URL=f"{emulator}/v1",
+        KLING_MCP_POLL_INTERVAL_S="0.7", KLING_MCP_POLL_MAX_INTERVAL_S="0.7",
+    ) as upstream, serve(_host_app(host_bundle, upstream)) as base:
+        yield base, app
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +234,17 @@ def host(browser, host_url) -> Iterator[Host]:
         opened.close()
 
 
+@pytest.fixture
+def runware(browser, runware_site) -> Iterator[tuple[Host, RunwareState]]:
+    base, app = runware_site
+    app.state.emulator = RunwareState(api_keys={RUNWARE_KEY}, processing_polls=3, results_per_poll=1)
+    opened = Host(browser, base)
+    try:
+        yield opened, app.state.emulator
+    finally:
+        opened.close()
+
+
 def _bar_width(host: Host) -> float:
     return float(host.app.evaluate("() => parseFloat(document.getElementById('barfill').style.width) || 0"))
 
@@ -292,3 +320,37 @@ def test_a_refused_request_shows_the_error_and_its_hint(host, tmp_path):
     assert host.text("errhint").startswith("What to do: ")
     host.screenshot("refused-request.png")
     host.assert_offline_and_clean()
+
+
+def test_a_paid_job_shows_provider_quote_and_partial_progress(runware):
+    host, state = runware
+    started = host.show("generate_video", {"prompt": PROMPT, "provider": "runware", "tier": "pro", "duration": 5,
+                                           "num_videos": 4, "wait_seconds": 0})
+    assert started["structuredContent"]["estimated_cost_usd"] == pytest.approx(2.24)
+    deadline = time.monotonic() + 60
+    while not (host.text("status") == "Running" and _bar_width(host) >= 25):
+        assert time.monotonic() < deadline, (host.text("status"), _bar_width(host))
+        time.sleep(0.1)
+    time.sleep(0.7)
+    assert host.text("provider") == "runware" and host.text("costlabel") == "Quote" and host.text("cost") == "$2.24"
+    assert "klingai:kling@o1" in host.text("kind") and "Pro 1080p" in host.text("kind")
+    host.screenshot("running-job-runware.png")
+    host.wait_for_video()
+    assert host.text("status") == "Succeeded" and host.text("costlabel") == "Cost"
+    assert len(state.sent("videoInference")) == 1
+    host.assert_offline_and_clean()
+
+
+def test_a_failed_job_shows_the_providers_error_and_the_hint(runware):
+    host, state = runware
+    state.task_error_code = "contentPolicyViolation"
+    host.show("generate_video", {"prompt": "A crowded night market, lanterns swaying", "provider": "runware",
+                                 "duration": 5, "wait_seconds": 0})
+    host.app.wait_for_function("() => document.getElementById('status').textContent === 'Failed'", timeout=60_000)
+    assert host.text("errcode") == "content_policy"
+    assert host.text("errhint").startswith("What to do: ") and "prompt" in host.text("errhint")
+    assert host.app.evaluate("() => document.getElementById('stage').classList.contains('hidden')")  # no empty stage
+    time.sleep(0.5)
+    host.screenshot("failed-job.png")
+    host.assert_offline_and_clean()
+
