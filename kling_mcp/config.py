@@ -24,10 +24,13 @@ class ProviderConfig:
     api_key: str | None = field(repr=False)
     base_url: str | None
     extra_urls: dict[str, str] = field(default_factory=dict)
+    credentials: dict[str, str] = field(default_factory=dict, repr=False)  # env var -> value (credential_sets)
 
     @property
     def configured(self) -> bool:
-        return self.name == "local" or bool(self.api_key)
+        sets = PROVIDERS[self.name].credential_sets if self.name in PROVIDERS else ()
+        complete = any(all(var in self.credentials for var in group) for group in sets)
+        return self.name == "local" or bool(self.api_key) or complete
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         keys = tuple(p.api_key for p in self.providers.values() if p.api_key)
+        keys += tuple(value for p in self.providers.values() for value in p.credentials.values())
         return keys + ((self.http_token,) if self.http_token else ())
 
     @classmethod
@@ -68,8 +72,13 @@ class Settings:
             key = (env.get(entry.env_key) or "").strip() or None if entry.env_key else None
             base = (env.get(entry.base_url_env) or "").strip() if entry.base_url_env else ""
             extra = {var: (env.get(var) or "").strip() or default for var, default in entry.extra_env.items()}
+            creds = {var: (env.get(var) or "").strip() for group in entry.credential_sets for var in group}
             providers[name] = ProviderConfig(
-                name, key, (base or entry.default_base_url or "").rstrip("/") or None, extra
+                name,
+                None if entry.credential_sets else key,
+                (base or entry.default_base_url or "").rstrip("/") or None,
+                extra,
+                {var: value for var, value in creds.items() if value},
             )
         default_provider = (env.get("KLING_MCP_DEFAULT_PROVIDER") or "auto").strip().lower()
         if default_provider != "auto" and default_provider not in PROVIDERS:

@@ -98,6 +98,7 @@ class VideoService:
                     kv=self.store,
                     data_dir=self.settings.data_dir,
                     extra_urls=dict(cfg.extra_urls),
+                    credentials=dict(cfg.credentials),
                 )
             )
         return self._providers[name]

@@ -114,6 +114,11 @@ def _check_variant(spec: VideoSpec, v: ModelVariant) -> Match:
         problems.append(f"num_videos {spec.num_videos} is more than {name} makes per request ({op.max_videos}).")
     if _has_local_file(spec) and not {"data_uri", "upload"} & set(v.input_kinds):
         problems.append(f"{name} accepts only URLs for inputs; pass public http(s) URLs instead of local files.")
+    elif _local_video(spec) and not {"data_uri", "upload"} & set(v.video_input_kinds or v.input_kinds):
+        problems.append(
+            f"{name} takes videos only as URLs, so {_local_video(spec)} cannot be a local file, data URI or "
+            "kling:// result: pass a public http(s) URL of the video (images may stay local)."
+        )
     _price(spec, op, m)
     if has_video and op.model_with_video and spec.operation == "reference":
         m.model = op.model_with_video
@@ -137,6 +142,14 @@ def structural_problems(spec: VideoSpec) -> list[str]:
 def _has_local_file(spec: VideoSpec) -> bool:
     refs = [spec.first_frame, spec.last_frame, spec.reference_video, spec.video, *spec.reference_images]
     return any(r is not None and r.kind == "file" for r in refs)
+
+
+def _local_video(spec: VideoSpec) -> str | None:
+    """The argument name of a video input that is a local file (None when every video is a URL)."""
+    for arg, ref in (("video", spec.video), ("reference_video", spec.reference_video)):
+        if ref is not None and ref.kind == "file":
+            return arg
+    return None
 
 
 def _check_input_video(spec: VideoSpec, op: OperationSpec, m: Match) -> None:

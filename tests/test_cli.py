@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from kling_mcp.catalog import PROVIDERS
 from kling_mcp.cli import main
 from kling_mcp.cli_commands import ProgressBar, cli_text, table
 from kling_mcp.jobs.model import JobStatus
@@ -51,8 +52,10 @@ def test_estimate_prints_a_table_of_quotes(capsys):
     assert lines[3].split() == ["provider", "tier", "model", "supported", "cost", "basis", "problems"]
     block = lines[5:lines.index("pro tier:") - 1]
     rows = {line.split()[0]: line for line in block}
-    assert set(rows) == {"runware", "runpod", "aimlapi", "evolink", "local"}
+    assert set(rows) == set(PROVIDERS)
     assert "yes (set RUNWARE_API_KEY)" in rows["runware"] and "published" in rows["runware"]
+    assert "yes (set KLING_ACCESS_KEY + KLING_SECRET_KEY (or KLING_API_KEY))" in rows["kling"]
+    assert "$0.420" in rows["kling"] and "inferred" in rows["kling"]
     assert rows["local"].split()[3:6] == ["yes", "$0.000", "published"]
     assert "does not offer text-to-video" in rows["runpod"]
     assert "standard: auto picks local: run `kling-mcp generate --tier standard` (same flags)." in out
@@ -63,7 +66,7 @@ def test_estimate_json_and_edit_quotes(capsys, video_file):
     assert code == 0
     estimate = json.loads(out)
     assert estimate["operation"] == "edit" and estimate["duration_s"] == pytest.approx(4.0, abs=0.1)
-    assert {q["provider"] for q in estimate["quotes"]} == {"runware", "runpod", "aimlapi", "evolink", "local"}
+    assert {q["provider"] for q in estimate["quotes"]} == set(PROVIDERS)
 
 
 def test_estimate_errors_name_the_flag_to_change(capsys, image_file):

@@ -465,7 +465,9 @@ def test_a_one_character_prompt_is_refused_before_reaching_runware(harness: Harn
     result = harness.call("generate_video", {"prompt": "x", "provider": "runware", "duration": 5, "wait_seconds": 0})
     if not result.is_error:
         harness.job_ids.add(result.structured_content["job_id"])
-    # No real provider serves a 1-character text-to-video prompt, so the code is the same for auto and runware.
-    assert len(harness.refusals()) == before and result.is_error and "[invalid_request]" in text_of(result)
+    # Only kling (not configured here) serves a 1-character text-to-video prompt: the code is the same for
+    # auto and runware, and both name it.
+    assert len(harness.refusals()) == before and result.is_error and "[unsupported]" in text_of(result)
     auto = harness.call("generate_video", {"prompt": "x", "duration": 5, "wait_seconds": 0})
-    assert auto.is_error and "[invalid_request]" in text_of(auto)
+    assert auto.is_error and "[unsupported]" in text_of(auto)
+    assert "Also accepted by kling" in text_of(result) and "Also accepted by kling" in text_of(auto)

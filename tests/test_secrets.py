@@ -28,6 +28,8 @@ from tests.emulators.aimlapi import AimlState
 from tests.emulators.aimlapi import create_app as aimlapi_app
 from tests.emulators.evolink import EvolinkState
 from tests.emulators.evolink import create_app as evolink_app
+from tests.emulators.kling import KlingState
+from tests.emulators.kling import create_app as kling_app
 from tests.emulators.runpod import RunpodState
 from tests.emulators.runpod import create_app as runpod_app
 from tests.emulators.runware import RunwareState
@@ -37,8 +39,10 @@ pytestmark = pytest.mark.anyio
 
 KEYS = {"runware": "rw-SECRET-9f8e7d6c5b4a", "runpod": "rp-SECRET-1a2b3c4d5e6f",
         "aimlapi": "aiml-SECRET-0f1e2d3c4b5a", "evolink": "evo-SECRET-5a4b3c2d1e0f"}
+KLING_AK, KLING_SK = "klak-SECRET-3c4d5e6f7a8b", "klsk-SECRET-9b8a7f6e5d4c"
 TOKEN = "tok-SECRET-77aa88bb99cc"
-SECRETS = [*KEYS.values(), TOKEN]
+SECRETS = [*KEYS.values(), KLING_AK, KLING_SK, TOKEN]
+JWTS: list[str] = []  # every token the server signed for Kling (collected by the Echo wrapper)
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
@@ -49,6 +53,9 @@ ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 def _echo_bodies(provider: str, key: str, auth: str) -> dict[str, Any]:
     """Each provider's own error shape, carrying the key and the whole Authorization header."""
     said = f"the key {key} is not valid (you sent {auth!r}; api_key={key})"
+    if provider == "kling":  # the token is a JWT: echo the access key inside it too
+        claims = json.loads(base64.urlsafe_b64decode(key.split(".")[1] + "==")) if key.count(".") == 2 else {}
+        return {"code": 1000, "message": f"{said}; access key {claims.get('iss')}", "request_id": "r-1"}
     return {"runpod": {"error": said},
             "runware": {"errors": [{"code": "invalidApiKey", "message": said, "parameter": "apiKey"}]},
             "aimlapi": {"message": said, "path": "/v2/video/generations", "statusCode": 401},
@@ -66,6 +73,8 @@ class Echo:
     header: bool = False
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.provider == "kling" and not scope["path"].startswith("/files/"):
+            JWTS.append(dict(scope["headers"]).get(b"authorization", b"").decode().removeprefix("Bearer "))
         if scope["type"] != "http" or scope["path"].startswith("/files/") or not self.statuses:
             return await self.app(scope, receive, send)
         status = self.statuses.pop(0)
@@ -92,6 +101,7 @@ class Emulators:
                "KLING_MCP_RUNPOD_BASE_URL": f"{self.base['runpod']}/v2",
                "KLING_MCP_AIMLAPI_BASE_URL": self.base["aimlapi"], "KLING_MCP_EVOLINK_BASE_URL": self.base["evolink"],
                "KLING_MCP_EVOLINK_FILES_URL": self.base["evolink"],
+               "KLING_ACCESS_KEY": KLING_AK, "KLING_SECRET_KEY": KLING_SK, "KLING_MCP_KLING_BASE_URL": self.base["kling"],
                "KLING_MCP_DATA_DIR": str(data_dir), "KLING_MCP_POLL_INTERVAL_S": "0.05",
                "KLING_MCP_POLL_MAX_INTERVAL_S": "0.2"}
         return env
@@ -109,8 +119,11 @@ def emulators() -> Iterator[Emulators]:
     states = {"runware": RunwareState(api_keys={KEYS["runware"]}, processing_polls=1),
               "runpod": RunpodState(api_key=KEYS["runpod"]),
               "aimlapi": AimlState(api_key=KEYS["aimlapi"]),
-              "evolink": EvolinkState(api_key=KEYS["evolink"])}
-    apps = {"runware": runware_app, "runpod": runpod_app, "aimlapi": aimlapi_app, "evolink": evolink_app}
+              "evolink": EvolinkState(api_key=KEYS["evolink"]),
+              "kling": KlingState(access_keys={KLING_AK: KLING_SK})}
+    apps = {"runware": runware_app, "runpod": runpod_app, "aimlapi": aimlapi_app, "evolink": evolink_app,
+            "kling": kling_app}
+    JWTS.clear()
     echo = {name: Echo(apps[name](state), name) for name, state in states.items()}
     with ExitStack() as stack:
         bases = {name: stack.enter_context(serve(app)) for name, app in echo.items()}
@@ -122,7 +135,7 @@ def emulators() -> Iterator[Emulators]:
 
 def assert_clean(where: str, data: str | bytes) -> None:
     raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
-    for secret in SECRETS:
+    for secret in [*SECRETS, *JWTS]:
         assert secret.encode() not in raw, f"{secret} leaked into {where}"
         # A secret must not leak in another common encoding either.
         assert base64.b64encode(secret.encode()) not in raw, f"{secret} leaked base64-encoded into {where}"
@@ -153,7 +166,8 @@ async def exercise(client: Client, emu: Emulators, image: Path, outputs: list[st
     for args in ({"prompt": "a red kite", "provider": "runware", "first_frame": str(image), "duration": 5},
                  {"prompt": "a red kite", "provider": "runpod", "reference_images": [emu.image_url("runpod")]},
                  {"prompt": "a red kite", "provider": "aimlapi", "first_frame": emu.image_url("aimlapi")},
-                 {"prompt": "a red kite", "provider": "evolink", "first_frame": str(image)}):
+                 {"prompt": "a red kite", "provider": "evolink", "first_frame": str(image)},
+                 {"prompt": "a red kite", "provider": "kling"}):
         result = await tool("generate_video", {**args, **wait})
         assert not result.is_error and result.structured_content["status"] == "succeeded", result.content
         job_ids.append(result.structured_content["job_id"])
@@ -162,13 +176,15 @@ async def exercise(client: Client, emu: Emulators, image: Path, outputs: list[st
         for provider, args in (("runware", {"duration": 5}),
                                ("runpod", {"reference_images": [emu.image_url("runpod")]}),
                                ("aimlapi", {"first_frame": emu.image_url("aimlapi")}),
-                               ("evolink", {"first_frame": emu.image_url("evolink")})):
+                               ("evolink", {"first_frame": emu.image_url("evolink")}),
+                               ("kling", {})):
             emu.echo[provider].statuses = [status]
             result = await tool("generate_video", {"prompt": f"echo {status} {provider}", "provider": provider,
                                                    **args, **wait})
             assert result.is_error, (provider, status, result.content)
     # Keys echoed back while polling: the job fails (auth) or keeps retrying (5xx) until it fails.
     for provider, args, statuses in (("runpod", {"reference_images": [emu.image_url("runpod")]}, [401]),
+                                     ("kling", {}, [401]),
                                      ("aimlapi", {"first_frame": emu.image_url("aimlapi")}, [503] * 10)):
         submitted = await tool("generate_video", {"prompt": f"poll echo {provider}", "provider": provider,
                                                   **args, "wait_seconds": 0})
@@ -212,6 +228,9 @@ async def test_no_secret_in_outputs_logs_or_the_store_even_when_providers_echo_k
     # The keys did reach the providers (so the test exercised them) ...
     sent = [r.headers.get("authorization", "") for r in emulators.state["runpod"].requests]
     assert f"Bearer {KEYS['runpod']}" in sent
+    kling_claims = [r.claims for r in emulators.state["kling"].requests if r.claims]
+    assert kling_claims and {c["iss"] for c in kling_claims} == {KLING_AK}      # a signed JWT, verified
+    assert JWTS and all(t.count(".") == 2 for t in JWTS)   # the tokens themselves are checked below too
     # ... and were echoed back to the server, which never repeated them.
     for i, text in enumerate(outputs):
         assert_clean(f"tool output #{i}", text)

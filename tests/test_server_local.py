@@ -9,6 +9,7 @@ import av
 import pytest
 from mcp import Client
 
+from kling_mcp.catalog import PROVIDERS
 from kling_mcp.config import Settings
 from kling_mcp.server import create_server
 
@@ -201,8 +202,9 @@ async def test_estimate_cost_quotes_every_provider_and_probes_edit_length(tmp_pa
         est = r.structured_content
         assert est["operation"] == "edit" and est["duration_s"] == pytest.approx(4.0, abs=0.1)
         quotes = {q["provider"]: q for q in est["quotes"]}
-        assert set(quotes) == {"runware", "runpod", "aimlapi", "evolink", "local"}
+        assert set(quotes) == set(PROVIDERS)
         assert est["recommended"] == "local"
+        assert not quotes["kling"]["supported"] and "only as URLs" in " ".join(quotes["kling"]["problems"])
         assert quotes["evolink"]["cost_usd"] == pytest.approx(0.176 * 4.0, abs=0.02)
         assert quotes["evolink"]["configured"] is False
         assert not quotes["runpod"]["supported"] and quotes["runpod"]["problems"]
@@ -218,7 +220,7 @@ async def test_estimate_cost_quotes_every_provider_and_probes_edit_length(tmp_pa
 async def test_catalog_resource_and_storyboard_prompt(tmp_path):
     async with _client(tmp_path, "auto") as c:
         data = json.loads((await c.read_resource("kling://catalog")).contents[0].text)
-        assert set(data["providers"]) == {"runware", "runpod", "aimlapi", "evolink", "local"}
+        assert set(data["providers"]) == set(PROVIDERS)
         prompt = await c.get_prompt("storyboard", {"topic": "a fox's day", "shots": "3"})
         text = prompt.messages[0].content.text
         assert "a fox's day" in text and "first_frame" in text

@@ -12,6 +12,7 @@ from typing import Any
 
 from .aimlapi import AIMLAPI
 from .evolink import EVOLINK
+from .kling import KLING
 from .local import LOCAL
 from .model import (
     ASPECT_RATIOS,
@@ -27,7 +28,7 @@ from .model import (
 from .runpod import RUNPOD
 from .runware import RUNWARE
 
-PROVIDERS: dict[str, ProviderEntry] = {p.name: p for p in (RUNWARE, RUNPOD, AIMLAPI, EVOLINK, LOCAL)}
+PROVIDERS: dict[str, ProviderEntry] = {p.name: p for p in (RUNWARE, RUNPOD, AIMLAPI, EVOLINK, KLING, LOCAL)}
 PROVIDER_NAMES: tuple[str, ...] = tuple(PROVIDERS)
 REAL_PROVIDERS: tuple[str, ...] = tuple(n for n in PROVIDERS if n != "local")
 
@@ -119,6 +120,8 @@ def describe_provider(entry: ProviderEntry) -> str:
             if s.price.usd_per_second is not None:
                 bits.append(f"${s.price.usd_per_second:g}/s ({s.price.basis})")
             ops.append(", ".join(bits))
+        if v.video_input_kinds == ("url",):
+            ops.append("videos only as http(s) URLs (not local files)")
         lines.append(f"{entry.name} {v.tier} ({v.model}; prompt <= {v.max_prompt_chars}): " + "; ".join(ops))
     return "\n".join(lines)
 

@@ -90,6 +90,7 @@ class ModelVariant:
     label: str = ""
     notes: tuple[str, ...] = ()
     min_prompt_chars: int = 1
+    video_input_kinds: tuple[InputKind, ...] | None = None  # None: as input_kinds
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,8 @@ class ProviderEntry:
     variants: tuple[ModelVariant, ...]
     can_cancel: bool
     cancel_note: str = ""
-    client_chosen_id: bool = False  # our job id is the provider's task id: resume by polling
+    client_chosen_id: bool = False  # the provider can be asked by our job id (its task id or an external id)
     docs_url: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)  # other URL overrides: env var -> default
+    # Instead of env_key (then only the text naming them): sets of env vars, any complete set enables it.
+    credential_sets: tuple[tuple[str, ...], ...] = ()

@@ -11,6 +11,7 @@ ADAPTERS: dict[str, str] = {
     "runpod": "kling_mcp.providers.runpod:RunpodProvider",
     "aimlapi": "kling_mcp.providers.aimlapi:AimlapiProvider",
     "evolink": "kling_mcp.providers.evolink:EvolinkProvider",
+    "kling": "kling_mcp.providers.kling:KlingProvider",
     "local": "kling_mcp.providers.local:LocalProvider",
 }
 

@@ -36,6 +36,7 @@ class ProviderContext:
     kv: KeyValue
     data_dir: Path
     extra_urls: dict[str, str] = field(default_factory=dict)  # e.g. EvoLink files API root
+    credentials: dict[str, str] = field(default_factory=dict, repr=False)  # e.g. Kling's access/secret key
 
 
 @dataclass(frozen=True)
