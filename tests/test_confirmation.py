@@ -10,6 +10,11 @@ against the Runware emulator, in both protocol eras, counting what reached the p
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,3 +195,53 @@ async def test_the_tool_descriptions_tell_the_model_about_the_threshold(emu, tmp
         assert "KLING_MCP_CONFIRM_ABOVE_USD" in tools[name].description
         assert "$0.5 " in tools[name].description
         assert tools[name].input_schema["properties"]["confirm_cost_usd"]["anyOf"][0]["minimum"] == 0
+
+
+# --- over streamable HTTP: the question crosses the real transport in both eras -------------------------
+
+@pytest.fixture(scope="module")
+def http_server(_server, tmp_path_factory) -> Iterator[str]:
+    """``kling-mcp serve --transport http`` against the Runware emulator, threshold $0.50."""
+    base, _ = _server
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("KLING_MCP_")}
+    env.update(RUNWARE_API_KEY=KEY, KLING_MCP_RUNWARE_BASE_URL=f"{base}/v1", KLING_MCP_CONFIRM_ABOVE_USD="0.5",
+               KLING_MCP_DATA_DIR=str(tmp_path_factory.mktemp("http") / "data"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "kling_mcp", "serve", "--transport", "http", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "server exited"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the HTTP server did not start listening"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ERAS)
+async def test_over_http_a_declined_question_sends_nothing_and_an_accepted_one_sends_once(emu, http_server, mode):
+    _, state = emu
+    no, yes = User("decline"), User("accept")
+    async with Client(http_server, mode=mode, elicitation_callback=no) as client:
+        declined = await client.call_tool("generate_video", {**TEN_S_PRO, "prompt": f"A heron, {mode}, declined"})
+    assert declined.is_error and "[confirmation_declined]" in text_of(declined)
+    assert state.sent("videoInference") == []
+    async with Client(http_server, mode=mode, elicitation_callback=yes) as client:
+        accepted = await client.call_tool("generate_video", {**TEN_S_PRO, "prompt": f"A heron, {mode}, accepted"})
+    assert not accepted.is_error, text_of(accepted)
+    assert len(state.sent("videoInference")) == 1
+    assert len(no.questions) == len(yes.questions) == 1 and f"${QUOTE}" in yes.questions[0].message
+
