@@ -29,7 +29,8 @@ EPILOG = (
     "exit codes: 0 done (or submitted with --no-wait); 1 refused, failed or cancelled (stderr says why "
     "and what to change); 2 bad arguments or settings; 3 still running (run `kling-mcp check JOB_ID --wait "
     "300`). Results (video paths) go to stdout, progress and messages to stderr. Data dir: "
-    "KLING_MCP_DATA_DIR; provider keys: AIML_API_KEY, RUNWARE_API_KEY, RUNPOD_API_KEY, EVOLINK_API_KEY."
+    "KLING_MCP_DATA_DIR; provider keys: AIML_API_KEY, RUNWARE_API_KEY, RUNPOD_API_KEY, EVOLINK_API_KEY, "
+    "FAL_KEY, REPLICATE_API_TOKEN."
 )
 STATUSES = ("pending", "submitted", "running", "downloading", "succeeded", "failed", "cancelled")
 

@@ -84,6 +84,7 @@ async def _url(url: str, *, arg: str, kind: str, probe: bool) -> MediaRef:
                 "width": info.width,
                 "height": info.height,
                 "mime_type": info.mime_type,
+                "fps": info.fps,
             }
         )
     return ref
@@ -114,4 +115,5 @@ async def _file(path: Path, *, arg: str, kind: str, allowed_dirs: tuple[Path, ..
         width=info.width,
         height=info.height,
         duration_s=info.duration_s,
+        fps=info.fps,
     )

@@ -88,6 +88,7 @@ class MediaRef(BaseModel):
     width: int | None = None
     height: int | None = None
     duration_s: float | None = None
+    fps: float | None = None
 
 
 class VideoSpec(BaseModel):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from . import errors
 from .catalog import OPERATION_LABELS, PROVIDERS, ModelVariant, OperationSpec, Price
 from .requests import Quote, VideoSpec
+from .validation_media import media_problems
 
 
 @dataclass
@@ -112,6 +113,7 @@ def _check_variant(spec: VideoSpec, v: ModelVariant) -> Match:
         problems.append(f"{name} does not accept seed; remove it.")
     if spec.num_videos > op.max_videos:
         problems.append(f"num_videos {spec.num_videos} is more than {name} makes per request ({op.max_videos}).")
+    problems.extend(media_problems(spec, op.media, name))
     if _has_local_file(spec) and not {"data_uri", "upload"} & set(v.input_kinds):
         problems.append(f"{name} accepts only URLs for inputs; pass public http(s) URLs instead of local files.")
     elif _local_video(spec) and not {"data_uri", "upload"} & set(v.video_input_kinds or v.input_kinds):

@@ -23,13 +23,18 @@ from mcp.client.stdio import stdio_client
 
 from kling_mcp.config import Settings
 from kling_mcp.server import create_server
+from tests.emulators._media import png_bytes
 from tests.emulators._server import serve
 from tests.emulators.aimlapi import AimlState
 from tests.emulators.aimlapi import create_app as aimlapi_app
 from tests.emulators.evolink import EvolinkState
 from tests.emulators.evolink import create_app as evolink_app
+from tests.emulators.fal import FalState
+from tests.emulators.fal import create_app as fal_app
 from tests.emulators.kling import KlingState
 from tests.emulators.kling import create_app as kling_app
+from tests.emulators.replicate import ReplicateState
+from tests.emulators.replicate import create_app as replicate_app
 from tests.emulators.runpod import RunpodState
 from tests.emulators.runpod import create_app as runpod_app
 from tests.emulators.runware import RunwareState
@@ -38,7 +43,8 @@ from tests.emulators.runware import create_app as runware_app
 pytestmark = pytest.mark.anyio
 
 KEYS = {"runware": "rw-SECRET-9f8e7d6c5b4a", "runpod": "rp-SECRET-1a2b3c4d5e6f",
-        "aimlapi": "aiml-SECRET-0f1e2d3c4b5a", "evolink": "evo-SECRET-5a4b3c2d1e0f"}
+        "aimlapi": "aiml-SECRET-0f1e2d3c4b5a", "evolink": "evo-SECRET-5a4b3c2d1e0f",
+        "fal": "falid-SECRET-7c6d5e:falsecret-SECRET-4f3a2b", "replicate": "r8_SECRET_9e8d7c6b5a4f"}
 KLING_AK, KLING_SK = "klak-SECRET-3c4d5e6f7a8b", "klsk-SECRET-9b8a7f6e5d4c"
 TOKEN = "tok-SECRET-77aa88bb99cc"
 SECRETS = [*KEYS.values(), KLING_AK, KLING_SK, TOKEN]
@@ -59,7 +65,9 @@ def _echo_bodies(provider: str, key: str, auth: str) -> dict[str, Any]:
     return {"runpod": {"error": said},
             "runware": {"errors": [{"code": "invalidApiKey", "message": said, "parameter": "apiKey"}]},
             "aimlapi": {"message": said, "path": "/v2/video/generations", "statusCode": 401},
-            "evolink": {"error": {"code": "unauthorized", "message": said, "type": "authentication_error"}}}[provider]
+            "evolink": {"error": {"code": "unauthorized", "message": said, "type": "authentication_error"}},
+            "fal": {"detail": said},
+            "replicate": {"title": "Unauthenticated", "detail": said, "status": 401}}[provider]
 
 
 @dataclass
@@ -79,7 +87,7 @@ class Echo:
             return await self.app(scope, receive, send)
         status = self.statuses.pop(0)
         auth = dict(scope["headers"]).get(b"authorization", b"").decode()
-        key = auth.removeprefix("Bearer ").strip() or "(none)"
+        key = auth.removeprefix("Bearer ").removeprefix("Key ").strip() or "(none)"
         body = json.dumps(_echo_bodies(self.provider, key, auth)).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if self.header:
@@ -102,13 +110,14 @@ class Emulators:
                "KLING_MCP_AIMLAPI_BASE_URL": self.base["aimlapi"], "KLING_MCP_EVOLINK_BASE_URL": self.base["evolink"],
                "KLING_MCP_EVOLINK_FILES_URL": self.base["evolink"],
                "KLING_ACCESS_KEY": KLING_AK, "KLING_SECRET_KEY": KLING_SK, "KLING_MCP_KLING_BASE_URL": self.base["kling"],
+               "FAL_KEY": KEYS["fal"], "KLING_MCP_FAL_BASE_URL": self.base["fal"],
+               "KLING_MCP_FAL_STORAGE_URL": self.base["fal"],
+               "REPLICATE_API_TOKEN": KEYS["replicate"], "KLING_MCP_REPLICATE_BASE_URL": f"{self.base['replicate']}/v1",
                "KLING_MCP_DATA_DIR": str(data_dir), "KLING_MCP_POLL_INTERVAL_S": "0.05",
                "KLING_MCP_POLL_MAX_INTERVAL_S": "0.2"}
         return env
 
     def image_url(self, provider: str) -> str:
-        from tests.emulators._media import png_bytes
-
         name = self.state[provider].files.add(png_bytes(96, 64, (90, 30, 160)), suffix=".png",
                                               content_type="image/png")
         return f"{self.base[provider]}/files/{name}"
@@ -120,9 +129,10 @@ def emulators() -> Iterator[Emulators]:
               "runpod": RunpodState(api_key=KEYS["runpod"]),
               "aimlapi": AimlState(api_key=KEYS["aimlapi"]),
               "evolink": EvolinkState(api_key=KEYS["evolink"]),
-              "kling": KlingState(access_keys={KLING_AK: KLING_SK})}
+              "kling": KlingState(access_keys={KLING_AK: KLING_SK}),
+              "fal": FalState(api_key=KEYS["fal"]), "replicate": ReplicateState(api_key=KEYS["replicate"])}
     apps = {"runware": runware_app, "runpod": runpod_app, "aimlapi": aimlapi_app, "evolink": evolink_app,
-            "kling": kling_app}
+            "kling": kling_app, "fal": fal_app, "replicate": replicate_app}
     JWTS.clear()
     echo = {name: Echo(apps[name](state), name) for name, state in states.items()}
     with ExitStack() as stack:
@@ -161,13 +171,17 @@ async def exercise(client: Client, emu: Emulators, image: Path, outputs: list[st
         return result
 
     wait = {"wait_seconds": 20}
+    big_image = image.parent / "big.png"          # fal's start image: >= 300 px on each side
+    big_image.write_bytes(png_bytes(400, 300))
     job_ids = []
     # Successes (local files are uploaded to runware and evolink; a URL goes to runpod and aimlapi).
     for args in ({"prompt": "a red kite", "provider": "runware", "first_frame": str(image), "duration": 5},
                  {"prompt": "a red kite", "provider": "runpod", "reference_images": [emu.image_url("runpod")]},
                  {"prompt": "a red kite", "provider": "aimlapi", "first_frame": emu.image_url("aimlapi")},
                  {"prompt": "a red kite", "provider": "evolink", "first_frame": str(image)},
-                 {"prompt": "a red kite", "provider": "kling"}):
+                 {"prompt": "a red kite", "provider": "kling"},
+                 {"prompt": "a red kite", "provider": "fal", "first_frame": str(big_image)},
+                 {"prompt": "a red kite", "provider": "replicate", "first_frame": str(image), "duration": 5}):
         result = await tool("generate_video", {**args, **wait})
         assert not result.is_error and result.structured_content["status"] == "succeeded", result.content
         job_ids.append(result.structured_content["job_id"])
@@ -177,7 +191,9 @@ async def exercise(client: Client, emu: Emulators, image: Path, outputs: list[st
                                ("runpod", {"reference_images": [emu.image_url("runpod")]}),
                                ("aimlapi", {"first_frame": emu.image_url("aimlapi")}),
                                ("evolink", {"first_frame": emu.image_url("evolink")}),
-                               ("kling", {})):
+                               ("kling", {}),
+                               ("fal", {"first_frame": emu.image_url("fal")}),
+                               ("replicate", {"duration": 5})):
             emu.echo[provider].statuses = [status]
             result = await tool("generate_video", {"prompt": f"echo {status} {provider}", "provider": provider,
                                                    **args, **wait})
@@ -185,7 +201,9 @@ async def exercise(client: Client, emu: Emulators, image: Path, outputs: list[st
     # Keys echoed back while polling: the job fails (auth) or keeps retrying (5xx) until it fails.
     for provider, args, statuses in (("runpod", {"reference_images": [emu.image_url("runpod")]}, [401]),
                                      ("kling", {}, [401]),
-                                     ("aimlapi", {"first_frame": emu.image_url("aimlapi")}, [503] * 10)):
+                                     ("aimlapi", {"first_frame": emu.image_url("aimlapi")}, [503] * 10),
+                                     ("fal", {"first_frame": emu.image_url("fal")}, [401]),
+                                     ("replicate", {"duration": 5}, [503] * 10)):
         submitted = await tool("generate_video", {"prompt": f"poll echo {provider}", "provider": provider,
                                                   **args, "wait_seconds": 0})
         emu.echo[provider].statuses = statuses
@@ -231,6 +249,9 @@ async def test_no_secret_in_outputs_logs_or_the_store_even_when_providers_echo_k
     kling_claims = [r.claims for r in emulators.state["kling"].requests if r.claims]
     assert kling_claims and {c["iss"] for c in kling_claims} == {KLING_AK}      # a signed JWT, verified
     assert JWTS and all(t.count(".") == 2 for t in JWTS)   # the tokens themselves are checked below too
+    assert any(r.headers.get("authorization") == f"Key {KEYS['fal']}" for r in emulators.state["fal"].requests)
+    assert any(r.headers.get("authorization") == f"Bearer {KEYS['replicate']}"
+               for r in emulators.state["replicate"].requests)
     # ... and were echoed back to the server, which never repeated them.
     for i, text in enumerate(outputs):
         assert_clean(f"tool output #{i}", text)

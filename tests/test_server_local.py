@@ -221,6 +221,7 @@ async def test_catalog_resource_and_storyboard_prompt(tmp_path):
     async with _client(tmp_path, "auto") as c:
         data = json.loads((await c.read_resource("kling://catalog")).contents[0].text)
         assert set(data["providers"]) == set(PROVIDERS)
+        assert {"runware", "runpod", "aimlapi", "evolink", "fal", "replicate", "kling", "local"} <= set(PROVIDERS)
         prompt = await c.get_prompt("storyboard", {"topic": "a fox's day", "shots": "3"})
         text = prompt.messages[0].content.text
         assert "a fox's day" in text and "first_frame" in text

@@ -12,6 +12,7 @@ from typing import Any
 
 from .aimlapi import AIMLAPI
 from .evolink import EVOLINK
+from .fal import FAL
 from .kling import KLING
 from .local import LOCAL
 from .model import (
@@ -25,10 +26,13 @@ from .model import (
     Price,
     ProviderEntry,
 )
+from .replicate import REPLICATE
 from .runpod import RUNPOD
 from .runware import RUNWARE
 
-PROVIDERS: dict[str, ProviderEntry] = {p.name: p for p in (RUNWARE, RUNPOD, AIMLAPI, EVOLINK, KLING, LOCAL)}
+PROVIDERS: dict[str, ProviderEntry] = {
+    p.name: p for p in (RUNWARE, RUNPOD, AIMLAPI, EVOLINK, FAL, REPLICATE, KLING, LOCAL)
+}
 PROVIDER_NAMES: tuple[str, ...] = tuple(PROVIDERS)
 REAL_PROVIDERS: tuple[str, ...] = tuple(n for n in PROVIDERS if n != "local")
 

@@ -41,6 +41,20 @@ class Price:
 
 
 @dataclass(frozen=True)
+class MediaLimits:
+    """Limits a provider documents for its input files, checked where the input's values are known
+    (local files are probed; URL videos too; URL images are not)."""
+
+    image_min_px: int = 0  # each side at least
+    image_aspect: tuple[float, float] | None = None  # width / height
+    image_max_bytes: int | None = None
+    video_px: tuple[int, int] | None = None  # each side within
+    video_fps: tuple[float, float] | None = None
+    video_max_bytes: int | None = None
+    video_types: tuple[str, ...] = ()  # accepted MIME types
+
+
+@dataclass(frozen=True)
 class OperationSpec:
     """What one model variant accepts for one operation.
 
@@ -72,6 +86,7 @@ class OperationSpec:
     model_with_video: str | None = None  # reference with a video served by another model id
     model_fast: str | None = None  # edit with fast=True served by another model id
     note: str = ""
+    media: MediaLimits | None = None  # documented input-file limits
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ ADAPTERS: dict[str, str] = {
     "aimlapi": "kling_mcp.providers.aimlapi:AimlapiProvider",
     "evolink": "kling_mcp.providers.evolink:EvolinkProvider",
     "kling": "kling_mcp.providers.kling:KlingProvider",
+    "fal": "kling_mcp.providers.fal:FalProvider",
+    "replicate": "kling_mcp.providers.replicate:ReplicateProvider",
     "local": "kling_mcp.providers.local:LocalProvider",
 }
 
