@@ -151,7 +151,7 @@ def runware_site(host_bundle: bytes, tmp_path_factory) -> Iterator[tuple[str, An
     app = runware_app()
     with serve(app) as emulator, _kling_server(
         tmp_path_factory.mktemp("runware"), RUNWARE_API_KEY=RUNWARE_KEY, KLING_MCP_RUNWARE_BASE_URL=f"{emulator}/v1",
-        KLING_MCP_POLL_INTERVAL_S="0.7", KLING_MCP_POLL_MAX_INTERVAL_S="0.7",
+        KLING_MCP_POLL_INTERVAL_S="1", KLING_MCP_POLL_MAX_INTERVAL_S="1",
     ) as upstream, serve(_host_app(host_bundle, upstream)) as base:
         yield base, app
 
@@ -245,8 +245,25 @@ def runware(browser, runware_site) -> Iterator[tuple[Host, RunwareState]]:
         opened.close()
 
 
-def _bar_width(host: Host) -> float:
-    return float(host.app.evaluate("() => parseFloat(document.getElementById('barfill').style.width) || 0"))
+def _running_snapshot(host: Host, min_progress: float, timeout_s: float = 120) -> dict[str, Any]:
+    """Wait until the page shows the job running with at least ``min_progress``; screenshot that moment and
+    return what the page showed then (read in one go, so a job finishing right after cannot mix states)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shown = host.app.evaluate("""() => Object.fromEntries(
+            ['status', 'provider', 'costlabel', 'cost', 'elapsed', 'big', 'jobid', 'kind']
+              .map(id => [id, document.getElementById(id).textContent])
+              .concat([['width', parseFloat(document.getElementById('barfill').style.width) || 0]]))""")
+        if shown["status"] == "Running" and shown["width"] >= min_progress:
+            name = "running-job-runware.png" if shown["provider"] == "runware" else "running-job.png"
+            host.screenshot(name)
+            time.sleep(0.65)  # the bar's transition: a settled picture if the job still runs
+            if host.text("status") == "Running":
+                host.screenshot(name)
+            return shown
+        assert shown["status"] != "Succeeded", "the job finished before the page showed it running"
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.05)
 
 
 # --- the tests -------------------------------------------------------------------------------------------
@@ -258,16 +275,9 @@ def test_a_running_job_shows_its_progress_then_the_finished_video_plays_inline(h
     assert "resource_link" not in started["content"]  # the host negotiated Apps: links ride in text/structured
     job_id = started["structuredContent"]["job_id"]
 
-    deadline = time.monotonic() + 120
-    while not (host.text("status") == "Running" and _bar_width(host) > 0):
-        assert time.monotonic() < deadline, (host.text("status"), _bar_width(host))
-        assert host.text("status") != "Succeeded", "the job finished before the page showed it running"
-        time.sleep(0.1)
-    time.sleep(0.7)  # let the bar's transition settle for the screenshot
-    assert host.text("provider").startswith("local")
-    assert host.text("cost") == "Free" and host.text("jobid") == job_id
-    assert ":" in host.text("elapsed") and "%" in host.text("big")
-    host.screenshot("running-job.png")
+    shown = _running_snapshot(host, min_progress=1)
+    assert shown["provider"] == "local" and shown["costlabel"] == "Quote" and shown["cost"] == "Free"
+    assert shown["jobid"] == job_id and ":" in shown["elapsed"] and shown["big"].endswith("%")
 
     first = host.wait_for_video()
     time.sleep(1.2)
@@ -327,14 +337,9 @@ def test_a_paid_job_shows_provider_quote_and_partial_progress(runware):
     started = host.show("generate_video", {"prompt": PROMPT, "provider": "runware", "tier": "pro", "duration": 5,
                                            "num_videos": 4, "wait_seconds": 0})
     assert started["structuredContent"]["estimated_cost_usd"] == pytest.approx(2.24)
-    deadline = time.monotonic() + 60
-    while not (host.text("status") == "Running" and _bar_width(host) >= 25):
-        assert time.monotonic() < deadline, (host.text("status"), _bar_width(host))
-        time.sleep(0.1)
-    time.sleep(0.7)
-    assert host.text("provider") == "runware" and host.text("costlabel") == "Quote" and host.text("cost") == "$2.24"
-    assert "klingai:kling@o1" in host.text("kind") and "Pro 1080p" in host.text("kind")
-    host.screenshot("running-job-runware.png")
+    shown = _running_snapshot(host, min_progress=25)
+    assert shown["provider"] == "runware" and shown["costlabel"] == "Quote" and shown["cost"] == "$2.24"
+    assert "klingai:kling@o1" in shown["kind"] and "Pro 1080p" in shown["kind"]
     host.wait_for_video()
     assert host.text("status") == "Succeeded" and host.text("costlabel") == "Cost"
     assert len(state.sent("videoInference")) == 1
