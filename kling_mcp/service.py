@@ -316,6 +316,14 @@ class VideoService:
             if recommended
             else "No configured provider accepts this request; see each quote's problems."
         )
+        threshold = self.settings.confirm_above_usd
+        chosen = next((q for q in quotes if q.provider == recommended), None)
+        if threshold is not None and chosen is not None and chosen.provider != "local":
+            if chosen.cost_usd is None or chosen.cost_usd > threshold:
+                next_action += (
+                    f" It is above KLING_MCP_CONFIRM_ABOVE_USD ({usd(threshold)}): the user is asked to confirm, or "
+                    "the call fails with [confirmation_required] until it is repeated with confirm_cost_usd."
+                )
         return Estimate(
             operation=spec.operation,
             duration_s=dur,

@@ -245,3 +245,14 @@ async def test_over_http_a_declined_question_sends_nothing_and_an_accepted_one_s
     assert len(state.sent("videoInference")) == 1
     assert len(no.questions) == len(yes.questions) == 1 and f"${QUOTE}" in yes.questions[0].message
 
+
+
+async def test_estimate_cost_says_when_the_user_will_be_asked(emu, tmp_path):
+    base, _ = emu
+    args = {k: v for k, v in TEN_S_PRO.items() if k != "wait_seconds"}
+    async with Client(server(base, tmp_path)) as client:
+        above = (await client.call_tool("estimate_cost", args)).structured_content
+        below = (await client.call_tool("estimate_cost", {**args, "duration": 5, "tier": "standard"})).structured_content
+    assert "KLING_MCP_CONFIRM_ABOVE_USD ($0.50)" in above["next_action"]
+    assert "confirm_cost_usd" in above["next_action"]
+    assert "CONFIRM" not in below["next_action"]  # $0.42
