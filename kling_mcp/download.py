@@ -24,11 +24,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 
 from kling_mcp import errors
+from kling_mcp.part_writer import PartWriter, part_writer
 
 __all__ = ["DownloadResult", "download"]
 
@@ -45,6 +47,25 @@ _CAP_HINT = (
     "or lower-tier video."
 )
 _REFUSED_HINT = "The provider's link cannot be downloaded as given; call check_job again, or report the job id."
+_READ_BYTES = 256 * 1024  # asyncio's own socket read size
+
+
+def _read_in_larger_pieces() -> None:
+    """Let httpcore read HTTP/1.1 bodies 256 KiB at a time instead of 64 KiB.
+
+    Every read costs the same Python work (h11, httpcore, httpx) whatever its size, so this cuts a
+    download's CPU by about half; a read returns whatever has arrived, so small answers are unchanged.
+    httpcore has no per-client setting for it: the class attribute is the knob (checked, not assumed).
+    """
+    import httpcore
+
+    connection: Any = getattr(httpcore, "AsyncHTTP11Connection", None)
+    current = getattr(connection, "READ_NUM_BYTES", None)
+    if isinstance(current, int) and current < _READ_BYTES:
+        connection.READ_NUM_BYTES = _READ_BYTES
+
+
+_read_in_larger_pieces()
 
 
 @dataclass(frozen=True)
@@ -296,16 +317,9 @@ class _Download:
         p.validator = _validator(response) or p.validator
         p.content_type = response.headers.get("content-type")
 
-        with open(p.part, "ab") as out:
-            # No chunk_size here: httpx's re-chunker drops its buffered tail when the connection
-            # breaks, and that tail is exactly what a resume must not lose.
-            async for chunk in response.aiter_bytes():
-                if p.offset + len(chunk) > self.max_bytes:
-                    raise self._too_big(f"the body ran past {self.max_bytes} bytes")
-                # Synchronous write: a 64 KiB write to the page cache is far cheaper than a thread hop.
-                out.write(chunk)
-                p.hasher.update(chunk)
-                p.offset += len(chunk)
+        fd = os.open(p.part, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            await self._stream_body(response, fd)
             if expected is not None and p.offset < expected:
                 raise _Transient(f"the body ended at byte {p.offset} of {expected}")
             if expected is not None and p.offset > expected:
@@ -314,8 +328,31 @@ class _Download:
                 )
             if p.offset == 0:
                 raise _Transient("the server sent an empty body")
-            out.flush()
-            await anyio.to_thread.run_sync(os.fsync, out.fileno())
+            await anyio.to_thread.run_sync(os.fsync, fd)
+        finally:
+            os.close(fd)
+
+    async def _stream_body(self, response: httpx.Response, fd: int) -> None:
+        """Append the body to ``fd``, written and hashed in a worker thread while the next bytes arrive.
+
+        ``p.offset`` ends as the bytes in the file and in the hash, also when the connection breaks or
+        the download is cancelled: everything received before that is written first, for the resume.
+        """
+        p = self.progress
+        received = p.offset
+        writer: PartWriter | None = None
+        try:
+            async with part_writer(fd, p.hasher) as writer:
+                # No chunk_size here: httpx's re-chunker drops its buffered tail when the connection
+                # breaks, and that tail is exactly what a resume must not lose.
+                async for chunk in response.aiter_bytes():
+                    received += len(chunk)
+                    if received > self.max_bytes:
+                        raise self._too_big(f"the body ran past {self.max_bytes} bytes")
+                    await writer.write(chunk)
+        finally:
+            if writer is not None:
+                p.offset += writer.written
 
     def _too_big(self, why: str) -> errors.DownloadFailed:
         return self._fail(

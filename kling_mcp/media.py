@@ -241,9 +241,9 @@ def _seek(container: Any, stream: Any, seconds: float) -> bool:
     return True
 
 
-def _png(image: Any) -> bytes:
+def _png(image: Any, compress_level: int = 6) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=6)
+    image.save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 
@@ -265,9 +265,12 @@ def poster_png(video_path: str | Path, max_side: int = 320) -> bytes:
             raise _invalid(video_path, "is a video whose frames do not decode: it is truncated or corrupt") from None
         if chosen is None:
             raise _invalid(video_path, "is a video without a decodable frame: it is truncated or corrupt")
-        image = chosen.to_image()
-    image.thumbnail((max_side, max_side))
-    return _png(image)
+        # Scaled by swscale straight from YUV: far cheaper than a full-size RGB image shrunk by Pillow.
+        scale = min(1.0, max_side / max(chosen.width, chosen.height))
+        image = chosen.reformat(
+            width=max(1, round(chosen.width * scale)), height=max(1, round(chosen.height * scale)), format="rgb24"
+        ).to_image()
+    return _png(image, compress_level=1)  # a thumbnail: fast compression costs a few KB at most
 
 
 def first_frame_png(video_path: str | Path) -> bytes:

@@ -4,7 +4,8 @@ catalog and the configured providers) and the storyboard prompt."""
 from __future__ import annotations
 
 from . import catalog
-from .config import WAIT_DEFAULT_S, WAIT_MAX_S, Settings
+from .config import WAIT_DEFAULT_S, Settings
+from .tool_limits import EDIT_OPS, GENERATE_OPS, provider_lines
 
 INSTRUCTIONS = (
     "Generate and edit videos with Kling Video O1. Videos take 1-5 minutes: generate_video/edit_video wait up "
@@ -27,66 +28,54 @@ STORYBOARD = (
 )
 
 
-def _providers_text(settings: Settings) -> str:
-    lines = []
-    for name in settings.offered:
-        entry = catalog.PROVIDERS[name]
-        lines.append(catalog.describe_provider(entry))
+def _providers_text(settings: Settings, ops: tuple[str, ...]) -> str:
+    """One line per offered provider (tiers merged), then the real providers not configured here."""
+    text = provider_lines(settings.configured, ops, local_too="local" in settings.offered)
     missing = [n for n in catalog.REAL_PROVIDERS if n not in settings.offered]
-    text = "\n".join(lines)
     if missing:
         keys = ", ".join(f"{n} ({catalog.PROVIDERS[n].env_key})" for n in missing)
-        text += f"\nNot configured on this server: {keys}."
+        text += f"\nNot configured here: {keys}."
     return text
 
 
 def tool_descriptions(settings: Settings) -> dict[str, str]:
-    limits = _providers_text(settings)
     cancellable = [name for name, entry in catalog.PROVIDERS.items() if entry.can_cancel]
-    wait = (
-        f"Waits up to wait_seconds (default {WAIT_DEFAULT_S:g}, max {WAIT_MAX_S:g}) with progress "
-        "notifications, then returns the job; if it is not finished, call check_job with the job_id. "
-        "A finished job returns the local file path, a kling:// resource link and a poster frame."
-    )
     money = (
-        "Every argument is checked against the chosen provider's limits before anything is billed; a "
-        "violation comes back as an error naming the rule and the providers that would accept the request. "
-        "provider='auto' picks the cheapest configured provider that accepts it ('local' renders a free "
-        "preview on this machine, not Kling). Repeating a call with the same idempotency_key, or an "
-        "identical request while the first is running, returns the existing job instead of paying twice."
+        "Checked against the provider's limits before anything is billed; 'auto' picks the cheapest provider that "
+        "accepts it; the same idempotency_key, or an identical request still running, returns that job instead of "
+        "billing twice. A finished job gives the file path, a kling:// link and a poster frame."
     )
     if settings.confirm_above_usd is not None:
         money += (
-            f" A request quoted above ${settings.confirm_above_usd:g} (KLING_MCP_CONFIRM_ABOVE_USD) needs the user's "
-            "consent: the client asks them, or the call fails with [confirmation_required] and the quote; repeat it "
-            "with confirm_cost_usd=<the quote> only after the user agreed."
+            f" Above ${settings.confirm_above_usd:g} (KLING_MCP_CONFIRM_ABOVE_USD) the user is asked first, or the "
+            "call fails with [confirmation_required] and the quote: repeat it with confirm_cost_usd=<the quote> only "
+            "once the user agreed."
         )
+    legend = "Per provider (tiers; options, others unsupported): operation, seconds, images, USD/s by tier:"
     return {
         "generate_video": (
-            "Generate a video with Kling Video O1 (typically 1-5 minutes). The mode follows the inputs: no images "
-            "= text-to-video; first_frame (+ last_frame) = image-to-video; reference_images / reference_video = "
-            f"reference-to-video (keep characters, props, scenes). Images/videos: http(s) URLs, data: URIs or "
-            f"local file paths. {wait} {money}\nLimits per provider:\n{limits}"
+            "Generate a video with Kling Video O1 (1-5 minutes). The inputs choose the mode: none = text-to-video; "
+            "first_frame (+ last_frame) = image-to-video; reference_images/reference_video = reference-to-video. "
+            "Images and videos: http(s) URLs, data: URIs or local paths. "
+            f"{money}\n{legend}\n{_providers_text(settings, GENERATE_OPS)}"
         ),
         "edit_video": (
-            "Edit an existing video with an instruction (restyle, replace, add or remove things); the output "
-            "has the input's length. Optional reference_images guide the new look; keep_original_sound keeps "
-            "the audio; fast=true uses the faster edit mode where a provider has one (it accepts longer inputs). "
-            f"The input video's length is checked against the provider's range before submitting. {wait} "
-            f"{money}\nLimits per provider:\n{limits}"
+            "Edit a video with an instruction (restyle, replace, add or remove things); the output has the input's "
+            "length. reference_images guide the new look. Inputs, waiting, checks, 'auto' and idempotency_key "
+            "work as in generate_video.\n"
+            f"{legend}\n{_providers_text(settings, EDIT_OPS)}"
         ),
         "check_job": (
-            "Get a job's status, progress, cost and videos. Pass wait_seconds (up to 50) to wait for it to "
-            "finish while receiving progress notifications; call again while status is pending, submitted, "
-            "running or downloading. next_action says what to do. Results survive server restarts."
+            "Get a job's status, progress, cost and videos; wait_seconds waits for it to finish, with progress "
+            "notifications. Call again while it is pending, submitted, running or downloading; next_action says "
+            "what to do. Jobs survive restarts."
         ),
         "estimate_cost": (
-            "Quote a generate_video or edit_video request on every provider without spending or calling any "
-            "provider: cost_usd, its basis (published / inferred / unknown), whether each provider supports the "
-            "request and why not, the provider 'auto' would pick, and the remaining budget. For edits, the input "
-            "video's length is read from the file or URL, or pass video_duration_s."
+            "Quote a generate_video or edit_video request without spending or calling any provider: per provider "
+            "cost_usd, its basis (published / inferred / unknown) and whether it accepts the request (if not, "
+            "why), the provider 'auto' would pick, and the budget left."
         ),
-        "list_jobs": "List jobs newest first (default 50), optionally only those with one status.",
+        "list_jobs": "List jobs newest first, optionally only those in one status.",
         "cancel_job": (
             f"Cancel a job. Where the provider supports it ({', '.join(cancellable)}) the job is stopped there; "
             "elsewhere the server stops tracking it and says plainly that the provider may keep running and "

@@ -21,9 +21,9 @@ from mcp.types import (
     TextContent,
     ToolAnnotations,
 )
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
-from . import __version__, catalog, errors
+from . import __version__, catalog, errors, server_checks
 from .config import WAIT_DEFAULT_S, WAIT_MAX_S, Settings
 from .inputs import MAX_ARG_CHARS
 from .jobs.model import Job
@@ -39,8 +39,11 @@ from .requests import (
     dump,
 )
 from .server_apps import PLAYER_META, PlayerApps, install_preview
+from .server_checks import install_checks, reporting
 from .server_confirm import with_confirmation
 from .service import VideoService
+from .tool_limits import EDIT_OPS, GENERATE_OPS, Bounds, bounds, limit_providers, offering
+from .tool_schemas import compact_tool_schemas, share_output_schema
 from .views import job_view
 
 log = logging.getLogger("kling_mcp.server")
@@ -131,20 +134,14 @@ async def _job_result(service: VideoService, job: Job, note: str | None = None) 
     return CallToolResult(content=content, structured_content=dump(view))
 
 
-def _progress(ctx: Context) -> Callable[[float, str], Awaitable[None]]:
-    async def report(progress: float, message: str) -> None:
-        await ctx.report_progress(progress, 100.0, message)
-
-    return report
-
-
 def _submitter(
     service: VideoService, req: GenerateRequest | EditRequest, ctx: Context
 ) -> Callable[[float | None], Awaitable[tuple[Job, str | None]]]:
     """``req`` submitted with a given ``confirm_cost_usd`` (what the user agreed to pay)."""
 
     async def submit(confirmed_usd: float | None) -> tuple[Job, str | None]:
-        return await service.generate(req.model_copy(update={"confirm_cost_usd": confirmed_usd}), _progress(ctx))
+        confirmed = req.model_copy(update={"confirm_cost_usd": confirmed_usd})
+        return await reporting(ctx, lambda report: service.generate(confirmed, report), waits=req.wait_seconds != 0)
 
     return submit
 
@@ -152,49 +149,99 @@ def _submitter(
 def create_server(settings: Settings | None = None) -> MCPServer:
     """Build the server for ``settings`` (default: from the environment)."""
     settings = settings or Settings.from_env()
-    bounds = catalog.bounds()
-    offered = ["auto", *settings.offered]
-    ProviderArg = Literal[tuple(offered)]  # type: ignore[valid-type]
-    AspectArg = Literal[tuple(bounds["aspect_ratios"])]  # type: ignore[valid-type]
-    Tier = Literal["standard", "pro"]
-    Duration = Annotated[
-        int,
-        Field(
-            ge=bounds["duration_min"],
-            le=bounds["duration_max"],
-            description="Output seconds; each provider accepts a subset (see the tool description).",
-        ),
+    limited_by = limit_providers(settings.configured)
+    gen, edit = bounds(limited_by, GENERATE_OPS), bounds(limited_by, EDIT_OPS)
+    est = bounds(limited_by, GENERATE_OPS + EDIT_OPS)
+
+    def provider_arg(ops: tuple[str, ...]) -> Any:
+        return Annotated[
+            Literal[tuple(["auto", *offering(settings.offered, ops)])],
+            Field(description="Which API runs it; auto: the cheapest that accepts the request."),
+        ]
+
+    Tier = Annotated[
+        Literal["standard", "pro"],
+        Field(description="standard (720p) or pro (1080p); unset: the cheapest that accepts the request."),
     ]
-    Wait = Annotated[
-        float,
-        Field(
-            ge=0,
-            le=WAIT_MAX_S,
-            allow_inf_nan=False,
-            description=(
-                f"Seconds to wait for the result before returning the job as it is (default {WAIT_DEFAULT_S:g}, "
-                f"max {WAIT_MAX_S:g}: clients cut tool calls at about 60 s)."
+
+    def aspect(b: Bounds) -> Any:
+        return Annotated[
+            Literal[tuple(b.aspect_ratios)],
+            Field(description="Output shape; unset: 16:9 where offered."),
+        ]
+
+    def duration(b: Bounds) -> Any:
+        return Annotated[
+            int,
+            Field(
+                ge=b.duration_min,
+                le=b.duration_max,
+                description="Output seconds (each provider's choices are listed above).",
             ),
-        ),
+        ]
+
+    def wait(default: float, what: str) -> Any:
+        return Annotated[
+            float,
+            Field(
+                ge=0,
+                le=WAIT_MAX_S,
+                allow_inf_nan=False,
+                json_schema_extra={"default": default},
+                description=f"Seconds to wait for the job to finish, with progress notifications{what}.",
+            ),
+        ]
+
+    Wait = wait(WAIT_DEFAULT_S, "; then call check_job")
+    CheckWait = wait(0.0, "; 0: at once")
+
+    def prompt(b: Bounds, what: str, min_length: int = 1) -> Any:
+        return Annotated[str, Field(min_length=min_length, max_length=b.prompt_max, description=what or None)]
+
+    def refs(b: Bounds) -> Any:
+        return Annotated[
+            list[str],
+            Field(
+                max_length=b.reference_images_max,
+                description="Images of characters, props or scenes to keep.",
+            ),
+        ]
+
+    def media(what: str) -> Any:
+        return Annotated[str, Field(max_length=MAX_ARG_CHARS, description=f"{what}." if what else None)]
+
+    def negative(b: Bounds) -> Any:
+        return Annotated[str, Field(max_length=b.prompt_max, description="What to avoid (where supported).")]
+
+    def count(b: Bounds) -> Any:
+        return Annotated[
+            int, Field(ge=1, le=b.num_videos_max, description="How many videos to make (where supported).")
+        ]
+
+    Seed = Annotated[
+        int, Field(ge=-1, le=2**31 - 1, description="Seed for repeatable output (where supported); -1: random.")
     ]
-    Prompt = Annotated[str, Field(min_length=1, max_length=bounds["prompt_max"], description="What to show.")]
-    Refs = Annotated[
-        list[str],
-        Field(
-            max_length=bounds["reference_images_max"],
-            description=("Reference images (characters, props, scenes): URLs, data URIs or local paths."),
-        ),
+    Sound = Annotated[bool, Field(description="Keep the input video's audio.")]
+    Fast = Annotated[bool, Field(description="The faster edit mode, for longer inputs (where offered).")]
+    JobId = Annotated[
+        str, Field(min_length=1, max_length=100, description="The job_id a generate or edit call returned.")
     ]
-    Media = Annotated[str, Field(max_length=MAX_ARG_CHARS, description="URL, data URI or local file path.")]
+
+    As = Field(description="As in generate_video.")  # the description only; the limits are edit_video's own
+
+    def same(kind: Any, json_type: str, tool: str = "generate_video") -> Any:
+        """``kind``, validated as in ``tool`` but published as "as in <tool>": each limit is stated once."""
+        shown: dict[str, Any] = {"type": json_type, "description": f"As in {tool}"}
+        if json_type == "array":
+            shown["items"] = {"type": "string"}
+        return Annotated[kind, WithJsonSchema(shown)]
+
     Key = Annotated[
         str,
         Field(
             min_length=1,
             max_length=200,
-            description=(
-                "Your id for this request: repeating a call with the same key returns the same job instead of paying "
-                "twice. Use a new key to deliberately start another job."
-            ),
+            description="Your id for this request: reusing it returns the same job, never billing twice.",
         ),
     ]
     ConfirmCost = Annotated[
@@ -203,11 +250,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             ge=0,
             le=1_000_000,
             allow_inf_nan=False,
-            description=(
-                "The most the user agreed to pay for this call, in USD. Needed only when the server asks for a "
-                "confirmation ([confirmation_required], quotes above KLING_MCP_CONFIRM_ABOVE_USD): repeat the "
-                "call with the quote the user accepted."
-            ),
+            description="USD the user agreed to pay, after [confirmation_required] (KLING_MCP_CONFIRM_ABOVE_USD).",
         ),
     ]
     docs = tool_descriptions(settings)
@@ -219,28 +262,28 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         lifespan=_lifespan(settings),
         extensions=[PlayerApps()],
     )
-    spending = ToolAnnotations(
-        read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
-    )
-    reading = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+    # Only the hints that differ from the spec's defaults (read_only false, destructive true,
+    # idempotent false, open_world true): every tool is listed in every prompt.
+    spending = ToolAnnotations(destructive_hint=False)
+    reading = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 
     @mcp.tool(title="Generate a video", description=docs["generate_video"], annotations=spending, meta=PLAYER_META)
     async def generate_video(
-        prompt: Prompt,
+        prompt: prompt(gen, "What to show: subject, action, camera, light."),  # type: ignore[valid-type]
         ctx: Context,
-        first_frame: Media | None = None,
-        last_frame: Media | None = None,
-        reference_images: Refs | None = None,
-        reference_video: Media | None = None,
-        aspect_ratio: AspectArg | None = None,  # type: ignore[valid-type]
-        duration: Duration | None = None,
+        first_frame: media("Start image") | None = None,  # type: ignore[valid-type]
+        last_frame: media("End image (needs first_frame)") | None = None,  # type: ignore[valid-type]
+        reference_images: refs(gen) | None = None,  # type: ignore[valid-type]
+        reference_video: media("Video whose subjects or style to follow") | None = None,  # type: ignore[valid-type]
+        aspect_ratio: aspect(gen) | None = None,  # type: ignore[valid-type]
+        duration: duration(gen) | None = None,  # type: ignore[valid-type]
         tier: Tier | None = None,
-        provider: ProviderArg = "auto",  # type: ignore[valid-type]
-        negative_prompt: Annotated[str, Field(max_length=bounds["prompt_max"])] | None = None,
-        seed: Annotated[int, Field(ge=-1, le=2**31 - 1)] | None = None,
-        num_videos: Annotated[int, Field(ge=1, le=bounds["num_videos_max"])] = 1,
-        keep_original_sound: bool | None = None,
-        wait_seconds: Wait | None = None,
+        provider: provider_arg(GENERATE_OPS) = "auto",  # type: ignore[valid-type]
+        negative_prompt: negative(gen) | None = None,  # type: ignore[valid-type]
+        seed: Seed | None = None,
+        num_videos: count(gen) = 1,  # type: ignore[valid-type]
+        keep_original_sound: Sound | None = None,
+        wait_seconds: Wait | None = None,  # type: ignore[valid-type]
         idempotency_key: Key | None = None,
         confirm_cost_usd: ConfirmCost | None = None,
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
@@ -272,17 +315,17 @@ def create_server(settings: Settings | None = None) -> MCPServer:
 
     @mcp.tool(title="Edit a video", description=docs["edit_video"], annotations=spending, meta=PLAYER_META)
     async def edit_video(
-        prompt: Prompt,
-        video: Media,
+        prompt: prompt(edit, "What to change."),  # type: ignore[valid-type]
+        video: media("The video to edit"),  # type: ignore[valid-type]
         ctx: Context,
-        reference_images: Refs | None = None,
-        keep_original_sound: bool | None = None,
-        fast: bool = False,
-        tier: Tier | None = None,
-        provider: ProviderArg = "auto",  # type: ignore[valid-type]
-        wait_seconds: Wait | None = None,
-        idempotency_key: Key | None = None,
-        confirm_cost_usd: ConfirmCost | None = None,
+        reference_images: Annotated[refs(edit), As] | None = None,  # type: ignore[valid-type]
+        keep_original_sound: Sound | None = None,
+        fast: Fast = False,
+        tier: Annotated[Tier, As] | None = None,
+        provider: Annotated[provider_arg(EDIT_OPS), As] = "auto",  # type: ignore[valid-type]
+        wait_seconds: Annotated[Wait, As] | None = None,  # type: ignore[valid-type]
+        idempotency_key: Annotated[Key, As] | None = None,
+        confirm_cost_usd: Annotated[ConfirmCost, As] | None = None,
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
         service = _service(ctx)
         try:
@@ -306,11 +349,15 @@ def create_server(settings: Settings | None = None) -> MCPServer:
 
     @mcp.tool(title="Check a job", description=docs["check_job"], annotations=reading, meta=PLAYER_META)
     async def check_job(
-        job_id: Annotated[str, Field(min_length=1, max_length=100)], ctx: Context, wait_seconds: Wait | None = None
+        job_id: JobId,
+        ctx: Context,
+        wait_seconds: CheckWait | None = None,  # type: ignore[valid-type]
     ) -> Annotated[CallToolResult, JobView]:
         service = _service(ctx)
         try:
-            job = await service.check(job_id, wait_seconds, _progress(ctx))
+            job = await reporting(
+                ctx, lambda report: service.check(job_id, wait_seconds, report), waits=bool(wait_seconds)
+            )
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
         return await _job_result(service, job)
@@ -318,22 +365,29 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     @mcp.tool(title="Estimate the cost", description=docs["estimate_cost"], annotations=reading)
     async def estimate_cost(
         ctx: Context,
-        prompt: Annotated[str, Field(max_length=bounds["prompt_max"])] = "",
-        first_frame: Media | None = None,
-        last_frame: Media | None = None,
-        reference_images: Refs | None = None,
-        reference_video: Media | None = None,
-        video: Media | None = None,
-        video_duration_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] | None = None,
-        aspect_ratio: AspectArg | None = None,  # type: ignore[valid-type]
-        duration: Duration | None = None,
-        tier: Tier | None = None,
-        provider: Literal[tuple(["auto", *catalog.PROVIDER_NAMES])] = "auto",  # type: ignore[valid-type]
-        negative_prompt: Annotated[str, Field(max_length=bounds["prompt_max"])] | None = None,
-        seed: Annotated[int, Field(ge=-1, le=2**31 - 1)] | None = None,
-        num_videos: Annotated[int, Field(ge=1, le=bounds["num_videos_max"])] = 1,
-        keep_original_sound: bool | None = None,
-        fast: bool = False,
+        prompt: same(prompt(est, "", 0), "string") = "",  # type: ignore[valid-type]
+        first_frame: same(media(""), "string") | None = None,  # type: ignore[valid-type]
+        last_frame: same(media(""), "string") | None = None,  # type: ignore[valid-type]
+        reference_images: same(refs(est), "array") | None = None,  # type: ignore[valid-type]
+        reference_video: same(media(""), "string") | None = None,  # type: ignore[valid-type]
+        video: same(media(""), "string", "edit_video") | None = None,  # type: ignore[valid-type]
+        video_duration_s: Annotated[
+            float,
+            Field(gt=0, le=3600, allow_inf_nan=False, description="To quote an edit without video: its seconds."),
+        ]
+        | None = None,
+        aspect_ratio: same(aspect(est), "string") | None = None,  # type: ignore[valid-type]
+        duration: same(duration(gen), "integer") | None = None,  # type: ignore[valid-type]
+        tier: same(Tier, "string") | None = None,  # type: ignore[valid-type]
+        provider: Annotated[
+            Literal[tuple(["auto", *catalog.PROVIDER_NAMES])],  # type: ignore[valid-type]
+            Field(description="Quote only this provider; auto: all."),
+        ] = "auto",
+        negative_prompt: same(negative(gen), "string") | None = None,  # type: ignore[valid-type]
+        seed: same(Seed, "integer") | None = None,  # type: ignore[valid-type]
+        num_videos: same(count(gen), "integer") = 1,  # type: ignore[valid-type]
+        keep_original_sound: same(Sound, "boolean") | None = None,  # type: ignore[valid-type]
+        fast: same(Fast, "boolean", "edit_video") = False,  # type: ignore[valid-type]
     ) -> Estimate:
         try:
             return await _service(ctx).estimate(
@@ -362,20 +416,21 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     @mcp.tool(title="List jobs", description=docs["list_jobs"], annotations=reading)
     async def list_jobs(
         ctx: Context,
-        status: Literal["pending", "submitted", "running", "downloading", "succeeded", "failed", "cancelled"]
+        status: Annotated[
+            Literal["pending", "submitted", "running", "downloading", "succeeded", "failed", "cancelled"],
+            Field(description="Only jobs in this status."),
+        ]
         | None = None,
-        limit: Annotated[int, Field(ge=1, le=500)] = 50,
+        limit: Annotated[int, Field(ge=1, le=500, description="At most this many jobs.")] = 50,
     ) -> JobList:
         return _service(ctx).list_jobs(status, limit)
 
     @mcp.tool(
         title="Cancel a job",
         description=docs["cancel_job"],
-        annotations=ToolAnnotations(
-            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True
-        ),
+        annotations=ToolAnnotations(idempotent_hint=True),
     )
-    async def cancel_job(job_id: Annotated[str, Field(min_length=1, max_length=100)], ctx: Context) -> CancelResult:
+    async def cancel_job(job_id: JobId, ctx: Context) -> CancelResult:
         try:
             return await _service(ctx).cancel(job_id)
         except errors.KlingError as exc:
@@ -385,14 +440,15 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         "kling://jobs/{job_id}/videos/{index}",
         name="job-video",
         mime_type="video/mp4",
-        description="A finished video of a job (MP4 bytes).",
+        description="A finished video of a job (MP4 bytes; above 50 MB a text with its path and preview).",
     )
-    async def job_video(job_id: str, index: str, ctx: Context) -> bytes:
+    async def job_video(job_id: str, index: str, ctx: Context) -> bytes | str:
         try:
             path = _service(ctx).video_path(job_id, int(index))
         except (errors.KlingError, ValueError) as exc:
             raise ResourceNotFoundError(f"no video {index} for job {job_id}: {exc}") from None
-        return await anyio.Path(path).read_bytes()
+        too_big = server_checks.too_big_to_read(path, f"kling://jobs/{job_id}/videos/{index}")
+        return too_big if too_big is not None else await anyio.Path(path).read_bytes()
 
     install_preview(mcp, lambda ctx, job_id, index: _service(ctx).video_path(job_id, index))
 
@@ -415,6 +471,9 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     from .server_extras import install_extras
 
     install_extras(mcp, settings)
+    install_checks(mcp, settings.configured)
+    compact_tool_schemas(mcp)
+    share_output_schema(mcp, owner="check_job")
     return mcp
 
 

@@ -282,11 +282,18 @@ def install_extras(mcp: Any, settings: Any) -> None:
 
     async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
         live = live_of(ctx)
-        job_id, _ = video_uri(str(params.uri))
+        job_id, index = video_uri(str(params.uri))
         try:
             job = live.service.get(job_id)
         except errors.KlingError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"cannot subscribe to {params.uri}: {exc}") from None
+        has = [v.index for v in job.videos] if job.terminal else list(range(job.spec.num_videos))
+        if index not in has:
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"cannot subscribe to {params.uri}: job {job_id} "
+                + (f"has videos {', '.join(map(str, has))} only." if has else "has no videos."),
+            )
         if not job.terminal:  # a finished job's videos never change: nothing to notify
             live.subscribers.setdefault(str(params.uri), {})[_connection(ctx.session)] = ctx.session
             live.watch(job_id)

@@ -481,7 +481,9 @@ class VideoService:
 
         async def report(latest: Job) -> None:
             if progress is not None:
-                await progress(latest.progress, f"{latest.status.value} ({latest.provider})")
+                # 100 means finished: a job being downloaded is not done yet.
+                done = 100.0 if latest.terminal else min(latest.progress, 99.0)
+                await progress(done, f"{latest.status.value} ({latest.provider})")
 
         return await self.runner.wait(job.job_id, seconds, report)
 

@@ -208,7 +208,9 @@ async def test_legacy_subscribe_notifies_when_the_job_finishes(tmp_path):
         job_id = await running_job(client)
         uri, other = f"kling://jobs/{job_id}/videos/0", f"kling://jobs/{job_id}/videos/1"
         await legacy_call(client.subscribe_resource, uri)
-        await legacy_call(client.subscribe_resource, other)
+        with pytest.raises(MCPError, match=r"has videos 0 only") as refused:   # one video asked for
+            await legacy_call(client.subscribe_resource, other)
+        assert refused.value.error.code == -32602
         await legacy_call(client.unsubscribe_resource, other)
         with anyio.fail_after(45):
             while not updates:
@@ -226,6 +228,8 @@ async def test_legacy_subscribe_rejects_what_cannot_change(tmp_path):
             await legacy_call(client.subscribe_resource, "kling://jobs/nope/videos/0")
         job_id = await finished_job(client)          # finished: accepted, nothing will ever change
         await legacy_call(client.subscribe_resource, f"kling://jobs/{job_id}/videos/0")
+        with pytest.raises(MCPError, match=r"has videos 0 only"):   # an index the job does not have
+            await legacy_call(client.subscribe_resource, f"kling://jobs/{job_id}/videos/3")
 
 
 async def test_listen_notifies_when_the_job_finishes(tmp_path):

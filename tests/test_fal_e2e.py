@@ -257,7 +257,7 @@ async def test_an_unknown_queue_status_fails_the_job_instead_of_polling_forever(
     ("generate_video", {"prompt": "x y", "first_frame": "IMG", "aspect_ratio": "1:1"}, "aspect_ratio"),
     ("generate_video", {"prompt": "x y", "reference_images": ["IMG"] * 5, "reference_video": "VID"},
      "0-4 reference_images"),
-    ("generate_video", {"prompt": "x y", "reference_images": ["IMG"] * 8}, "1-7 reference_images"),
+    ("generate_video", {"prompt": "x y", "reference_images": ["IMG"] * 8}, "at most 7 items"),
     ("generate_video", {"prompt": "x" * 2501, "first_frame": "IMG"}, "at most 2500"),
     ("edit_video", {"prompt": "x y", "video": "SHORT"}, "3-10.05 s"),
     ("edit_video", {"prompt": "x y", "video": "VID", "fast": True}, "no fast edit"),

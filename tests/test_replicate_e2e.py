@@ -253,7 +253,7 @@ async def test_an_upload_failure_is_a_tool_error_before_any_prediction(emu, tmp_
     ("generate_video", {"prompt": "x y", "first_frame": "IMG", "aspect_ratio": "1:1"}, "aspect_ratio"),
     ("generate_video", {"prompt": "x y", "reference_images": ["IMG"] * 5, "reference_video": "VID"},
      "0-4 reference_images"),
-    ("generate_video", {"prompt": "x y", "reference_images": ["IMG"] * 8}, "1-7 reference_images"),
+    ("generate_video", {"prompt": "x y", "reference_images": ["IMG"] * 8}, "at most 7 items"),
     ("generate_video", {"prompt": "x y", "negative_prompt": "blur"}, "negative_prompt"),
     ("generate_video", {"prompt": "x y", "num_videos": 2}, "num_videos"),
     ("edit_video", {"prompt": "x y", "video": "SHORT"}, "3-10 s"),

@@ -41,8 +41,8 @@ async def test_tools_list_has_six_tools_with_schemas_and_annotations(tmp_path, e
     assert set(tools) == {"generate_video", "edit_video", "check_job", "estimate_cost", "list_jobs", "cancel_job"}
     gen = tools["generate_video"].input_schema["properties"]
     assert gen["provider"]["enum"] == ["auto", "local"]
-    duration = next(s for s in gen["duration"]["anyOf"] if s.get("type") == "integer")
-    assert (duration["minimum"], duration["maximum"]) == (3, 10)
+    duration = gen["duration"]
+    assert (duration["type"], duration["minimum"], duration["maximum"]) == ("integer", 3, 10)
     for name in ("check_job", "estimate_cost", "list_jobs"):
         assert tools[name].annotations.read_only_hint and tools[name].annotations.idempotent_hint
     for t in tools.values():
@@ -117,7 +117,7 @@ async def test_data_uri_input_is_accepted(tmp_path, image_file):
 
 
 @pytest.mark.parametrize("args,expect", [
-    ({"prompt": "x", "duration": 11}, "less than or equal to 10"),
+    ({"prompt": "x", "duration": 11}, "duration=11: must be at most 10."),
     ({"prompt": "x", "aspect_ratio": "4:3"}, "aspect_ratio"),
     ({"prompt": "x", "provider": "runpod"}, "provider"),
     ({"prompt": "x", "bogus": 1}, "bogus"),
