@@ -61,8 +61,8 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
         ),
         "edit_video": (
             "Edit a video with an instruction (restyle, replace, add or remove things); the output has the input's "
-            "length. reference_images guide the new look. Inputs, waiting, checks, 'auto' and idempotency_key "
-            "work as in generate_video.\n"
+            "length. reference_images guide the new look. Inputs, waiting, checks, 'auto', idempotency_key and "
+            "confirm_cost_usd work as in generate_video.\n"
             f"{legend}\n{_providers_text(settings, EDIT_OPS)}"
         ),
         "check_job": (

@@ -245,13 +245,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         ),
     ]
     ConfirmCost = Annotated[
-        float,
-        Field(
-            ge=0,
-            le=1_000_000,
-            allow_inf_nan=False,
-            description="USD the user agreed to pay, after [confirmation_required] (KLING_MCP_CONFIRM_ABOVE_USD).",
-        ),
+        float, Field(ge=0, allow_inf_nan=False, description="USD the user agreed to pay (see confirmation_required).")
     ]
     docs = tool_descriptions(settings)
 

@@ -2,8 +2,8 @@
 
 - ``ui://kling-mcp/player.html`` (``text/html;profile=mcp-app``): one static page shipped in the package
   (``assets/player.html``), no network access needed (the spec's default CSP allows ``data:`` media);
-- ``PLAYER_META``: the ``_meta`` that binds a tool to it (``ui.resourceUri``, plus the deprecated flat key
-  older hosts read);
+- ``PLAYER_META``: the ``_meta`` that binds a tool to it (``ui.resourceUri``; the flat ``ui/resourceUri`` key
+  of pre-GA hosts is left out: tools/list is read in every prompt);
 - ``kling://jobs/{job_id}/videos/{index}/preview``: a small rendition (<= 480p, a few MB, made once and
   cached beside the video) that the page plays as a ``data:`` URI, so a 100 MB original never goes
   through the conversation;
@@ -28,7 +28,7 @@ from mcp.types import CallToolRequestParams, CallToolResult, ResourceLink
 from . import errors
 
 PLAYER_URI = "ui://kling-mcp/player.html"
-PLAYER_META: dict[str, Any] = {"ui": {"resourceUri": PLAYER_URI}, "ui/resourceUri": PLAYER_URI}
+PLAYER_META: dict[str, Any] = {"ui": {"resourceUri": PLAYER_URI}}
 PREVIEW_TEMPLATE = "kling://jobs/{job_id}/videos/{index}/preview"
 
 

@@ -48,7 +48,6 @@ async def test_the_player_page_is_a_ui_resource_bound_to_the_job_tools(tmp_path,
     bound = {name for name, tool in tools.items() if (tool.meta or {}).get("ui", {}).get("resourceUri") == PLAYER_URI}
     assert {"generate_video", "edit_video", "check_job"} <= bound
     assert bound == BOUND & set(tools)  # every job tool that exists, and nothing else
-    assert all((tools[name].meta or {}).get("ui/resourceUri") == PLAYER_URI for name in bound)  # pre-GA hosts
     (page,) = read.contents
     assert page.mime_type == APP_MIME
     html = page.text
