@@ -47,6 +47,12 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
         "accepts it; the same idempotency_key, or an identical request still running, returns that job instead of "
         "billing twice. A finished job gives the file path, a kling:// link and a poster frame."
     )
+    if settings.confirm_above_usd is not None:
+        money += (
+            f" Above ${settings.confirm_above_usd:g} (KLING_MCP_CONFIRM_ABOVE_USD) the user is asked first, or the "
+            "call fails with [confirmation_required] and the quote: repeat it with confirm_cost_usd=<the quote> only "
+            "once the user agreed."
+        )
     legend = "Per provider (tiers; options, others unsupported): operation, seconds, images, USD/s by tier:"
     return {
         "generate_video": (
@@ -58,8 +64,8 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
         ),
         "edit_video": (
             "Edit a video with an instruction (restyle, replace, add or remove things); the output has the input's "
-            "length. reference_images guide the new look. Inputs, waiting, checks, 'auto' and idempotency_key "
-            "work as in generate_video.\n"
+            "length. reference_images guide the new look. Inputs, waiting, checks, 'auto', idempotency_key and "
+            "confirm_cost_usd work as in generate_video.\n"
             f"{legend}\n{_providers_text(settings, EDIT_OPS)}"
         ),
         "check_job": (

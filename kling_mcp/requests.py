@@ -36,6 +36,7 @@ class GenerateRequest(_Strict):
     keep_original_sound: bool | None = None
     wait_seconds: float | None = None
     idempotency_key: str | None = None
+    confirm_cost_usd: float | None = None
 
 
 class EditRequest(_Strict):
@@ -48,6 +49,7 @@ class EditRequest(_Strict):
     provider: str | None = None
     wait_seconds: float | None = None
     idempotency_key: str | None = None
+    confirm_cost_usd: float | None = None
 
 
 class EstimateRequest(_Strict):

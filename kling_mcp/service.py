@@ -284,6 +284,21 @@ class VideoService:
                     f"{quote}; ${spent:.2f} of the ${daily:.2f} KLING_MCP_DAILY_BUDGET_USD is already spent today."
                 )
 
+    def _confirm(self, match: Match, confirmed_usd: float | None) -> None:
+        if match.provider == "local":
+            return
+        label = OPERATION_LABELS[match.op.operation] if match.op else "request"
+        seconds = f"{match.billed_seconds:g} s " if match.billed_seconds else ""
+        tier = f", {match.variant.tier}" if match.variant else ""
+        require_confirmation(
+            self.settings.confirm_above_usd,
+            match.cost_usd,
+            confirmed_usd,
+            provider=match.provider,
+            basis=f"{match.price.basis}, {match.price.source}" if match.price else "unknown",
+            what=f"This {seconds}{label} on {match.provider} ({match.model}{tier})",
+        )
+
     # --- the tools -------------------------------------------------------------------------
 
     async def estimate(self, req: EstimateRequest) -> Estimate:
@@ -320,6 +335,14 @@ class VideoService:
             if recommended
             else "No configured provider accepts this request; see each quote's problems."
         )
+        threshold = self.settings.confirm_above_usd
+        chosen = next((q for q in quotes if q.provider == recommended), None)
+        if threshold is not None and chosen is not None and chosen.provider != "local":
+            if chosen.cost_usd is None or chosen.cost_usd > threshold:
+                next_action += (
+                    f" It is above KLING_MCP_CONFIRM_ABOVE_USD ({usd(threshold)}): the user is asked to confirm, or "
+                    "the call fails with [confirmation_required] until it is repeated with confirm_cost_usd."
+                )
         return Estimate(
             operation=spec.operation,
             duration_s=dur,
@@ -363,6 +386,7 @@ class VideoService:
                     "twice. Pass a new idempotency_key to start another one."
                 )
         await self._guard(match)
+        self._confirm(match, req.confirm_cost_usd)
         job = Job(
             provider=match.provider,
             model=match.model or "",
@@ -372,8 +396,18 @@ class VideoService:
             idempotency_key=req.idempotency_key,
             estimated_cost_usd=match.cost_usd,
         )
+
+        async def failover_guard(target: Match) -> None:  # never past a limit, nor above what the user agreed
+            await self._guard(target)
+            self._confirm(target, req.confirm_cost_usd)
+
         job, note = await self.submitter.submit(
-            job, matches, requested_auto=(req.provider or "auto") == "auto", claim=claim, started=started
+            job,
+            matches,
+            requested_auto=(req.provider or "auto") == "auto",
+            claim=claim,
+            started=started,
+            guard=failover_guard,
         )
         return await self._wait(job, req.wait_seconds, progress, started), note
 
@@ -510,6 +544,56 @@ class VideoService:
                 if path.is_relative_to(self.settings.data_dir) and path.is_file():
                     return path
         raise errors.UnknownJob(f"job {job_id} has no video {index}.", hint="Call check_job to see its videos.")
+
+
+def usd(amount: float) -> str:
+    """``$0.56``, ``$1.1235``: every digit a quote has (at most 4 decimals), at least cents."""
+    text = f"{amount:.4f}".rstrip("0")
+    return "$" + (text + "0" * (2 - len(text.split(".")[1])))
+
+
+def require_confirmation(
+    threshold_usd: float | None,
+    cost_usd: float | None,
+    confirmed_usd: float | None,
+    *,
+    provider: str,
+    basis: str,
+    what: str,
+) -> None:
+    """The confirmation guard (``KLING_MCP_CONFIRM_ABOVE_USD``), beside the budget guard.
+
+    Raises :class:`errors.ConfirmationRequired` when ``cost_usd`` is above ``threshold_usd`` and the
+    user has not agreed to pay at least that much (``confirmed_usd``, the ``confirm_cost_usd``
+    argument). A request without a price needs a confirmation too; any ``confirmed_usd`` covers it.
+    ``what`` names the request for the user ("This 10 s text-to-video on runware (...)", "This
+    4-shot storyboard"). Nothing happens when no threshold is set.
+    """
+    if threshold_usd is None:
+        return
+    if cost_usd is not None and cost_usd <= threshold_usd:
+        return
+    if confirmed_usd is not None and (cost_usd is None or confirmed_usd + 1e-9 >= cost_usd):
+        return
+    quote = f"is quoted at {usd(cost_usd)}" if cost_usd is not None else "has no price"
+    again = (
+        f"repeat the same call with confirm_cost_usd={usd(cost_usd)[1:]}"
+        if cost_usd is not None
+        else "repeat the same call with confirm_cost_usd set to the most they agree to pay"
+    )
+    refused = f" confirm_cost_usd={usd(confirmed_usd)[1:]} is below the quote." if confirmed_usd is not None else ""
+    raise errors.ConfirmationRequired(
+        f"{what} {quote} (basis: {basis}), above KLING_MCP_CONFIRM_ABOVE_USD={usd(threshold_usd)}, so it was "
+        f"not submitted.{refused}",
+        hint=f"Ask the user whether to spend it; if they agree, {again}. Nothing was billed.",
+        details={
+            "cost_usd": cost_usd,
+            "provider": provider,
+            "basis": basis,
+            "threshold_usd": threshold_usd,
+            "what": what,
+        },
+    )
 
 
 def request_fingerprint(req: GenerateRequest | EditRequest) -> RequestFingerprint:
