@@ -33,8 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=int, default=5)
     demo.add_argument("--aspect-ratio", default="16:9", choices=["16:9", "9:16", "1:1"])
     from .cli_commands import add_commands
+    from .cli_storyboard import add_storyboard_commands
 
     add_commands(sub)
+    add_storyboard_commands(sub)
     return parser
 
 
@@ -52,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         from .cli_commands import run
 
         return run(args)
+    from .cli_storyboard import STORYBOARD_COMMANDS
+
+    if command in STORYBOARD_COMMANDS:
+        from .cli_storyboard import run as run_storyboard
+
+        return run_storyboard(args)
     if command == "demo":
         from .demo import run_demo
 

@@ -42,6 +42,7 @@ class Settings:
     poll_max_interval_s: float = 30.0
     max_job_cost_usd: float | None = None
     daily_budget_usd: float | None = None
+    confirm_above_usd: float | None = None  # quotes above it need the user's confirmation
     allowed_dirs: tuple[Path, ...] = ()
     http_token: str | None = field(default=None, repr=False)
     job_deadline_s: float = 3600.0
@@ -98,6 +99,7 @@ class Settings:
             poll_max_interval_s=_float(env, "KLING_MCP_POLL_MAX_INTERVAL_S") or 30.0,
             max_job_cost_usd=_float(env, "KLING_MCP_MAX_JOB_COST_USD"),
             daily_budget_usd=_float(env, "KLING_MCP_DAILY_BUDGET_USD"),
+            confirm_above_usd=_float(env, "KLING_MCP_CONFIRM_ABOVE_USD"),
             allowed_dirs=tuple(
                 Path(p).expanduser().resolve()
                 for p in (env.get("KLING_MCP_ALLOWED_DIRS") or "").split(os.pathsep)

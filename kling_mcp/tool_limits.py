@@ -148,6 +148,8 @@ def provider_line(name: str, ops: Sequence[str]) -> str | None:
     specs = [s for v in variants for op, s in v.operations.items() if op in ops]
     tiers = "|".join(v.tier for v in variants)
     features = _features(specs, ops)
+    if {"reference", "edit"} & set(ops) and any(v.video_input_kinds == ("url",) for v in variants):
+        features += (", " if features else "") + "videos as URLs only"
     head = (
         f"{name} ({tiers}; prompt <= {max(v.max_prompt_chars for v in variants)}{'; ' if features else ''}{features})"
     )

@@ -168,6 +168,7 @@ async def test_the_ledger_books_the_quote_settles_the_bill_and_releases_a_refusa
     billed, inferred, spent = read_store(tmp_path / "data", read)
     assert billed.basis == "billed" and billed.usd == pytest.approx(done["cost_usd"]) and billed.day == today()
     assert inferred.basis == "inferred" and inferred.usd == pytest.approx(evo["cost_usd"])
+    assert "inferred, not a bill" in evo["note"] and "inferred" not in (done["note"] or "")
     assert spent == pytest.approx(done["cost_usd"] + evo["cost_usd"])  # the refusal booked nothing
 
 

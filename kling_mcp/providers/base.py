@@ -52,6 +52,9 @@ class Accepted:
 class Running:
     progress: float | None = None  # 0-100 when the provider reports it
     queued: bool = False
+    # False: the provider does not know the job yet and may never (a lost submit, polled by our id
+    # within the time it may still take to appear); not proof that the provider took it.
+    confirmed: bool = True
 
 
 @dataclass(frozen=True)
