@@ -15,8 +15,8 @@ Selected by ``KLING_MCP_STORE_URL=postgresql://…``; psycopg 3 (async, with a p
 - **Idempotency keys** have a unique primary key, inserted in the job's transaction.
 - **The ledger**: a reservation sums the day and books under a transaction-scoped advisory lock on
   the day (``pg_advisory_xact_lock``), so concurrent replicas never book past the budget.
-- **Paths** of videos are stored relative to ``KLING_MCP_DATA_DIR``: every replica mounts the shared
-  data dir wherever it likes.
+- **Paths** of files under ``KLING_MCP_DATA_DIR`` (videos, file inputs) are stored relative to it: every
+  replica mounts the shared data dir wherever it likes.
 
 A database that cannot be reached raises :class:`~kling_mcp.errors.StoreUnavailable` (a tool error
 saying so); nothing is cached in the process, so nothing is lost when it returns. Pooled connections
