@@ -396,5 +396,5 @@ async def test_the_tool_descriptions_list_kling_and_say_videos_must_be_urls(emu,
         tools = {t.name: t for t in (await client.list_tools()).tools}
     for name in ("generate_video", "edit_video"):
         [line] = [line for line in (tools[name].description or "").splitlines() if line.startswith("kling ")]
-        assert line.startswith("kling (pro|standard; prompt <= 2500") and "videos as URLs only" in line, line
+        assert line.startswith("kling (pro|standard; prompt <= 2500") and "videos only as http(s) URLs" in line, line
         assert "kling" in tools[name].input_schema["properties"]["provider"]["enum"]
