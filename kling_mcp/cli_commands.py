@@ -80,6 +80,12 @@ def _output(p: argparse.ArgumentParser) -> None:
 def _waiting(p: argparse.ArgumentParser) -> None:
     _output(p)
     p.add_argument("--idempotency-key", help="repeating a command with the same key returns the same job")
+    p.add_argument(
+        "--confirm-cost-usd",
+        type=float,
+        metavar="USD",
+        help="agree to pay up to USD (needed for quotes above KLING_MCP_CONFIRM_ABOVE_USD)",
+    )
     p.add_argument("--no-wait", action="store_true", help="print the job id and exit once it is submitted")
     p.add_argument("--timeout", type=float, metavar="S", help="stop waiting after S seconds (exit 3)")
     p.add_argument("--json", action="store_true", help="print the job as JSON instead of the video paths")
@@ -263,6 +269,7 @@ _CLI_WORDS = {
     "num_videos": "--num-videos",
     "video_duration_s": "--video-duration",
     "idempotency_key": "--idempotency-key",
+    "confirm_cost_usd": "--confirm-cost-usd",
     "negative_prompt": "--negative-prompt",
     "keep_original_sound": "--keep-original-sound",
     "wait_seconds": "--wait",
@@ -290,7 +297,7 @@ async def _with_service(settings: Settings, body: Callable[[Any], Awaitable[int]
                 return await body(service)
             failure: errors.KlingError | None = None
             async with anyio.create_task_group() as tg:
-                await service.runner.start(tg)
+                await service.runner.start(tg, adopt=False)  # drive only the jobs this command asks about
                 try:
                     code = await body(service)
                 except errors.KlingError as exc:  # raised outside the group, not as an ExceptionGroup
@@ -301,7 +308,7 @@ async def _with_service(settings: Settings, body: Callable[[Any], Awaitable[int]
                 raise failure
             return code
         finally:
-            service.store.close()
+            await service.aclose()
 
 
 async def _wait(service: Any, job: Any, timeout: float | None, bar: ProgressBar) -> Any:
@@ -390,7 +397,7 @@ def _request(args: argparse.Namespace, kind: str) -> Any:
         fields.update(video=args.video, fast=args.fast)
     if kind == "estimate":
         return EstimateRequest(**fields, video_duration_s=args.video_duration)
-    fields.update(wait_seconds=0.0, idempotency_key=args.idempotency_key)
+    fields.update(wait_seconds=0.0, idempotency_key=args.idempotency_key, confirm_cost_usd=args.confirm_cost_usd)
     return (EditRequest if kind == "edit" else GenerateRequest)(**fields)
 
 
@@ -447,11 +454,11 @@ async def _generate(service: Any, args: argparse.Namespace, kind: str) -> int:
     return _report(job, note, args.json, args.output)
 
 
-def resolve_job_id(service: Any, given: str) -> str:
+async def resolve_job_id(service: Any, given: str) -> str:
     """``given`` itself when it is a job id, else the one job id it is a unique prefix of."""
-    if service.store.get(given) is not None or len(given) < 4:
+    if await service.store.get(given) is not None or len(given) < 4:
         return given
-    matches = [v.job_id for v in service.list_jobs(None, 500).jobs if v.job_id.startswith(given)]
+    matches = [v.job_id for v in (await service.list_jobs(None, 500)).jobs if v.job_id.startswith(given)]
     if len(matches) > 1:
         raise errors.InvalidRequest(
             f"job id prefix {given!r} matches {len(matches)} jobs: {', '.join(matches[:5])}.",
@@ -461,14 +468,14 @@ def resolve_job_id(service: Any, given: str) -> str:
 
 
 async def _check(service: Any, args: argparse.Namespace) -> int:
-    job = await service.check(resolve_job_id(service, args.job_id), 0.0)
+    job = await service.check(await resolve_job_id(service, args.job_id), 0.0)
     if args.wait > 0 and not job.terminal:
         job = await _wait(service, job, args.wait, ProgressBar(sys.stderr))
     return _report(job, None, args.json, args.output)
 
 
 async def _jobs(service: Any, args: argparse.Namespace) -> int:
-    listing = service.list_jobs(args.status, args.limit)
+    listing = await service.list_jobs(args.status, args.limit)
     if args.json:
         print(listing.model_dump_json(indent=1))
     elif listing.jobs:
@@ -483,7 +490,7 @@ async def _jobs(service: Any, args: argparse.Namespace) -> int:
 
 
 async def _cancel(service: Any, args: argparse.Namespace) -> int:
-    result = await service.cancel(resolve_job_id(service, args.job_id))
+    result = await service.cancel(await resolve_job_id(service, args.job_id))
     _say(cli_text(result.message))
     print(result.status)
     return EXIT_OK

@@ -22,12 +22,20 @@ def next_action(job: Job) -> str:
         more = f" ({n} videos)" if n > 1 else ""
         return (
             f"Done{more}: show the user the video at {where}, or read resource {video_uri(job.job_id, 0)}. "
-            "For a next shot with continuity, pass this video's last frame as first_frame."
+            f"For a next shot with continuity, pass first_frame={video_uri(job.job_id, 0)}/last-frame; to edit it, "
+            f"video={video_uri(job.job_id, 0)}."
         )
     if job.status == JobStatus.FAILED:
+        # A key always returns the job it was first used for, this failed one included.
+        again = (
+            f" To try again, call with a new idempotency_key (idempotency_key={job.idempotency_key!r} returns this "
+            "failed job)."
+            if job.idempotency_key
+            else ""
+        )
         if job.error is not None and job.error.retryable:
-            return f"The job failed but may succeed if generated again: {job.error.hint or job.error.message}"
-        return f"The job failed: {job.error.hint if job.error else 'see error'}"
+            return f"The job failed but may succeed if generated again: {job.error.hint or job.error.message}{again}"
+        return f"The job failed: {job.error.hint if job.error else 'see error'}{again}"
     if job.status == JobStatus.CANCELLED:
         return "Nothing more will happen for this job."
     typical = _typical(job)
@@ -40,6 +48,12 @@ def next_action(job: Job) -> str:
     )
 
 
+def _cost_note(job: Job) -> str | None:
+    if job.cost_usd is not None and job.cost_basis == "inferred":
+        return f"cost_usd is converted from {job.provider}'s credits at its published rate (inferred, not a bill)."
+    return None
+
+
 def job_view(job: Job, note: str | None = None) -> JobView:
     return JobView(
         job_id=job.job_id,
@@ -47,7 +61,7 @@ def job_view(job: Job, note: str | None = None) -> JobView:
         provider=job.provider,
         model=job.model,
         tier=job.tier,
-        operation=job.spec.operation,
+        operation=job.operation,  # type: ignore[arg-type]
         prompt=short(job.spec.prompt),
         progress=round(job.progress, 1),
         estimated_cost_usd=job.estimated_cost_usd,
@@ -66,7 +80,9 @@ def job_view(job: Job, note: str | None = None) -> JobView:
         ],
         error=job.error,
         next_action=next_action(job),
-        note=" ".join(n for n in (note, job.note) if n) or None,
+        note=" ".join(n for n in (note, job.note, _cost_note(job)) if n) or None,
+        storyboard_id=job.parent_id,
+        shot=job.shot,
         created_at=job.created_at,
         updated_at=job.updated_at,
     )

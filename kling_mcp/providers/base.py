@@ -23,8 +23,8 @@ from ..jobs.model import Job, RemoteVideo
 class KeyValue(Protocol):
     """Small persistent key/value storage for adapters (e.g. upload caches)."""
 
-    def kv_get(self, key: str) -> Any | None: ...
-    def kv_set(self, key: str, value: Any, expire_s: float | None = None) -> None: ...
+    async def kv_get(self, key: str) -> Any | None: ...
+    async def kv_set(self, key: str, value: Any, expire_s: float | None = None) -> None: ...
 
 
 @dataclass
@@ -61,6 +61,7 @@ class Running:
 class Done:
     videos: list[RemoteVideo]
     cost_usd: float | None = None  # billed cost when the provider reports it
+    cost_basis: str = "billed"  # "inferred" when converted from the provider's own units at a published rate
 
 
 @dataclass(frozen=True)
