@@ -236,6 +236,23 @@ async def test_a_submit_answer_that_is_lost_is_settled_by_the_external_id(emu, t
     assert state.of("poll")[0].path.endswith("/" + view["job_id"])
 
 
+async def test_a_lost_submit_kling_never_got_is_tracked_not_claimed_then_refused_once_known(emu, tmp_path,
+                                                                                            monkeypatch):
+    """A 504 with no task behind it: right after it, Kling not knowing the external id proves nothing
+    (the task may still appear), so the job is tracked by its id, not said to be at Kling; once the
+    grace is over, the same answer means the submit never arrived: a tool error, nothing billed."""
+    base, state = emu
+    state.fail("submit", 5002)
+    view = (await call(base, tmp_path, "generate_video", {"prompt": PROMPT, "wait_seconds": 1})).structured_content
+    assert view["status"] in ("pending", "submitted") and "tracking it by its id" in view["note"], view
+    assert "has the job" not in view["note"] and state.tasks == {}
+    monkeypatch.setattr(adapter_module, "NOT_FOUND_GRACE_S", 0.0)
+    state.fail("submit", 5002)
+    result = await call(base, tmp_path, "generate_video", {"prompt": "another " + PROMPT})
+    assert result.is_error and "did not take the job" in text_of(result) and "Nothing was billed" in text_of(result)
+    assert state.count("submit") == 2 and state.tasks == {}
+
+
 async def test_429_with_retry_after_while_polling_is_waited_out(emu, tmp_path):
     base, state = emu
     state.fail("poll", 1302, retry_after="1")
