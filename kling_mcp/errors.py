@@ -214,8 +214,28 @@ class JobDeadline(KlingError):
     default_hint = "The job took longer than the server waits for; generate again or try another provider."
 
 
+class AssemblyFailed(KlingError):
+    code = "assembly_failed"
+    retryable = True
+    default_hint = "Check that every input is a playable video, then call assemble_video (or retake_shot) again."
+
+
 class JobFailed(KlingError):
     """A job failure reported by the provider (a fact about the job, not the request)."""
 
     code = "job_failed"
     default_hint = "Change the prompt or inputs and generate again."
+
+
+# --- the shared store --------------------------------------------------------------------------
+
+
+class StoreUnavailable(KlingError):
+    """The job database (``KLING_MCP_STORE_URL``) cannot be reached or refused the operation."""
+
+    code = "store_unavailable"
+    retryable = True
+    default_hint = (
+        "The job database is down or unreachable; nothing stored is lost. Call again in a few seconds, "
+        "and if it persists check the database behind KLING_MCP_STORE_URL."
+    )

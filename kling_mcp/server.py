@@ -13,6 +13,7 @@ import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.request_state import RequestStateSecurity
 from mcp.types import (
     CallToolResult,
     ImageContent,
@@ -44,7 +45,6 @@ from .server_confirm import with_confirmation
 from .service import VideoService
 from .tool_limits import EDIT_OPS, GENERATE_OPS, Bounds, bounds, limit_providers, offering
 from .tool_schemas import compact_tool_schemas, share_output_schema
-from .views import job_view
 
 log = logging.getLogger("kling_mcp.server")
 
@@ -108,6 +108,9 @@ def _summary(view: JobView) -> str:
         lines.append(view.note)
     for v in view.videos:
         lines.append(f"Video: {v.path} ({v.width}x{v.height}, {v.duration_s} s) resource {v.uri}")
+    for shot in getattr(view, "shots", []):  # a storyboard
+        made = f" {shot.videos[0].uri}" if shot.videos else ""
+        lines.append(f"Shot {shot.shot}: {shot.status} ({shot.operation}, job {shot.job_id}){made}")
     if view.error:
         lines.append(f"Error [{view.error.code}]: {view.error.message}")
     lines.append(f"Next: {view.next_action}")
@@ -115,9 +118,10 @@ def _summary(view: JobView) -> str:
 
 
 async def _job_result(service: VideoService, job: Job, note: str | None = None) -> CallToolResult:
-    view = job_view(job, note)
+    view = await service.view(job, note)
     content: list[Any] = [TextContent(type="text", text=_summary(view))]
-    for v in view.videos:
+    # A storyboard without an assembled video links its shots' videos instead.
+    for v in view.videos or [v for shot in getattr(view, "shots", []) for v in shot.videos]:
         content.append(
             ResourceLink(
                 type="resource_link",
@@ -254,6 +258,10 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         version=__version__,
         instructions=INSTRUCTIONS,
         lifespan=_lifespan(settings),
+        # Replicas must share the keys that seal request state (a retry may land on another replica).
+        request_state_security=RequestStateSecurity(keys=list(settings.request_state_keys))
+        if settings.request_state_keys
+        else None,
         extensions=[PlayerApps()],
     )
     # Only the hints that differ from the spec's defaults (read_only false, destructive true,
@@ -461,6 +469,19 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     def storyboard(topic: str, shots: str = "3", aspect_ratio: str = "16:9") -> str:
         return STORYBOARD.format(topic=topic, shots=shots, aspect_ratio=aspect_ratio)
 
+    from .server_storyboard import install_storyboard
+
+    install_storyboard(
+        mcp,
+        docs,
+        Wait=Wait,
+        Key=Key,
+        Tier=Tier,
+        Provider=provider_arg(GENERATE_OPS),
+        Aspect=aspect(gen),
+        Media=media(""),
+        Duration=duration(gen),
+    )
     _forbid_unknown_arguments(mcp)
     from .server_extras import install_extras
 

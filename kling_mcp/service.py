@@ -32,6 +32,7 @@ from .requests import (
     EstimateRequest,
     GenerateRequest,
     JobList,
+    JobView,
     MediaRef,
     VideoSpec,
 )
@@ -76,6 +77,12 @@ class VideoService:
         self._providers: dict[str, VideoProvider] = {}
         self.runner = JobRunner(self.store, self.provider, lambda: self.client, settings)
         self.submitter = Submitter(self.store, self.runner, self.provider, settings, self._guard)
+        from .assembly_jobs import Assemblies
+        from .storyboards import Storyboards
+
+        self.boards = Storyboards(self)
+        self.assemblies = Assemblies(self)
+        self.runner.drivers.update(storyboard=self.boards.drive, assemble=self.assemblies.drive)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -118,7 +125,18 @@ class VideoService:
             data_dir=self.settings.data_dir,
             allowed_dirs=self.settings.allowed_dirs,
             probe_urls=probe,
+            lookup=self.lookup,
         )
+
+    async def resolve_input(self, value: str, arg: str, kind: str) -> MediaRef:
+        """One image/video argument as the tools take it (URL, data URI, path or ``kling://`` result)."""
+        ref = await self._ref(value, arg, kind)
+        assert ref is not None
+        return ref
+
+    async def lookup(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
+        return await self.store.get(job_id)
 
     async def build_spec(
         self, req: GenerateRequest | EditRequest | EstimateRequest, video_duration_s: float | None = None
@@ -181,6 +199,10 @@ class VideoService:
 
     # --- choosing a provider ---------------------------------------------------------------
 
+    def candidates(self, requested: str | None) -> tuple[str, list[str]]:
+        """(the choice, the provider names it allows); a tool error for an unknown or unconfigured one."""
+        return self._candidates(requested)
+
     def _candidates(self, requested: str | None) -> tuple[str, list[str]]:
         choice = (requested or self.settings.default_provider or "auto").strip().lower()
         if choice == "auto":
@@ -236,14 +258,17 @@ class VideoService:
 
     async def _guard(self, match: Match) -> None:
         """A quick refusal with a clear message; the atomic check is the ledger's reservation at submit."""
+        await self.guard_cost(match.provider, match.cost_usd, match.price.basis if match.price else "unknown")
+
+    async def guard_cost(self, provider: str, cost: float | None, basis: str, what: str = "") -> None:
+        """The spending guards for one request quoted at ``cost`` (a storyboard passes its total)."""
         limit, daily = self.settings.max_job_cost_usd, self.settings.daily_budget_usd
-        if match.provider == "local" or (limit is None and daily is None):
+        if provider == "local" or (limit is None and daily is None):
             return
-        cost = match.cost_usd
         quote = (
-            f"{match.provider} quotes ${cost:.3f} ({match.price.basis if match.price else 'unknown'})"
+            f"{provider} quotes ${cost:.3f}{what} ({basis})"
             if cost is not None
-            else f"{match.provider} gives no price for this request"
+            else f"{provider} gives no price for this request{what}"
         )
         if cost is None:
             raise errors.BudgetExceeded(
@@ -386,6 +411,16 @@ class VideoService:
         )
         return await self._wait(job, req.wait_seconds, progress, started), note
 
+    async def submit_job(self, job: Job, matches: list[Match]) -> Job:
+        """Create ``job`` and submit it to ``matches[0]`` (no failover) through the submit path generate uses;
+        the job as submitted. A refusal is recorded on the job and raised."""
+        started = time.monotonic()
+        return (await self.submitter.submit(job, matches, requested_auto=False, claim=None, started=started))[0]
+
+    async def wait_for(self, job: Job, wait_seconds: float | None, progress: Progress | None) -> Job:
+        """Wait up to ``wait_seconds`` (default and cap as for the tools) for ``job`` to finish."""
+        return await self._wait(job, wait_seconds, progress)
+
     async def _wait(
         self, job: Job, wait_seconds: float | None, progress: Progress | None, started: float | None = None
     ) -> Job:
@@ -409,6 +444,12 @@ class VideoService:
         self.runner.ensure_tracked(job)  # drives it here only if no live process holds its lease
         return await self._wait(job, 0.0 if wait_seconds is None else wait_seconds, progress, started)
 
+    async def view(self, job: Job, note: str | None = None) -> JobView:
+        """What a caller sees of ``job`` (a storyboard's view lists its shots)."""
+        if job.kind == "storyboard":
+            return await self.boards.view(job, note)
+        return job_view(job, note)
+
     async def get(self, job_id: str) -> Job:
         job = await self.store.get(job_id) if isinstance(job_id, str) and job_id else None
         if job is None:
@@ -427,8 +468,13 @@ class VideoService:
 
     async def cancel(self, job_id: str) -> CancelResult:
         """Cancel in the store first, so the cancel wins over any concurrent poll in any process; then at the
-        provider. A job already downloading has finished at the provider (and is paid for): it is kept."""
-        await self.get(job_id)
+        provider. A job already downloading has finished at the provider (and is paid for): it is kept.
+        A storyboard cancels its unfinished shots; an assembly stops its join."""
+        current = await self.get(job_id)
+        if current.kind != "video" and not current.terminal:
+            return await (
+                self.boards.cancel(current) if current.kind == "storyboard" else self.assemblies.cancel(current)
+            )
         won = False
 
         def cancelled(cur: Job) -> Job | None:
