@@ -11,12 +11,14 @@ import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.types import CallToolResult, ToolAnnotations
+from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import Field
 
 from . import errors, results
 from .requests import JobView
+from .server_apps import PLAYER_META
 from .server_checks import reporting
+from .server_confirm import with_confirmation
 from .storyboard_models import (
     MAX_ASSEMBLY_INPUTS,
     MAX_SHOTS,
@@ -65,7 +67,9 @@ def install_storyboard(
     ]
     Cascade = Annotated[bool, said("Also remake the later chained shots.")]
 
-    @mcp.tool(title="Generate a storyboard", description=docs["generate_storyboard"], annotations=spending)
+    @mcp.tool(
+        title="Generate a storyboard", description=docs["generate_storyboard"], annotations=spending, meta=PLAYER_META
+    )
     async def generate_storyboard(
         shots: Annotated[
             list[ShotInput],
@@ -88,7 +92,7 @@ def install_storyboard(
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
         confirm_cost_usd: Confirm | None = None,
-    ) -> Annotated[CallToolResult, JobView]:  # plus shots: see the description
+    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:  # plus shots: see the description
         service = _service(ctx)
         try:
             req = StoryboardRequest(
@@ -106,12 +110,22 @@ def install_storyboard(
                 idempotency_key=idempotency_key,
                 confirm_cost_usd=confirm_cost_usd,
             )
-            job, note = await reporting(ctx, lambda report: service.boards.create(req, report), waits=wait_seconds != 0)
+            outcome = await with_confirmation(
+                ctx,
+                lambda agreed: reporting(
+                    ctx,
+                    lambda report: service.boards.create(req.model_copy(update={"confirm_cost_usd": agreed}), report),
+                    waits=wait_seconds != 0,
+                ),
+                confirm_cost_usd,
+            )
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
-        return await _job_result(service, job, note)
+        if isinstance(outcome, InputRequiredResult):
+            return outcome
+        return await _job_result(service, *outcome)
 
-    @mcp.tool(title="Retake a shot", description=docs["retake_shot"], annotations=spending)
+    @mcp.tool(title="Retake a shot", description=docs["retake_shot"], annotations=spending, meta=PLAYER_META)
     async def retake_shot(
         job_id: BoardId,
         shot: ShotNumber,
@@ -122,7 +136,7 @@ def install_storyboard(
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
         confirm_cost_usd: Confirm | None = None,
-    ) -> Annotated[CallToolResult, JobView]:  # plus shots: see the description
+    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:  # plus shots: see the description
         service = _service(ctx)
         try:
             req = RetakeRequest(
@@ -135,15 +149,26 @@ def install_storyboard(
                 idempotency_key=idempotency_key,
                 confirm_cost_usd=confirm_cost_usd,
             )
-            job, note = await reporting(ctx, lambda report: service.boards.retake(req, report), waits=wait_seconds != 0)
+            outcome = await with_confirmation(
+                ctx,
+                lambda agreed: reporting(
+                    ctx,
+                    lambda report: service.boards.retake(req.model_copy(update={"confirm_cost_usd": agreed}), report),
+                    waits=wait_seconds != 0,
+                ),
+                confirm_cost_usd,
+            )
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
-        return await _job_result(service, job, note)
+        if isinstance(outcome, InputRequiredResult):
+            return outcome
+        return await _job_result(service, *outcome)
 
     @mcp.tool(
         title="Join videos",
         description=docs["assemble_video"],
         annotations=ToolAnnotations(destructive_hint=False, open_world_hint=False),
+        meta=PLAYER_META,
     )
     async def assemble_video(
         videos: Annotated[
