@@ -5,6 +5,7 @@ from __future__ import annotations
 from .jobs.model import Job, JobStatus
 from .storyboard_models import BoardView, ShotView
 from .views import job_view
+from .vocabulary import TERMINAL_NAMES
 
 
 def board_view(board: Job, takes: list[Job | None], note: str | None = None) -> BoardView:
@@ -56,7 +57,7 @@ def _next_action(board: Job, shots: list[ShotView]) -> str:
             f"{retake} and shot=N."
         )
     if board.status == JobStatus.FAILED:
-        failed = next((s.shot for s in shots if s.status in ("failed", "cancelled")), None)
+        failed = next((s.shot for s in shots if s.status in (JobStatus.FAILED, JobStatus.CANCELLED)), None)
         if failed is not None:
             return (
                 f"Shot {failed} failed ({board.error.message if board.error else 'see error'}): call {retake} and "
@@ -65,7 +66,7 @@ def _next_action(board: Job, shots: list[ShotView]) -> str:
         return f"The storyboard failed: {board.error.hint if board.error else 'see error'}"
     if board.status == JobStatus.CANCELLED:
         return f"Nothing more will happen; finished shots are kept (call {retake} to continue it)."
-    active = [s.shot for s in shots if s.status not in ("pending", "succeeded", "failed", "cancelled")]
+    active = [s.shot for s in shots if s.status != JobStatus.PENDING and s.status not in TERMINAL_NAMES]
     where = f"shot {', '.join(map(str, active))} of {len(shots)} running" if active else "working"
     return (
         f"The storyboard runs in the background ({where}); call check_job with job_id={job_id!r} and "

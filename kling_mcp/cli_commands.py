@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from . import catalog, errors
 from .config import Settings
+from .vocabulary import STATUS_NAMES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNNING = 0, 1, 2, 3
 COMMANDS = ("estimate", "generate", "edit", "jobs", "check", "cancel", "last-frame")
@@ -32,7 +33,7 @@ EPILOG = (
     "KLING_MCP_DATA_DIR; provider keys: AIML_API_KEY, RUNWARE_API_KEY, RUNPOD_API_KEY, EVOLINK_API_KEY, "
     "FAL_KEY, REPLICATE_API_TOKEN."
 )
-STATUSES = ("pending", "submitted", "running", "downloading", "succeeded", "failed", "cancelled")
+STATUSES = STATUS_NAMES  # the job statuses, declared in vocabulary.py
 
 
 # --- argument parsing --------------------------------------------------------------------------------

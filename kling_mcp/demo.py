@@ -9,6 +9,8 @@ import time
 
 import anyio
 
+from .vocabulary import TERMINAL_NAMES
+
 
 async def _demo(prompt: str, duration: int, aspect_ratio: str) -> int:
     from mcp import Client, StdioServerParameters
@@ -33,7 +35,7 @@ async def _demo(prompt: str, duration: int, aspect_ratio: str) -> int:
         for q in quote.structured_content["quotes"]:
             say(f"  quote {q['provider']}: ${q['cost_usd']} ({q['basis']})")
         result = await client.call_tool("generate_video", {**args, "wait_seconds": 30}, progress_callback=on_progress)
-        while not result.is_error and result.structured_content["status"] not in ("succeeded", "failed", "cancelled"):
+        while not result.is_error and result.structured_content["status"] not in TERMINAL_NAMES:
             job_id = result.structured_content["job_id"]
             result = await client.call_tool(
                 "check_job", {"job_id": job_id, "wait_seconds": 30}, progress_callback=on_progress

@@ -6,11 +6,12 @@ from __future__ import annotations
 from . import catalog
 from .config import WAIT_DEFAULT_S, Settings
 from .tool_limits import EDIT_OPS, GENERATE_OPS, provider_lines
+from .vocabulary import ACTIVE_NAMES, TERMINAL_NAMES, spoken
 
 INSTRUCTIONS = (
     "Generate and edit videos with Kling Video O1. Videos take 1-5 minutes: generate_video/edit_video wait up "
     f"to wait_seconds (default {WAIT_DEFAULT_S:g}) and then return a job that keeps running in the background; "
-    "call check_job with its job_id (wait_seconds up to 50) until status is succeeded, failed or cancelled. "
+    f"call check_job with its job_id (wait_seconds up to 50) until status is {spoken(TERMINAL_NAMES)}. "
     "Never call generate_video again to 'retry' a running job: that bills twice. Use estimate_cost before "
     "expensive requests. Finished videos are saved locally and returned as kling:// resource links."
 )
@@ -70,7 +71,7 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
         ),
         "check_job": (
             "Get a job's status, progress, cost and videos; wait_seconds waits for it to finish, with progress "
-            "notifications. Call again while it is pending, submitted, running or downloading; next_action says "
+            f"notifications. Call again while it is {spoken(ACTIVE_NAMES)}; next_action says "
             "what to do. Jobs survive restarts."
         ),
         "estimate_cost": (

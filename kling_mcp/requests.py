@@ -11,9 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Operation = Literal["text", "image", "reference", "edit"]
-JobOperation = Literal["text", "image", "reference", "edit", "storyboard", "assemble"]
-JobStatusName = Literal["pending", "submitted", "running", "downloading", "succeeded", "failed", "cancelled"]
+from .vocabulary import JobOperation, JobStatusName, Operation
 
 
 class _Strict(BaseModel):

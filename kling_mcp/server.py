@@ -36,6 +36,7 @@ from .requests import (
     EstimateRequest,
     GenerateRequest,
     JobList,
+    JobStatusName,
     JobView,
     dump,
 )
@@ -419,7 +420,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     async def list_jobs(
         ctx: Context,
         status: Annotated[
-            Literal["pending", "submitted", "running", "downloading", "succeeded", "failed", "cancelled"],
+            JobStatusName,
             Field(description="Only jobs in this status."),
         ]
         | None = None,

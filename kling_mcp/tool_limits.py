@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from . import catalog
 from .catalog import ModelVariant, OperationSpec, Price
+from .vocabulary import EDIT_OPS as EDIT_OPS  # re-exported: declared in vocabulary.py
+from .vocabulary import GENERATE_OPS as GENERATE_OPS
 
-GENERATE_OPS: tuple[str, ...] = ("text", "image", "reference")
-EDIT_OPS: tuple[str, ...] = ("edit",)
 _SHORT = {"text": "text", "image": "image", "reference": "reference"}
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Operation = Literal["text", "image", "reference", "edit"]
-OPERATIONS: tuple[Operation, ...] = ("text", "image", "reference", "edit")
+from ..vocabulary import OPERATIONS as OPERATIONS  # declared once, in vocabulary.py
+from ..vocabulary import Operation
+
 OPERATION_LABELS: dict[str, str] = {
     "text": "text-to-video",
     "image": "image-to-video (first/last frame)",

@@ -13,7 +13,6 @@ from pydantic import BaseModel, Field
 
 from ..requests import MediaRef, VideoSpec
 
-Kind = Literal["video", "storyboard", "assemble"]
 Transition = Literal["cut", "crossfade"]
 
 

@@ -9,30 +9,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from ..requests import ErrorView, VideoSpec
-from .composite import AssemblyRecord, BoardRecord, Kind
-
-
-class JobStatus(str, Enum):
-    PENDING = "pending"
-    SUBMITTED = "submitted"
-    RUNNING = "running"
-    DOWNLOADING = "downloading"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
-
-TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+from ..vocabulary import TERMINAL, JobStatus, Kind
+from .composite import AssemblyRecord, BoardRecord
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.PENDING: frozenset(
