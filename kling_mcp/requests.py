@@ -148,14 +148,27 @@ class Estimate(BaseModel):
     next_action: str
 
 
-class VideoView(BaseModel):
-    uri: str
+class VideoFile(BaseModel):
+    # A finished video file, as the job stores it (jobs.model.StoredVideo) and as a view shows it
+    # (VideoView): its fields are declared here once. No docstring: it would be published in the schemas.
+
     path: str
     mime_type: str = "video/mp4"
     width: int | None = None
     height: int | None = None
     duration_s: float | None = None
     size_bytes: int | None = None
+
+
+class VideoView(VideoFile):
+    # A stored video as a result shows it: the file plus the resource URI that reads it.
+
+    uri: str
+
+    @classmethod
+    def of(cls, video: VideoFile, uri: str) -> VideoView:
+        """The view of a stored video (every :class:`VideoFile` field, nothing it keeps to itself)."""
+        return cls(uri=uri, **video.model_dump(include=set(VideoFile.model_fields)))
 
 
 class ErrorView(BaseModel):

@@ -66,18 +66,7 @@ def job_view(job: Job, note: str | None = None) -> JobView:
         progress=round(job.progress, 1),
         estimated_cost_usd=job.estimated_cost_usd,
         cost_usd=job.cost_usd,
-        videos=[
-            VideoView(
-                uri=video_uri(job.job_id, v.index),
-                path=v.path,
-                mime_type=v.mime_type,
-                width=v.width,
-                height=v.height,
-                duration_s=v.duration_s,
-                size_bytes=v.size_bytes,
-            )
-            for v in job.videos
-        ],
+        videos=[VideoView.of(v, video_uri(job.job_id, v.index)) for v in job.videos],
         error=job.error,
         next_action=next_action(job),
         note=" ".join(n for n in (note, job.note, _cost_note(job)) if n) or None,

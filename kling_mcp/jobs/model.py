@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..requests import ErrorView, VideoSpec
+from ..requests import ErrorView, VideoFile, VideoSpec
 from ..vocabulary import TERMINAL, JobStatus, Kind
 from .composite import AssemblyRecord, BoardRecord
 
@@ -38,16 +38,11 @@ def can_transition(src: JobStatus, dst: JobStatus) -> bool:
     return src == dst or dst in _ALLOWED[src]
 
 
-class StoredVideo(BaseModel):
-    """A downloaded (or locally rendered) result video."""
+class StoredVideo(VideoFile):
+    """A downloaded (or locally rendered) result video: the file (see :class:`VideoFile`), its place in
+    the job's results and its checksum."""
 
     index: int
-    path: str
-    mime_type: str = "video/mp4"
-    width: int | None = None
-    height: int | None = None
-    duration_s: float | None = None
-    size_bytes: int | None = None
     sha256: str | None = None
 
 
