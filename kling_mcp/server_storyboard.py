@@ -5,7 +5,8 @@ Part of the server layer (it knows MCP); :func:`install_storyboard` is called by
 the argument types it derives from the catalog, so these tools take the same values as the others.
 """
 
-from typing import Annotated, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 from mcp.server import MCPServer
@@ -15,6 +16,7 @@ from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import Field
 
 from . import errors, results
+from .jobs.model import Job
 from .requests import JobView
 from .server_apps import PLAYER_META
 from .server_checks import reporting
@@ -30,6 +32,20 @@ from .storyboard_models import (
     StoryboardRequest,
 )
 
+R = TypeVar("R", StoryboardRequest, RetakeRequest)
+
+
+def _confirmed(
+    make: Callable[[R, Any], Awaitable[tuple[Job, str | None]]], req: R, ctx: Context
+) -> Callable[[float | None], Awaitable[tuple[Job, str | None]]]:
+    """``make(req)`` with a given ``confirm_cost_usd`` (what the user agreed to pay), with progress."""
+
+    async def attempt(confirmed_usd: float | None) -> tuple[Job, str | None]:
+        confirmed = req.model_copy(update={"confirm_cost_usd": confirmed_usd})
+        return await reporting(ctx, lambda report: make(confirmed, report), waits=req.wait_seconds != 0)
+
+    return attempt
+
 
 def install_storyboard(
     mcp: MCPServer,
@@ -42,6 +58,7 @@ def install_storyboard(
     Aspect: Any,
     Media: Any,
     Duration: Any,
+    Confirm: Any,
 ) -> None:
     """Register the storyboard tools and the frame resources on ``mcp``."""
     from .server import _job_result, _service
@@ -53,7 +70,6 @@ def install_storyboard(
 
     Transition = Annotated[Literal["cut", "crossfade"], said("How shots join.")]
     Seconds = Annotated[float, Field(gt=0, le=TRANSITION_S_MAX, allow_inf_nan=False, description="Crossfade seconds.")]
-    Confirm = Annotated[float, Field(ge=0, allow_inf_nan=False, description="The quoted total the user agreed to pay.")]
     Continuity = Annotated[
         Literal["chain", "none"], said("chain: each shot starts from the previous one's last frame.")
     ]
@@ -110,15 +126,7 @@ def install_storyboard(
                 idempotency_key=idempotency_key,
                 confirm_cost_usd=confirm_cost_usd,
             )
-            outcome = await with_confirmation(
-                ctx,
-                lambda agreed: reporting(
-                    ctx,
-                    lambda report: service.boards.create(req.model_copy(update={"confirm_cost_usd": agreed}), report),
-                    waits=wait_seconds != 0,
-                ),
-                confirm_cost_usd,
-            )
+            outcome = await with_confirmation(ctx, _confirmed(service.boards.create, req, ctx), confirm_cost_usd)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
         if isinstance(outcome, InputRequiredResult):
@@ -149,15 +157,7 @@ def install_storyboard(
                 idempotency_key=idempotency_key,
                 confirm_cost_usd=confirm_cost_usd,
             )
-            outcome = await with_confirmation(
-                ctx,
-                lambda agreed: reporting(
-                    ctx,
-                    lambda report: service.boards.retake(req.model_copy(update={"confirm_cost_usd": agreed}), report),
-                    waits=wait_seconds != 0,
-                ),
-                confirm_cost_usd,
-            )
+            outcome = await with_confirmation(ctx, _confirmed(service.boards.retake, req, ctx), confirm_cost_usd)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
         if isinstance(outcome, InputRequiredResult):

@@ -71,7 +71,7 @@ async def test_the_user_is_asked_once_for_the_boards_total_and_declining_sends_n
     assert len(state.sent("videoInference")) == 2  # one submission per shot, asked once for both
     for user in (no, yes):
         (question,) = user.questions
-        assert "2-shot storyboard" in question.message and f"${TOTAL}" in question.message
+        assert "storyboard of 2 shot(s)" in question.message and f"${TOTAL}" in question.message
         assert "runware" in question.message and "published" in question.message
 
 
@@ -93,7 +93,7 @@ async def test_without_elicitation_a_board_needs_confirm_cost_usd_for_its_total_
         assert (await finished(client, retake_done.structured_content))["status"] == "succeeded"
     assert refused.is_error and f"confirm_cost_usd={TOTAL}" in text_of(refused)
     assert too_low.is_error and "[confirmation_required]" in text_of(too_low)
-    assert retake_refused.is_error and "1-shot retake" in text_of(retake_refused) and "$0.84" in text_of(
+    assert retake_refused.is_error and "retake of 1 shot(s)" in text_of(retake_refused) and "$0.84" in text_of(
         retake_refused)
     assert len(state.sent("videoInference")) == 3  # two shots, then one retake
 
