@@ -11,9 +11,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from . import errors, inputs
 from .catalog import OPERATION_LABELS, PROVIDERS, REAL_PROVIDERS
@@ -36,6 +34,9 @@ from .requests import (
 )
 from .validation import Match, check, structural_problems
 from .views import job_view
+
+if TYPE_CHECKING:  # httpx is imported with the first provider call, not before initialize
+    import httpx
 
 log = logging.getLogger("kling_mcp.service")
 
@@ -78,6 +79,8 @@ class VideoService:
     def client(self) -> httpx.AsyncClient:
         """The shared HTTP client, built on first use (building it costs ~0.1 s of start-up)."""
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
         return self._client
 
