@@ -42,9 +42,11 @@ async def _finished_job(client: Any) -> str:
 async def _measure(kling: Any, bare: Any, transport: str, calls: int) -> list[Row]:
     section = f"tool latency ({transport})"
     job_id = await _finished_job(kling)
+    budget = {"budget": "<= 1.5x"} if transport == "stdio" else {}
     base = Row.of(section, "bare echo", await _timed(bare, "echo", {"text": "hi"}, calls))
-    est = Row.of(section, "estimate_cost", await _timed(kling, "estimate_cost", ESTIMATE, calls))
-    chk = Row.of(section, "check_job (no wait)", await _timed(kling, "check_job", {"job_id": job_id}, calls))
+    est = Row.of(section, "estimate_cost", await _timed(kling, "estimate_cost", ESTIMATE, calls), **budget)
+    chk = Row.of(section, "check_job (no wait)", await _timed(kling, "check_job", {"job_id": job_id}, calls),
+                 **budget)
     return [base, est.against(base), chk.against(base)]
 
 

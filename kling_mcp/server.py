@@ -3,6 +3,7 @@ imports mcp. Tool schemas (enums, minimum/maximum) and descriptions are derived 
 and the configured providers when the server is built.
 """
 
+import base64
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -78,16 +79,16 @@ def _service(ctx: Context) -> VideoService:
 async def _poster(service: VideoService, job: Job) -> ImageContent | None:
     if not job.videos:
         return None
-    try:
-        from . import media
+    from . import poster
 
-        png = await anyio.to_thread.run_sync(media.poster_png_cached, job.videos[0].path)
-    except Exception:
-        log.warning("no poster for job %s", job.job_id)
-        return None
-    import base64
-
-    return ImageContent(type="image", data=base64.b64encode(png).decode(), mime_type="image/png")
+    data = poster.remembered(job.videos[0].path)
+    if data is None:
+        try:
+            data = await anyio.to_thread.run_sync(poster.poster_jpeg_cached, job.videos[0].path)
+        except Exception:
+            log.warning("no poster for job %s", job.job_id)
+            return None
+    return ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=poster.MIME_TYPE)
 
 
 def _summary(view: JobView) -> str:
