@@ -25,6 +25,7 @@ from pydantic import Field, WithJsonSchema
 
 from . import __version__, catalog, errors, server_checks
 from .config import WAIT_DEFAULT_S, WAIT_MAX_S, Settings
+from .estimate_text import estimate_text
 from .inputs import MAX_ARG_CHARS
 from .jobs.model import Job
 from .prompts_text import INSTRUCTIONS, STORYBOARD, tool_descriptions
@@ -41,7 +42,7 @@ from .requests import (
 from .server_checks import install_checks, reporting
 from .service import VideoService
 from .tool_limits import EDIT_OPS, GENERATE_OPS, Bounds, bounds, limit_providers, offering
-from .tool_schemas import compact_tool_schemas, share_output_schema
+from .tool_schemas import compact_tool_schemas, share_output_schema, summarize_items
 from .views import job_view
 
 log = logging.getLogger("kling_mcp.server")
@@ -353,9 +354,9 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         num_videos: same(count(gen), "integer") = 1,  # type: ignore[valid-type]
         keep_original_sound: same(Sound, "boolean") | None = None,  # type: ignore[valid-type]
         fast: same(Fast, "boolean", "edit_video") = False,  # type: ignore[valid-type]
-    ) -> Estimate:
+    ) -> Annotated[CallToolResult, Estimate]:
         try:
-            return await _service(ctx).estimate(
+            est = await _service(ctx).estimate(
                 EstimateRequest(
                     prompt=prompt,
                     first_frame=first_frame,
@@ -377,6 +378,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             )
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
+        return CallToolResult(content=[TextContent(type="text", text=estimate_text(est))], structured_content=dump(est))
 
     @mcp.tool(title="List jobs", description=docs["list_jobs"], annotations=reading)
     async def list_jobs(
@@ -437,6 +439,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     install_checks(mcp, settings.configured)
     compact_tool_schemas(mcp)
     share_output_schema(mcp, owner="check_job")
+    summarize_items(mcp, "estimate_cost", "quotes")
     return mcp
 
 

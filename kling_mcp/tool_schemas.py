@@ -179,3 +179,19 @@ def _drop_unused_defs(schema: dict[str, Any]) -> None:
             del defs[k]
     if not defs:
         del schema["$defs"]
+
+
+def summarize_items(mcp: Any, tool: str, field: str) -> None:
+    """Describe the objects of ``tool``'s output array ``field`` in one line instead of a schema.
+
+    ``estimate_cost`` answers one quote per provider: a line naming the fields (enums in brackets)
+    reads as well as their schema, costs a fifth of it in tools/list, and a client that validates
+    ``structuredContent`` no longer walks every field of every quote.
+    """
+    schema = mcp._tool_manager._tools[tool].fn_metadata.output_schema
+    items = schema["properties"][field]["items"]
+    names = [
+        name + (f" ({'|'.join(map(str, spec['enum']))})" if isinstance(spec, dict) and "enum" in spec else "")
+        for name, spec in items.get("properties", {}).items()
+    ]
+    schema["properties"][field]["items"] = {"type": "object", "description": "Each: " + ", ".join(names) + "."}

@@ -168,3 +168,15 @@ async def test_a_finished_job_carries_a_small_jpeg_poster(tmp_path: Path) -> Non
         with Image.open(io.BytesIO(data)) as image:
             assert image.format == "JPEG" and max(image.size) == 320
     assert images[0].data == next(c for c in done.content if getattr(c, "type", "") == "image").data
+
+
+async def test_estimate_cost_answers_one_line_per_provider_beside_its_structured_quotes(tmp_path: Path) -> None:
+    async with Client(create_server(settings(tmp_path, RUNWARE_API_KEY="k"))) as client:
+        result = await client.call_tool("estimate_cost", {"prompt": "a kite", "duration": 5})
+    lines = result.content[0].text.splitlines()
+    quotes = result.structured_content["quotes"]
+    assert lines[0] == "Quote for a 5 s text-to-video; auto picks runware."
+    assert "runware standard: $0.420 (published)" in lines
+    assert any(line.startswith("runpod standard: no (runpod does not offer text-to-video") for line in lines)
+    assert len(lines) == len(quotes) + 3 and lines[-1].startswith("Next: ")
+    assert not result.content[0].text.lstrip().startswith("{")  # not the JSON again
