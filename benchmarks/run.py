@@ -10,7 +10,8 @@ Sections: cold_start (stdio spawn -> initialize, vs a bare MCPServer with one to
 (estimate_cost and check_job in-process and over stdio, vs the bare server's echo), store (check_job
 with 10,000 jobs stored vs 10), concurrency (200 jobs against the Runpod and AI/ML API emulators, in
 process), server_cpu (the same jobs with the server on stdio: its CPU per job), download (200 MB from a
-loopback server, vs curl). Every ratio compares two numbers measured in the
+loopback server, vs curl), assembly (remux of 10 x 5 s 720p shots vs copying the bytes; crossfade
+re-encode as a multiple of real time). Every ratio compares two numbers measured in the
 same run on the same machine. Benchmarks are not tests: they never fail on a slow number.
 """
 
@@ -31,11 +32,11 @@ import anyio
 
 from benchmarks._common import ROOT, Row, machine, markdown, to_json
 
-SECTIONS = ("cold_start", "latency", "store", "concurrency", "server_cpu", "download")
+SECTIONS = ("cold_start", "latency", "store", "concurrency", "server_cpu", "download", "assembly")
 FULL = {"cold_runs": 15, "calls": 500, "stdio_calls": 300, "store_sizes": (10, 10_000), "jobs": 200,
-        "server_cpu_runs": 3, "download_mb": 200, "download_runs": 5}
+        "server_cpu_runs": 3, "download_mb": 200, "download_runs": 5, "assembly": (10, 5.0, 7, 4, 3)}
 QUICK = {"cold_runs": 3, "calls": 50, "stdio_calls": 30, "store_sizes": (10, 500), "jobs": 20,
-         "server_cpu_runs": 1, "download_mb": 20, "download_runs": 1}
+         "server_cpu_runs": 1, "download_mb": 20, "download_runs": 1, "assembly": (3, 2.0, 2, 2, 1)}
 
 
 def _section(name: str, p: dict) -> list[Row]:
@@ -59,6 +60,10 @@ def _section(name: str, p: dict) -> list[Row]:
         from benchmarks import server_cpu
 
         return server_cpu.run(p["jobs"], p["server_cpu_runs"])
+    if name == "assembly":
+        from benchmarks import assembly
+
+        return assembly.run(*p["assembly"])
     from benchmarks import download_bench
 
     return download_bench.run(p["download_mb"], p["download_runs"])

@@ -188,7 +188,8 @@ def probe_clip(path: Path, index: int, total: int) -> Clip:
         if not container.streams.video:
             raise _bad(index, total, path, "has no picture (it is not a video)")
         if not any(part in _VIDEO_DEMUXERS for part in fmt.split(",")):
-            what = "an image" if fmt.endswith("_pipe") or fmt == "image2" else "not a video in a format accepted here"
+            image = fmt.endswith("_pipe") or fmt in ("image2", "gif")
+            what = "an image" if image else f"a {fmt.split(',')[0].upper()} file"
             raise _bad(index, total, path, f"is {what}, not one of the {ACCEPTED_VIDEOS}")
         stream = container.streams.video[0]
         try:

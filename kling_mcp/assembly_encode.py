@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 AUDIO_RATE = 48_000
 AUDIO_CHUNK = 1024  # AAC's frame size: every frame sent to the encoder but the last has this many samples
-VIDEO_OPTIONS = {"preset": "veryfast", "crf": "20"}
+VIDEO_OPTIONS = {"preset": "superfast", "crf": "20"}  # superfast: 2x the speed of veryfast at 720p here
 
 
 def _even(value: float | Fraction) -> int:

@@ -1,12 +1,13 @@
 """Append downloaded bytes to a file and hash them in a worker thread, overlapped with the network.
 
 :func:`part_writer` yields a :class:`PartWriter` that takes chunks from the event loop, groups them
-into batches of about :data:`BATCH_BYTES` and hands each batch to one worker thread that writes it (one
-``writev`` call) and hashes it (``hashlib`` and ``write`` release the GIL), while the event loop already
-receives the next batch. At most :data:`QUEUED_BATCHES` batches wait, so memory stays flat whatever the
-file size, and a slow disk slows the download down instead of filling memory. Every
-:data:`WRITEBACK_BYTES` the kernel is asked to start writing the file out (``posix_fadvise(DONTNEED)``),
-so the final ``fsync`` has little left to wait for and one download does not fill the page cache.
+into batches of about :data:`BATCH_BYTES` (or :data:`BATCH_SECONDS` of a slow download) and hands each
+batch to one worker thread that writes it (one ``writev`` call) and hashes it (``hashlib`` and
+``write`` release the GIL), while the event loop already receives the next batch. At most
+:data:`QUEUED_BATCHES` batches wait, so memory stays flat whatever the file size, and a slow disk
+slows the download down instead of filling memory. Every :data:`WRITEBACK_BYTES` the kernel is asked
+to start writing the file out (``posix_fadvise(DONTNEED)``), so the final ``fsync`` has little left to
+wait for and one download does not fill the page cache.
 
 ``written`` counts the bytes that are in the file *and* in the hash, the only figure a resume may trust.
 Leaving the ``async with`` block waits for every batch already received to be written, on error and
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +26,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 BATCH_BYTES = 1 << 20
+BATCH_SECONDS = 0.5  # a slow download still reaches the disk this often, so a kill loses little of it
 QUEUED_BATCHES = 2
 WRITEBACK_BYTES = 8 << 20
 _IOV_MAX = 1024  # the smallest IOV_MAX in practice (Linux, macOS): chunks per writev call
@@ -44,6 +47,7 @@ class PartWriter:
         self._batch_bytes = 0
         self._error: OSError | None = None
         self._unsynced = 0
+        self._batch_started = time.monotonic()
 
     async def write(self, chunk: bytes) -> None:
         """Queue ``chunk``; waits only when the worker is :data:`QUEUED_BATCHES` batches behind.
@@ -51,9 +55,11 @@ class PartWriter:
         Raises the ``OSError`` of a failed earlier write.
         """
         self._raise_error()
+        if not self._batch:
+            self._batch_started = time.monotonic()
         self._batch.append(chunk)
         self._batch_bytes += len(chunk)
-        if self._batch_bytes >= BATCH_BYTES:
+        if self._batch_bytes >= BATCH_BYTES or time.monotonic() - self._batch_started >= BATCH_SECONDS:
             await self._flush()
 
     async def _flush(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Generator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -35,44 +36,85 @@ def render_preview(
     label: str = "LOCAL PREVIEW - not Kling",
     progress: Callable[[float], None] | None = None,
     variation: int = 0,
+    clean_dest: str | Path | None = None,
 ) -> None:
     """Encode an H.264 MP4 preview (not Kling) to ``dest``: exactly ``round(seconds * fps)`` frames.
 
     ``text``: the prompt over a moving background; ``image``: a pan over ``first_frame`` or a
     cross-fade from ``first_frame`` to ``last_frame``; ``reference``: the ``images`` in turn;
-    ``edit``: ``input_video``'s frames scaled to the frame (``seconds`` should be its length).
+    ``edit``: ``input_video``'s frames scaled to the frame (``seconds`` should be its length) and
+    colour-graded from the prompt (``preview_grade``), so the edit visibly changes the picture.
     The prompt and ``label`` are drawn on every frame; ``variation`` changes the motion so several
-    takes differ. ``progress(fraction)`` is called every 12 frames; an exception it raises aborts
-    the render and leaves no file. Writes ``dest.part`` first, then renames it.
+    takes differ. With ``clean_dest`` the same frames without the overlay are encoded there too
+    (what ``preview_clean`` files so a reused preview does not pile captions up).
+    ``progress(fraction)`` is called every 12 frames; an exception it raises aborts the render and
+    leaves no file. Writes ``dest.part`` first, then renames it.
     """
-    import av
-
     if width % 2 or height % 2 or width < 16 or height < 16:
         raise ValueError(f"width and height must be even and >= 16 for H.264 yuv420p; got {width}x{height}")
     total = max(1, round(seconds * fps))
     overlay = _Overlay(width, height, prompt, label)
-    frames = _frames(operation, width, height, total, fps, images, first_frame, last_frame, input_video, variation)
+    source = _frames(operation, width, height, total, fps, images, first_frame, last_frame, input_video, variation)
+    frames = source
+    if operation == "edit":
+        from .preview_grade import grade_for
+
+        grade = grade_for(prompt)[1]
+        frames = (grade(rgb) for rgb in source)
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
+    clean_part = Path(clean_dest).with_name(Path(clean_dest).name + ".part") if clean_dest is not None else None
     try:
-        with av.open(str(part), "w", format="mp4", container_options={"movflags": "+faststart"}) as out:
-            stream = out.add_stream("libx264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"preset": "ultrafast", "crf": "28"}
+        with ExitStack() as stack:
+            out = stack.enter_context(_Encoder(part, width, height, fps))
+            clean = stack.enter_context(_Encoder(clean_part, width, height, fps)) if clean_part else None
             for index, rgb in enumerate(frames):
                 if progress is not None and index % 12 == 0:
                     progress(index / total)
+                if clean is not None:
+                    clean.add(rgb, index)  # from_ndarray copies: the overlay below does not reach it
                 overlay.apply(rgb)
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                frame.pts = index
-                out.mux(stream.encode(frame))
-            out.mux(stream.encode())
+                out.add(rgb, index)
         os.replace(part, dest)
+        if clean_part is not None and clean_dest is not None:
+            os.replace(clean_part, clean_dest)
     finally:
-        frames.close()
+        source.close()
         part.unlink(missing_ok=True)
+        if clean_part is not None:
+            clean_part.unlink(missing_ok=True)
     if progress is not None:
         progress(1.0)
+
+
+class _Encoder:
+    """An H.264 MP4 (ultrafast, CRF 28, faststart) written frame by frame from RGB arrays."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: int) -> None:
+        self.path, self.width, self.height, self.fps = path, width, height, fps
+
+    def __enter__(self) -> _Encoder:
+        import av
+
+        self.out = av.open(str(self.path), "w", format="mp4", container_options={"movflags": "+faststart"})
+        self.stream = self.out.add_stream("libx264", rate=self.fps)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
+        self.stream.options = {"preset": "ultrafast", "crf": "28"}
+        return self
+
+    def add(self, rgb: np.ndarray, index: int) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts = index
+        self.out.mux(self.stream.encode(frame))
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        try:
+            if kind is None:
+                self.out.mux(self.stream.encode())
+        finally:
+            self.out.close()
 
 
 def _frames(

@@ -2,7 +2,9 @@
 
 ``preview_rendition(video)`` returns ``<video>.preview.mp4``: H.264 (yuv420p) + AAC, at most
 ``max_height`` lines, at most 30 frames per second, ``+faststart`` (the index first, so a player can
-start before the last byte), with a bit rate chosen so the file stays near ``max_bytes``. It is made
+start before the last byte), with bit rates chosen so the file stays near ``max_bytes``: a long video
+gets smaller frames (360, then 240 lines), fewer of them (24, then 15 per second) and leaner sound
+(``budget_for``). It is made
 once (temp file in the same folder, then ``os.replace``) and reused while it is newer than the video.
 A video that is already an H.264 MP4 no taller than ``max_height`` and no larger than ``max_bytes``
 is returned as it is.
@@ -12,17 +14,15 @@ Synchronous and CPU-bound (PyAV, imported lazily): async callers run it in a wor
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from . import media
-
-MAX_FPS = 30
-AUDIO_BPS = 64_000
-MIN_VIDEO_BPS = 150_000
 
 
 def rendition_path(video: Path) -> Path:
@@ -60,22 +60,43 @@ def _size(width: int, height: int, max_height: int) -> tuple[int, int]:
     return max(2, round(width * scale) // 2 * 2), max(2, min(max_height, round(height * scale)) // 2 * 2)
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How a preview spends its bytes: frame height, frame rate and bit rates."""
+
+    max_height: int
+    max_fps: int
+    video_bps: int
+    audio_bps: int
+
+
+def budget_for(seconds: float, has_audio: bool, max_height: int, max_bytes: int) -> Budget:
+    """Smaller frames, fewer frames and less sound as the bits per second shrink (long videos)."""
+    total = max_bytes * 8 * 0.92 / max(seconds, 0.5)  # bits per second; the rest is the container
+    steps = [  # (from total bps, height, fps, audio bps)
+        (700_000, max_height, 30, 64_000),
+        (350_000, min(max_height, 360), 30, 48_000),
+        (150_000, min(max_height, 240), 24, 32_000),
+        (0, min(max_height, 240), 15, 24_000),
+    ]
+    _, height, fps, audio = next(step for step in steps if total >= step[0])
+    audio = audio if has_audio else 0
+    return Budget(height, fps, max(40_000, int(total) - audio), audio)
+
+
 def _transcode(video: Path, part: Path, info: media.MediaInfo, max_height: int, max_bytes: int) -> None:
     import av
 
-    seconds = max(info.duration_s or 1.0, 0.5)
-    budget = int(max_bytes * 8 * 0.9 / seconds)  # bits per second for the whole file, 10% for the container
     with av.open(str(video)) as src:
         v_in = src.streams.video[0]
         v_in.thread_type = "AUTO"
         a_in = src.streams.audio[0] if src.streams.audio else None
-        video_bps = max(MIN_VIDEO_BPS, budget - (AUDIO_BPS if a_in is not None else 0))
-        height_cap = max_height if video_bps >= 600_000 else min(max_height, 360 if video_bps >= 300_000 else 240)
-        width, height = _size(info.width, info.height, height_cap)
+        budget = budget_for(info.duration_s or 1.0, a_in is not None, max_height, max_bytes)
+        width, height = _size(info.width, info.height, budget.max_height)
         rate = Fraction(v_in.average_rate or v_in.guessed_rate or 24).limit_denominator(100_000)
-        step = 2 if rate > MAX_FPS else 1  # drop every other frame of 50/60 fps sources
+        step = math.ceil(rate / budget.max_fps)  # keep every step-th frame
         rate = rate / step
-        kbps = video_bps // 1000
+        kbps = budget.video_bps // 1000
         with av.open(str(part), "w", format="mp4", options={"movflags": "+faststart"}) as out:
             v_out = out.add_stream(
                 "libx264",
@@ -87,7 +108,7 @@ def _transcode(video: Path, part: Path, info: media.MediaInfo, max_height: int, 
             a_out = None
             if a_in is not None:
                 a_rate = min(a_in.codec_context.sample_rate or 48_000, 48_000)
-                a_out = out.add_stream("aac", rate=a_rate, layout="stereo", options={"b": str(AUDIO_BPS)})
+                a_out = out.add_stream("aac", rate=a_rate, layout="stereo", options={"b": str(budget.audio_bps)})
             streams = [v_in] + ([a_in] if a_in is not None else [])
             _copy_decoded(src, streams, v_in, out, v_out, a_out, width, height, step)
 

@@ -29,7 +29,9 @@ def _decode(path: Path) -> dict:
             "codec": video.codec_context.name,
             "has_audio": bool(container.streams.audio),
         }
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video)]
+        decoded = list(container.decode(video))
+        frames = [f.to_ndarray(format="rgb24") for f in decoded]
+        info["times"] = [f.time for f in decoded]
     info["frames"] = frames
     info["duration_s"] = len(frames) / info["fps"]
     if info["has_audio"]:
@@ -62,9 +64,10 @@ def _mean_rgb(frame) -> tuple[float, float, float]:
 # --- remux ---------------------------------------------------------------------------------------
 
 
-def test_same_format_clips_remux_without_re_encoding(tmp_path: Path):
+@pytest.mark.parametrize("preset", ["ultrafast", "veryfast"])  # veryfast: B-frames, negative decode times
+def test_same_format_clips_remux_without_re_encoding(tmp_path: Path, preset: str):
     clips = [
-        write_mp4(tmp_path / f"{n}.mp4", seconds, 320, 180, 24, audio_hz=hz)
+        write_mp4(tmp_path / f"{n}.mp4", seconds, 320, 180, 24, audio_hz=hz, preset=preset)
         for n, (seconds, hz) in enumerate([(2.0, 440), (3.0, 660), (1.5, 550)])
     ]
     result = assemble(clips, tmp_path / "out" / "joined.mp4")
@@ -76,6 +79,10 @@ def test_same_format_clips_remux_without_re_encoding(tmp_path: Path):
     assert _video_packets(result.path) == [p for clip in clips for p in _video_packets(clip)]
     out = _decode(result.path)
     assert len(out["frames"]) == 48 + 72 + 36
+    assert out["frames"][0].mean() == pytest.approx(_decode(clips[0])["frames"][0].mean(), abs=1)
+    assert out["frames"][48].mean() == pytest.approx(_decode(clips[1])["frames"][0].mean(), abs=1)
+    times = out["times"]
+    assert all(b - a == pytest.approx(1 / 24, abs=1e-3) for a, b in zip(times, times[1:]))  # one frame apart
     assert out["has_audio"] and len(out["audio"]) / 48_000 == pytest.approx(6.5, abs=0.1)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["joined.mp4"]  # no temp file left
 
@@ -88,12 +95,21 @@ def test_remux_of_clips_without_sound(tmp_path: Path):
     assert len(out["frames"]) == 120 and result.duration_s == pytest.approx(4.0, abs=0.01)
 
 
+def test_clips_of_one_size_but_other_encoder_settings_are_re_encoded(tmp_path: Path):
+    # Their parameter sets (SPS/PPS) differ, and an MP4 track has one set: copying packets would garble clip 2.
+    clips = [write_mp4(tmp_path / "a.mp4", 1.0, 160, 90, 24, crf=35), write_mp4(tmp_path / "b.mp4", 1.0, 160, 90, 24, crf=20)]
+    result = assemble(clips, tmp_path / "joined.mp4")
+    out = _decode(result.path)
+    assert result.mode == "reencode" and len(out["frames"]) == 48 and (out["width"], out["height"]) == (160, 90)
+
+
 # --- re-encode -----------------------------------------------------------------------------------
 
 
-def test_mixed_sizes_and_rates_re_encode_to_the_first_video(tmp_path: Path):
+@pytest.mark.parametrize("sound", [False, True])
+def test_mixed_sizes_and_rates_re_encode_to_the_first_video(tmp_path: Path, sound: bool):
     first = write_mp4(tmp_path / "wide.mp4", 2.0, 320, 180, 24, color=RED)
-    square = write_mp4(tmp_path / "square.mp4", 1.5, 200, 200, 30, color=BLUE)
+    square = write_mp4(tmp_path / "square.mp4", 1.5, 200, 200, 30, color=BLUE, audio_hz=440 if sound else None)
     tall = write_mp4(tmp_path / "tall.mp4", 1.0, 180, 320, 25, color=GREEN)
     progress: list[float] = []
     result = assemble([first, square, tall], tmp_path / "joined.mp4", on_progress=progress.append)
@@ -103,7 +119,11 @@ def test_mixed_sizes_and_rates_re_encode_to_the_first_video(tmp_path: Path):
     out = _decode(result.path)
     assert (out["width"], out["height"], out["fps"], out["codec"]) == (320, 180, 24.0, "h264")
     assert out["duration_s"] == pytest.approx(4.5, abs=0.05)
-    assert not out["has_audio"]
+    assert out["has_audio"] is sound  # only the middle clip has sound: silence around it, full length
+    if sound:
+        audio = out["audio"]
+        assert len(audio) / 48_000 == pytest.approx(4.5, abs=0.05)
+        assert _rms(audio[:90_000]) < 0.01 and _rms(audio[100_000:160_000]) > 0.3 and _rms(audio[176_000:]) < 0.01
     square_frame = out["frames"][48 + 18]  # inside the second clip: pillarboxed blue
     assert _mean_rgb(square_frame[:, 140:180])[2] > 180  # blue picture in the middle
     assert max(_mean_rgb(square_frame[:, :40])) < 25 and max(_mean_rgb(square_frame[:, -40:])) < 25  # black bars

@@ -109,3 +109,14 @@ def test_preview_of_a_non_video(tmp_path: Path):
     (tmp_path / "x.mp4").write_bytes(mp4_bytes()[:500])
     with pytest.raises(errors.InvalidInputFile):
         rendition.preview_rendition(tmp_path / "x.mp4")
+
+
+def test_a_long_video_gets_a_leaner_preview_near_the_byte_budget(tmp_path: Path):
+    long = write_mp4(tmp_path / "long.mp4", 20.0, 640, 360, 24, audio_hz=440, crf=18)
+    preview = rendition.preview_rendition(long, max_bytes=200_000)
+    info = _streams(preview)
+    assert info["size"] == (426, 240) and info["fps"] == 12.0 and info["audio"] == ["aac"]
+    assert info["frames"] == pytest.approx(240, abs=2)  # all 20 s kept
+    assert preview.stat().st_size <= 200_000 * 1.25
+    budget = rendition.budget_for(600, True, 480, 4_000_000)  # a 10-minute board stays a few MB
+    assert (budget.max_height, budget.max_fps) == (240, 15) and budget.video_bps + budget.audio_bps <= 64_000

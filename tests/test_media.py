@@ -281,9 +281,15 @@ def test_render_edit_follows_the_input_video(tmp_path):
                          input_video=source)
     stream, frames = _decode(dest)
     assert (stream.width, stream.height, len(frames)) == (160, 96, 24)
-    # output frame k shows input frame floor(k * 30 / 24): gray 2 * that
+    # output frame k shows input frame floor(k * 30 / 24) (gray 2 * that), graded for "make it blue"
+    import numpy as np
+
+    from kling_mcp.preview_grade import grade_for
+
+    grade = grade_for("make it blue")[1]
     for k in (0, 12, 23):
-        assert _center_mean(frames[k]).mean() == pytest.approx(2 * (k * 30 // 24), abs=4)
+        expected = grade(np.full((1, 1, 3), 2 * (k * 30 // 24), dtype=np.uint8)).reshape(3).astype(float)
+        assert _center_mean(frames[k]) == pytest.approx(expected, abs=5)
 
 
 def test_render_abort_from_progress_leaves_no_file(tmp_path):

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import anyio
 import httpx
 
-from .. import catalog, errors, media, preview
+from .. import catalog, errors, media, preview, preview_clean
 from ..jobs.model import Job, RemoteVideo
 from ..requests import MediaRef, short
 from .base import Accepted, Done, Failed, PollResult, ProviderContext, Running
@@ -115,7 +115,10 @@ class LocalProvider:
             render.error, render.hint = exc.message, exc.hint
             return Failed(code=exc.code, message=exc.message, hint=exc.hint)
         thread = threading.Thread(
-            target=_render_all, args=(job, inputs, outputs, render), name=f"kling-local-{job.job_id}", daemon=True
+            target=_render_all,
+            args=(job, inputs, outputs, render, preview_clean.store_dir(self._ctx.data_dir)),
+            name=f"kling-local-{job.job_id}",
+            daemon=True,
         )
         render.thread = thread
         thread.start()
@@ -203,8 +206,12 @@ class LocalProvider:
 # --- rendering (in the job's thread) -------------------------------------------------------------
 
 
-def _render_all(job: Job, inputs: _Inputs, outputs: list[Path], render: _Render) -> None:
-    """Render every missing output; record a failure on ``render`` instead of raising."""
+def _render_all(job: Job, inputs: _Inputs, outputs: list[Path], render: _Render, store: Path) -> None:
+    """Render every missing output; record a failure on ``render`` instead of raising.
+
+    Each output's caption-free twin is filed in ``store`` (see ``preview_clean``), and inputs that are
+    earlier local previews are swapped for their clean twins, so captions never pile up.
+    """
     try:
         while not _CPU.acquire(timeout=0.1):
             if render.stop.is_set():
@@ -212,7 +219,7 @@ def _render_all(job: Job, inputs: _Inputs, outputs: list[Path], render: _Render)
         try:
             render.queued = False
             outputs[0].parent.mkdir(parents=True, exist_ok=True)
-            plan = _plan(job, inputs, outputs[0].parent)
+            plan = _plan(job, _cleaned(inputs, store), outputs[0].parent)
             seed = job.spec.seed
             base = seed if seed is not None else int(hashlib.sha256(job.job_id.encode()).hexdigest()[:6], 16)
             for n, out in enumerate(outputs):
@@ -225,7 +232,18 @@ def _render_all(job: Job, inputs: _Inputs, outputs: list[Path], render: _Render)
                     render.progress = 100 * (n + fraction) / len(outputs)
 
                 label = LABEL + (f" - take {n + 1}/{len(outputs)}" if len(outputs) > 1 else "")
-                preview.render_preview(out, **plan, label=label, progress=progress, variation=base + n)
+                # Both renders are filed before ``out`` appears: a poll reports the job done (and the runner
+                # moves the file away) as soon as it exists.
+                staged, clean = out.with_name(out.name + ".staged.mp4"), out.with_name(out.name + ".clean.mp4")
+                try:
+                    preview.render_preview(
+                        staged, **plan, label=label, progress=progress, variation=base + n, clean_dest=clean
+                    )
+                    _file_clean(store, staged, clean)
+                    os.replace(staged, out)
+                finally:
+                    staged.unlink(missing_ok=True)
+                    clean.unlink(missing_ok=True)
         finally:
             _CPU.release()
     except _Cancelled:
@@ -236,6 +254,32 @@ def _render_all(job: Job, inputs: _Inputs, outputs: list[Path], render: _Render)
         log.exception("local render of job %s failed", job.job_id)
         render.error = f"the local preview render failed: {exc}"
         render.hint = "Check the input files (they must decode as images/videos) and generate again."
+
+
+def _cleaned(inputs: _Inputs, store: Path) -> _Inputs:
+    """``inputs`` with every earlier local preview (frame or video) replaced by its caption-free twin."""
+
+    def image(path: Path | None) -> Path | None:
+        return preview_clean.clean_image(store, path) if path is not None else None
+
+    def video(path: Path | None) -> Path | None:
+        return preview_clean.clean_video(store, path) if path is not None and path.is_file() else path
+
+    return _Inputs(
+        first_frame=image(inputs.first_frame),
+        last_frame=image(inputs.last_frame),
+        reference_images=tuple(preview_clean.clean_image(store, p) for p in inputs.reference_images),
+        reference_video=video(inputs.reference_video),
+        video=video(inputs.video),
+    )
+
+
+def _file_clean(store: Path, captioned: Path, clean: Path) -> None:
+    """File the clean twin; losing it only means captions could pile up later, so it never fails a job."""
+    try:
+        preview_clean.remember(store, captioned, clean)
+    except Exception:
+        log.exception("could not file the caption-free copy of %s", captioned)
 
 
 def _plan(job: Job, inputs: _Inputs, workdir: Path) -> dict[str, Any]:

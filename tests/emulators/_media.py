@@ -17,12 +17,14 @@ def mp4_bytes(
     audio_hz: float | None = None,
     color: tuple[int, int, int] | None = None,
     crf: int = 35,
+    preset: str = "ultrafast",
 ) -> bytes:
     """A real H.264 MP4 of the given length and size.
 
     The picture is a moving gradient, or a flat ``color`` (so a test can tell which clip a decoded
     frame came from). With ``audio_hz`` it also has an AAC stereo track: a sine tone at that pitch
-    (48 kHz, amplitude 0.5) lasting the whole video.
+    (48 kHz, amplitude 0.5) lasting the whole video. ``preset="veryfast"`` (or slower) gives B-frames,
+    so decode order differs from display order as in most real videos.
     """
     import av
     import numpy as np
@@ -32,7 +34,7 @@ def mp4_bytes(
     with av.open(buf, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": str(crf)}
+        stream.options = {"preset": preset, "crf": str(crf)}
         sound = container.add_stream("aac", rate=48_000, layout="stereo") if audio_hz else None
         ys, xs = np.mgrid[0:height, 0:width]
         samples_done, total_samples = 0, int(round(frames / fps * 48_000))
