@@ -84,13 +84,13 @@ async def run_stdio(calls: int) -> list[Row]:
             return await _measure(k, b, "stdio", calls)
 
 
-def _fill(data_dir: Path, n: int) -> list[str]:
+async def _fill(data_dir: Path, n: int) -> list[str]:
     """``n`` finished jobs written straight into a store (what months of use leave behind)."""
+    from kling_mcp.jobs.diskcache_store import DiskcacheStore
     from kling_mcp.jobs.model import Job, JobStatus, StoredVideo
-    from kling_mcp.jobs.store import JobStore
     from kling_mcp.requests import VideoSpec
 
-    store = JobStore(data_dir)
+    store = DiskcacheStore(data_dir)
     ids = []
     try:
         now = time.time()
@@ -100,10 +100,10 @@ def _fill(data_dir: Path, n: int) -> list[str]:
                       fingerprint=f"fp-{i}", progress=100.0, cost_usd=0.0, created_at=now - n + i,
                       videos=[StoredVideo(index=0, path=str(data_dir / "videos" / f"{i}.mp4"), width=640,
                                           height=360, duration_s=5.0, size_bytes=1000)])
-            store.put(job)
+            await store.create(job)
             ids.append(job.job_id)
     finally:
-        store.close()
+        await store.close()
     return ids
 
 
@@ -119,7 +119,7 @@ async def run_store_scale(calls: int, sizes: tuple[int, int]) -> list[Row]:
         with tempfile.TemporaryDirectory(prefix="kling-bench-") as tmp:
             data = Path(tmp) / "data"
             filled = time.perf_counter()
-            ids = _fill(data, size)
+            ids = await _fill(data, size)
             filled = time.perf_counter() - filled
             rng = random.Random(size)
             server = create_server(Settings.from_env({"KLING_MCP_DATA_DIR": str(data)}))

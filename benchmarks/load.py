@@ -206,7 +206,7 @@ async def run_load(jobs: int = 200, data_dir: Path | None = None, poll_s: float 
     from mcp import Client
 
     from kling_mcp.config import Settings
-    from kling_mcp.jobs.store import JobStore
+    from kling_mcp.jobs.diskcache_store import DiskcacheStore as JobStore
     from kling_mcp.server import create_server
 
     owned = tempfile.TemporaryDirectory(prefix="kling-load-") if data_dir is None else None
@@ -242,7 +242,7 @@ async def run_load(jobs: int = 200, data_dir: Path | None = None, poll_s: float 
             try:
                 rng = random.Random(7)
                 with anyio.fail_after(deadline_s):
-                    while watcher.unfinished():
+                    while await watcher.unfinished():
                         t0 = time.perf_counter()
                         checked = await client.call_tool("check_job", {"job_id": rng.choice(job_ids)})
                         latencies.append(time.perf_counter() - t0)
@@ -251,14 +251,14 @@ async def run_load(jobs: int = 200, data_dir: Path | None = None, poll_s: float 
                         statuses.append(checked.structured_content["status"])
                         await anyio.sleep(check_every_s)
             finally:
-                watcher.close()
+                await watcher.close()
             wall_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu0
             emulator_cpu_s = sum(e.cpu_s() for e in emulators.values()) - emu_cpu0
         store = JobStore(data)
         try:
-            finished = [store.get(job_id) for job_id in job_ids]
+            finished = [await store.get(job_id) for job_id in job_ids]
         finally:
-            store.close()
+            await store.close()
         stats = {name: emu.stats() for name, emu in emulators.items()}
     finally:
         for emu in emulators.values():

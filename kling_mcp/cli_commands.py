@@ -290,7 +290,7 @@ async def _with_service(settings: Settings, body: Callable[[Any], Awaitable[int]
                 return await body(service)
             failure: errors.KlingError | None = None
             async with anyio.create_task_group() as tg:
-                await service.runner.start(tg)
+                await service.runner.start(tg, adopt=False)  # drive only the jobs this command asks about
                 try:
                     code = await body(service)
                 except errors.KlingError as exc:  # raised outside the group, not as an ExceptionGroup
@@ -301,7 +301,7 @@ async def _with_service(settings: Settings, body: Callable[[Any], Awaitable[int]
                 raise failure
             return code
         finally:
-            service.store.close()
+            await service.aclose()
 
 
 async def _wait(service: Any, job: Any, timeout: float | None, bar: ProgressBar) -> Any:
@@ -447,11 +447,11 @@ async def _generate(service: Any, args: argparse.Namespace, kind: str) -> int:
     return _report(job, note, args.json, args.output)
 
 
-def resolve_job_id(service: Any, given: str) -> str:
+async def resolve_job_id(service: Any, given: str) -> str:
     """``given`` itself when it is a job id, else the one job id it is a unique prefix of."""
-    if service.store.get(given) is not None or len(given) < 4:
+    if await service.store.get(given) is not None or len(given) < 4:
         return given
-    matches = [v.job_id for v in service.list_jobs(None, 500).jobs if v.job_id.startswith(given)]
+    matches = [v.job_id for v in (await service.list_jobs(None, 500)).jobs if v.job_id.startswith(given)]
     if len(matches) > 1:
         raise errors.InvalidRequest(
             f"job id prefix {given!r} matches {len(matches)} jobs: {', '.join(matches[:5])}.",
@@ -461,14 +461,14 @@ def resolve_job_id(service: Any, given: str) -> str:
 
 
 async def _check(service: Any, args: argparse.Namespace) -> int:
-    job = await service.check(resolve_job_id(service, args.job_id), 0.0)
+    job = await service.check(await resolve_job_id(service, args.job_id), 0.0)
     if args.wait > 0 and not job.terminal:
         job = await _wait(service, job, args.wait, ProgressBar(sys.stderr))
     return _report(job, None, args.json, args.output)
 
 
 async def _jobs(service: Any, args: argparse.Namespace) -> int:
-    listing = service.list_jobs(args.status, args.limit)
+    listing = await service.list_jobs(args.status, args.limit)
     if args.json:
         print(listing.model_dump_json(indent=1))
     elif listing.jobs:
@@ -483,7 +483,7 @@ async def _jobs(service: Any, args: argparse.Namespace) -> int:
 
 
 async def _cancel(service: Any, args: argparse.Namespace) -> int:
-    result = await service.cancel(resolve_job_id(service, args.job_id))
+    result = await service.cancel(await resolve_job_id(service, args.job_id))
     _say(cli_text(result.message))
     print(result.status)
     return EXIT_OK

@@ -47,6 +47,8 @@ class Settings:
     job_deadline_s: float = 3600.0
     max_consecutive_errors: int = 6
     max_download_bytes: int = 2 * 1024**3
+    store_url: str | None = field(default=None, repr=False)  # None: diskcache under data_dir
+    lease_s: float = 30.0  # a dead process's jobs are taken over within this many seconds
 
     @property
     def configured(self) -> list[str]:
@@ -100,6 +102,10 @@ class Settings:
             ),
             http_token=(env.get("KLING_MCP_HTTP_TOKEN") or "").strip() or None,
         )
+        values["store_url"] = (env.get("KLING_MCP_STORE_URL") or "").strip() or None
+        lease = _float(env, "KLING_MCP_LEASE_S")
+        if lease:
+            values["lease_s"] = lease
         deadline = _float(env, "KLING_MCP_JOB_DEADLINE_S")
         if deadline:
             values["job_deadline_s"] = deadline

@@ -84,6 +84,11 @@ class UnsupportedByProvider(InvalidRequest):
     default_hint = "Choose one of the providers named above, or change the request to fit this provider."
 
 
+class IdempotencyConflict(InvalidRequest):
+    code = "idempotency_conflict"
+    default_hint = "Use a new idempotency_key for a different request, or repeat the original request exactly."
+
+
 class NotConfigured(KlingError):
     code = "not_configured"
     default_hint = "Set the provider's API key in the server's environment and restart it, or use provider='local'."

@@ -390,7 +390,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         | None = None,
         limit: Annotated[int, Field(ge=1, le=500, description="At most this many jobs.")] = 50,
     ) -> JobList:
-        return _service(ctx).list_jobs(status, limit)
+        return await _service(ctx).list_jobs(status, limit)
 
     @mcp.tool(
         title="Cancel a job",
@@ -411,7 +411,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     )
     async def job_video(job_id: str, index: str, ctx: Context) -> bytes | str:
         try:
-            path = _service(ctx).video_path(job_id, int(index))
+            path = await _service(ctx).video_path(job_id, int(index))
         except (errors.KlingError, ValueError) as exc:
             raise ResourceNotFoundError(f"no video {index} for job {job_id}: {exc}") from None
         too_big = server_checks.too_big_to_read(path, f"kling://jobs/{job_id}/videos/{index}")

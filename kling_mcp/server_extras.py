@@ -158,7 +158,7 @@ class _Live:
 
     async def _watch(self, job_id: str) -> None:
         try:
-            job = self.service.get(job_id)
+            job = await self.service.get(job_id)
             while not job.terminal:
                 job = await self.service.runner.wait(job_id, 3600.0)
         except errors.KlingError:
@@ -266,7 +266,7 @@ def install_extras(mcp: Any, settings: Any) -> None:
         return EmptyResult()
 
     async def complete(ctx: Any, params: CompleteRequestParams) -> CompleteResult:
-        return CompleteResult(completion=_complete(live_of(ctx).service, params))
+        return CompleteResult(completion=await _complete(live_of(ctx).service, params))
 
     def video_uri(uri: str) -> tuple[str, int]:
         match = _VIDEO_URI.match(str(uri))
@@ -284,7 +284,7 @@ def install_extras(mcp: Any, settings: Any) -> None:
         live = live_of(ctx)
         job_id, index = video_uri(str(params.uri))
         try:
-            job = live.service.get(job_id)
+            job = await live.service.get(job_id)
         except errors.KlingError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"cannot subscribe to {params.uri}: {exc}") from None
         has = [v.index for v in job.videos] if job.terminal else list(range(job.spec.num_videos))
@@ -312,7 +312,7 @@ def install_extras(mcp: Any, settings: Any) -> None:
             wanted = (ctx.params.get("notifications") or {}).get("resourceSubscriptions") or []
             for uri in wanted if isinstance(wanted, list) else []:
                 match = _VIDEO_URI.match(str(uri))
-                job = live.service.store.get(match["job_id"]) if match else None
+                job = await live.service.store.get(match["job_id"]) if match else None
                 if job is not None and not job.terminal:
                     live.listened.add(str(uri))
                     live.watch(job.job_id)
@@ -325,7 +325,7 @@ def install_extras(mcp: Any, settings: Any) -> None:
     mcp.middleware.append(on_listen)
 
 
-def _complete(service: Any, params: CompleteRequestParams) -> Completion:
+async def _complete(service: Any, params: CompleteRequestParams) -> Completion:
     """Completions for the storyboard prompt and the job video template."""
     ref, arg = params.ref, params.argument
     given = (params.context.arguments if params.context else None) or {}
@@ -347,10 +347,10 @@ def _complete(service: Any, params: CompleteRequestParams) -> Completion:
         )
     if isinstance(ref, ResourceTemplateReference) and ref.uri == VIDEO_TEMPLATE:
         if arg.name == "job_id":
-            ids = [j.job_id for j in service.store.list(None, 500) if j.videos]
+            ids = [j.job_id for j in await service.store.list_jobs(None, 500) if j.videos]
             return _filter(ids, arg.value)
         if arg.name == "index":
-            job = service.store.get(given.get("job_id") or "")
+            job = await service.store.get(given.get("job_id") or "")
             return _filter([str(v.index) for v in job.videos] if job else [], arg.value)
         raise MCPError(
             code=INVALID_PARAMS, message=f"{VIDEO_TEMPLATE} has no variable {arg.name!r}; it takes job_id and index."

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 from . import errors, inputs
 from .catalog import OPERATION_LABELS, PROVIDERS, REAL_PROVIDERS
 from .config import WAIT_DEFAULT_S, WAIT_MAX_S, Settings
+from .jobs import open_store
+from .jobs.backend import JobStore, KeyClaim, RequestFingerprint, key_conflict
 from .jobs.model import Job, JobStatus
 from .jobs.runner import JobRunner
-from .jobs.store import JobStore
 from .providers import ProviderContext, VideoProvider, create_provider
 from .requests import (
     Budget,
     CancelResult,
     EditRequest,
-    ErrorView,
     Estimate,
     EstimateRequest,
     GenerateRequest,
@@ -32,6 +33,7 @@ from .requests import (
     MediaRef,
     VideoSpec,
 )
+from .submission import Submitter, today
 from .validation import Match, check, structural_problems
 from .views import job_view
 
@@ -71,9 +73,10 @@ class VideoService:
         self.settings = settings
         self._client = client
         self._owns_client = client is None
-        self.store = store or JobStore(settings.data_dir)
+        self.store = store or open_store(settings)
         self._providers: dict[str, VideoProvider] = {}
         self.runner = JobRunner(self.store, self.provider, lambda: self.client, settings)
+        self.submitter = Submitter(self.store, self.runner, self.provider, settings, self._guard)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -87,7 +90,7 @@ class VideoService:
     async def aclose(self) -> None:
         if self._owns_client and self._client is not None:
             await self._client.aclose()
-        self.store.close()
+        await self.store.close()
 
     def provider(self, name: str) -> VideoProvider:
         if name not in self._providers:
@@ -224,8 +227,8 @@ class VideoService:
 
     # --- budgets ---------------------------------------------------------------------------
 
-    def budget(self) -> Budget:
-        spent = self.store.spent()
+    async def budget(self) -> Budget:
+        spent = await self.store.spent(today())
         daily = self.settings.daily_budget_usd
         return Budget(
             max_job_cost_usd=self.settings.max_job_cost_usd,
@@ -234,7 +237,8 @@ class VideoService:
             remaining_today_usd=None if daily is None else round(max(0.0, daily - spent), 4),
         )
 
-    def _guard(self, match: Match) -> None:
+    async def _guard(self, match: Match) -> None:
+        """A quick refusal with a clear message; the atomic check is the ledger's reservation at submit."""
         limit, daily = self.settings.max_job_cost_usd, self.settings.daily_budget_usd
         if match.provider == "local" or (limit is None and daily is None):
             return
@@ -252,19 +256,11 @@ class VideoService:
         if limit is not None and cost > limit:
             raise errors.BudgetExceeded(f"{quote}; KLING_MCP_MAX_JOB_COST_USD is ${limit:.2f}.")
         if daily is not None:
-            spent = self.store.spent()
+            spent = await self.store.spent(today())
             if spent + cost > daily:
                 raise errors.BudgetExceeded(
                     f"{quote}; ${spent:.2f} of the ${daily:.2f} KLING_MCP_DAILY_BUDGET_USD is already spent today."
                 )
-
-    def _affordable(self, match: Match) -> bool:
-        """Whether ``match`` passes the spending guards (a failover target must, like the first choice)."""
-        try:
-            self._guard(match)
-        except errors.BudgetExceeded:
-            return False
-        return True
 
     # --- the tools -------------------------------------------------------------------------
 
@@ -307,17 +303,23 @@ class VideoService:
             duration_s=dur,
             quotes=quotes,
             recommended=recommended,
-            budget=self.budget(),
+            budget=await self.budget(),
             next_action=next_action,
         )
 
     async def generate(
         self, req: GenerateRequest | EditRequest, progress: Progress | None = None
     ) -> tuple[Job, str | None]:
+        started = time.monotonic()  # wait_seconds counts from here: uploads, retries and 429 waits included
+        claim = None
         if req.idempotency_key:  # before anything else: a retry must find its job even if inputs moved
-            existing = self.store.by_idempotency_key(req.idempotency_key)
-            if existing is not None:
-                return await self._wait(existing, req.wait_seconds, progress), (
+            claim = KeyClaim(req.idempotency_key, request_fingerprint(req))
+            bound = await self.store.key_job(req.idempotency_key)
+            if bound is not None:
+                existing, first_use = bound
+                if first_use.digest != claim.fingerprint.digest:
+                    raise key_conflict(req.idempotency_key, existing.job_id, claim.fingerprint, first_use)
+                return await self._wait(existing, req.wait_seconds, progress, started), (
                     f"Returned the existing job for idempotency_key={req.idempotency_key!r}; nothing new was billed."
                 )
         spec = await self.build_spec(req)
@@ -332,13 +334,13 @@ class VideoService:
         )
         fingerprint = _fingerprint(match.provider, filled)
         if not req.idempotency_key:
-            twin = self.store.by_fingerprint(fingerprint)
+            twin = await self.store.find_twin(fingerprint)
             if twin is not None and not twin.terminal:
-                return await self._wait(twin, req.wait_seconds, progress), (
+                return await self._wait(twin, req.wait_seconds, progress, started), (
                     f"An identical request is already running as job {twin.job_id}; returned it instead of paying "
                     "twice. Pass a new idempotency_key to start another one."
                 )
-        self._guard(match)
+        await self._guard(match)
         job = Job(
             provider=match.provider,
             model=match.model or "",
@@ -348,107 +350,17 @@ class VideoService:
             idempotency_key=req.idempotency_key,
             estimated_cost_usd=match.cost_usd,
         )
-        job, note = await self._submit(job, matches, requested_auto=(req.provider or "auto") == "auto")
-        return await self._wait(job, req.wait_seconds, progress), note
+        job, note = await self.submitter.submit(
+            job, matches, requested_auto=(req.provider or "auto") == "auto", claim=claim, started=started
+        )
+        return await self._wait(job, req.wait_seconds, progress, started), note
 
-    async def _submit(self, job: Job, matches: list[Match], requested_auto: bool) -> tuple[Job, str | None]:
-        self.runner.save(job)
-        notes: list[str] = []
-        for i, match in enumerate(matches):
-            if i:
-                job = self.runner.save(
-                    job.updated(
-                        provider=match.provider,
-                        model=match.model or "",
-                        tier=match.variant.tier if match.variant else job.tier,
-                        estimated_cost_usd=match.cost_usd,
-                        spec=job.spec.model_copy(
-                            update={"duration": match.duration, "aspect_ratio": match.aspect_ratio}
-                        ),
-                    )
-                )
-            # Commit the quote to the ledger before the first await: a concurrent call's guard then
-            # sees it, and a job the provider may have taken stays counted even if no answer comes.
-            committed = job.estimated_cost_usd or 0.0
-            if committed:
-                self.store.add_spend(committed)
-            try:
-                accepted = await self.provider(match.provider).submit(job)
-            except errors.ProviderError as exc:
-                if committed and not exc.may_have_accepted:
-                    self.store.add_spend(-committed)
-                can_fail_over = (
-                    requested_auto
-                    and not exc.may_have_accepted
-                    and i + 1 < len(matches)
-                    and self._affordable(matches[i + 1])
-                )
-                if can_fail_over:
-                    notes.append(
-                        f"{match.provider} could not take the job ({exc.message}); failed over to "
-                        f"{matches[i + 1].provider}."
-                    )
-                    continue
-                return self._submit_failed(job, exc), " ".join(notes) or None
-            except errors.KlingError as exc:
-                # The adapter refused before sending anything (an unreadable or oversized file, ...):
-                # nothing can be billed, so the job ends here and its idempotency key is released.
-                if committed:
-                    self.store.add_spend(-committed)
-                self.runner.finish(job, JobStatus.FAILED, error=ErrorView(**exc.to_info()))
-                if job.idempotency_key:
-                    self.store.forget_idempotency_key(job.idempotency_key)
-                raise
-            job = self.runner.save(
-                job.moved(
-                    JobStatus.SUBMITTED,
-                    remote_id=accepted.remote_id,
-                    submitted_at=job.updated_at,
-                    provider_data=accepted.data,
-                    cost_usd=accepted.cost_usd,
-                    note=" ".join(notes) or None,
-                )
-            )
-            self.runner.track(job.job_id)
-            return job, " ".join(notes) or None
-        raise AssertionError("unreachable: matches is never empty")
-
-    def _submit_failed(self, job: Job, exc: errors.ProviderError) -> Job:
-        if exc.may_have_accepted and PROVIDERS[job.provider].client_chosen_id:
-            # The request may have reached the provider under our id: poll it, never resubmit.
-            job = self.runner.save(
-                job.moved(
-                    JobStatus.SUBMITTED,
-                    remote_id=job.job_id,
-                    note=(
-                        f"The submit to {job.provider} did not get an answer ({exc.message}); tracking it by its id."
-                    ),
-                )
-            )
-            self.runner.track(job.job_id)
-            return job
-        if exc.may_have_accepted:
-            self.runner.finish(
-                job,
-                JobStatus.FAILED,
-                error=ErrorView(
-                    **errors.JobInterrupted(
-                        f"the submit to {job.provider} got no clear answer ({exc.message}); "
-                        "it may or may not be running and billed."
-                    ).to_info()
-                ),
-            )
-            raise errors.JobInterrupted(
-                f"job {job.job_id}: the submit to {job.provider} got no clear answer "
-                f"({exc.message}); it may or may not be running and billed."
-            )
-        self.runner.finish(job, JobStatus.FAILED, error=ErrorView(**exc.to_info()))
-        if job.idempotency_key:
-            self.store.forget_idempotency_key(job.idempotency_key)
-        raise exc
-
-    async def _wait(self, job: Job, wait_seconds: float | None, progress: Progress | None) -> Job:
+    async def _wait(
+        self, job: Job, wait_seconds: float | None, progress: Progress | None, started: float | None = None
+    ) -> Job:
         seconds = WAIT_DEFAULT_S if wait_seconds is None else min(max(0.0, wait_seconds), WAIT_MAX_S)
+        if started is not None:
+            seconds -= time.monotonic() - started
         if job.terminal or seconds <= 0:
             return job
 
@@ -461,19 +373,20 @@ class VideoService:
         return await self.runner.wait(job.job_id, seconds, report)
 
     async def check(self, job_id: str, wait_seconds: float | None = None, progress: Progress | None = None) -> Job:
-        job = self.get(job_id)
-        self.runner.ensure_tracked(job)
-        return await self._wait(job, 0.0 if wait_seconds is None else wait_seconds, progress)
+        started = time.monotonic()
+        job = await self.get(job_id)
+        self.runner.ensure_tracked(job)  # drives it here only if no live process holds its lease
+        return await self._wait(job, 0.0 if wait_seconds is None else wait_seconds, progress, started)
 
-    def get(self, job_id: str) -> Job:
-        job = self.store.get(job_id) if isinstance(job_id, str) and job_id else None
+    async def get(self, job_id: str) -> Job:
+        job = await self.store.get(job_id) if isinstance(job_id, str) and job_id else None
         if job is None:
             raise errors.UnknownJob(f"no job {job_id!r} on this server.")
         return job
 
-    def list_jobs(self, status: str | None = None, limit: int = 50) -> JobList:
+    async def list_jobs(self, status: str | None = None, limit: int = 50) -> JobList:
         state = JobStatus(status) if status else None
-        jobs = self.store.list(state, max(1, min(limit, 500)))
+        jobs = await self.store.list_jobs(state, max(1, min(limit, 500)))
         views = [job_view(j) for j in jobs]
         return JobList(
             jobs=views,
@@ -482,18 +395,22 @@ class VideoService:
         )
 
     async def cancel(self, job_id: str) -> CancelResult:
-        job = self.get(job_id)
-        if job.terminal:
-            return CancelResult(
-                job_id=job_id,
-                status=job.status.value,
-                cancelled_at_provider=False,
-                message=f"job {job_id} had already finished ({job.status.value}); nothing to cancel.",
-                next_action="Nothing to do.",
-            )
+        """Cancel in the store first, so the cancel wins over any concurrent poll in any process; then at the
+        provider. A job already downloading has finished at the provider (and is paid for): it is kept."""
+        await self.get(job_id)
+        won = False
+
+        def cancelled(cur: Job) -> Job | None:
+            nonlocal won
+            won = not (cur.terminal or cur.status == JobStatus.DOWNLOADING)
+            return cur.moved(JobStatus.CANCELLED, note="Cancelled by the caller.") if won else None
+
+        job = await self.store.transition(job_id, cancelled)
+        if not won:
+            return self._not_cancelled(job)
+        self.runner.stop_tracking(job_id)
         entry = PROVIDERS[job.provider]
         stopped = False
-        self.runner.stop_tracking(job_id)  # first, so the runner cannot record the cancel as a failure
         if job.remote_id is not None and entry.can_cancel:
             try:
                 stopped = await self.provider(job.provider).cancel(job)
@@ -501,6 +418,11 @@ class VideoService:
                 log.warning("cancel %s at %s failed: %s", job_id, job.provider, exc.code)
         if stopped:
             message = f"Cancelled job {job_id} at {job.provider}."
+        elif job.remote_id is None:
+            message = (
+                f"Cancelled job {job_id} before {job.provider} acknowledged it; if the submit still reaches "
+                f"{job.provider}, it is cancelled there where {job.provider} allows it."
+            )
         elif not entry.can_cancel:
             message = (
                 f"Stopped tracking job {job_id}. {entry.cancel_note} Any result it produces will not be downloaded."
@@ -510,7 +432,7 @@ class VideoService:
                 f"Stopped tracking job {job_id}, but {job.provider} did not confirm the cancel: it may "
                 "still run and be billed."
             )
-        job = self.runner.finish(job, JobStatus.CANCELLED, note=message)
+        job = await self.store.transition(job_id, lambda cur: cur.updated(note=message))
         return CancelResult(
             job_id=job_id,
             status=job.status.value,
@@ -519,14 +441,38 @@ class VideoService:
             next_action="Nothing more will happen for this job.",
         )
 
-    def video_path(self, job_id: str, index: int) -> Path:
-        job = self.get(job_id)
+    def _not_cancelled(self, job: Job) -> CancelResult:
+        if job.status == JobStatus.DOWNLOADING:
+            message = (
+                f"job {job.job_id} had already finished at {job.provider} (and is paid for); its video is being "
+                "downloaded and is kept, not cancelled."
+            )
+            next_action = f"Call check_job with job_id={job.job_id!r} to get the video."
+        else:
+            message = f"job {job.job_id} had already finished ({job.status.value}); nothing to cancel."
+            next_action = "Nothing to do."
+        return CancelResult(
+            job_id=job.job_id,
+            status=job.status.value,
+            cancelled_at_provider=False,
+            message=message,
+            next_action=next_action,
+        )
+
+    async def video_path(self, job_id: str, index: int) -> Path:
+        job = await self.get(job_id)
         for video in job.videos:
             if video.index == index:
                 path = Path(video.path).resolve()
                 if path.is_relative_to(self.settings.data_dir) and path.is_file():
                     return path
         raise errors.UnknownJob(f"job {job_id} has no video {index}.", hint="Call check_job to see its videos.")
+
+
+def request_fingerprint(req: GenerateRequest | EditRequest) -> RequestFingerprint:
+    """What an idempotency key is bound to: the call's own arguments (not how long it waits)."""
+    args = req.model_dump(mode="json", exclude={"wait_seconds", "idempotency_key", "confirm_cost_usd"})
+    return RequestFingerprint.of({"tool": "edit_video" if isinstance(req, EditRequest) else "generate_video", **args})
 
 
 def _fingerprint(provider: str, spec: VideoSpec) -> str:

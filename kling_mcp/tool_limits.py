@@ -124,7 +124,7 @@ def _operation(op: str, variants: Sequence[ModelVariant]) -> str:
     return text
 
 
-def _features(specs: Sequence[OperationSpec], ops: Sequence[str], urls_only: bool) -> str:
+def _features(specs: Sequence[OperationSpec], ops: Sequence[str]) -> str:
     bits = []
     if "edit" not in ops:
         most = max(s.max_videos for s in specs)
@@ -133,8 +133,6 @@ def _features(specs: Sequence[OperationSpec], ops: Sequence[str], urls_only: boo
         bits += ["negative_prompt"] if any(s.negative_prompt for s in specs) else []
     elif not any(s.keep_original_sound for s in specs):
         bits.append("no keep_original_sound")
-    if urls_only:
-        bits.append("videos only as http(s) URLs")
     return ", ".join(bits)
 
 
@@ -145,10 +143,9 @@ def provider_line(name: str, ops: Sequence[str]) -> str | None:
         return None
     specs = [s for v in variants for op, s in v.operations.items() if op in ops]
     tiers = "|".join(v.tier for v in variants)
-    urls_only = any(v.video_input_kinds == ("url",) for v in variants) and (
-        "edit" in ops or any(s.reference_video != "no" for s in specs)
-    )
-    features = _features(specs, ops, urls_only)
+    features = _features(specs, ops)
+    if {"reference", "edit"} & set(ops) and any(v.video_input_kinds == ("url",) for v in variants):
+        features += (", " if features else "") + "videos as URLs only"
     head = (
         f"{name} ({tiers}; prompt <= {max(v.max_prompt_chars for v in variants)}{'; ' if features else ''}{features})"
     )

@@ -74,6 +74,12 @@ def media_problems(spec: VideoSpec, limits: MediaLimits | None, provider: str) -
                 f"{name} is {size / 1e6:.0f} MB; {provider} accepts videos up to "
                 f"{limits.video_max_bytes / 1e6:.0f} MB: compress or trim it."
             )
+        seconds, bounds = ref.duration_s, limits.reference_video_s
+        if name == "reference_video" and bounds and seconds is not None and not bounds[0] <= seconds <= bounds[1]:
+            problems.append(
+                f"reference_video is {seconds:g} s long; {provider} accepts {bounds[0]:g}-{bounds[1]:g} s: "
+                f"{'trim it' if seconds > bounds[1] else 'use a longer clip'}."
+            )
         if limits.video_types and ref.mime_type and ref.mime_type not in limits.video_types:
             accepted = "/".join(_TYPE_NAMES.get(t, t) for t in limits.video_types)
             shown = _TYPE_NAMES.get(ref.mime_type, ref.mime_type)

@@ -25,9 +25,16 @@ def next_action(job: Job) -> str:
             "For a next shot with continuity, pass this video's last frame as first_frame."
         )
     if job.status == JobStatus.FAILED:
+        # A key always returns the job it was first used for, this failed one included.
+        again = (
+            f" To try again, call with a new idempotency_key (idempotency_key={job.idempotency_key!r} returns this "
+            "failed job)."
+            if job.idempotency_key
+            else ""
+        )
         if job.error is not None and job.error.retryable:
-            return f"The job failed but may succeed if generated again: {job.error.hint or job.error.message}"
-        return f"The job failed: {job.error.hint if job.error else 'see error'}"
+            return f"The job failed but may succeed if generated again: {job.error.hint or job.error.message}{again}"
+        return f"The job failed: {job.error.hint if job.error else 'see error'}{again}"
     if job.status == JobStatus.CANCELLED:
         return "Nothing more will happen for this job."
     typical = _typical(job)
@@ -38,6 +45,12 @@ def next_action(job: Job) -> str:
         f"Still {job.status.value}; call check_job with job_id={job.job_id!r} and wait_seconds=45 "
         f"(typically ready in about {remaining:.0f} s). Do not call generate_video again: that would bill twice."
     )
+
+
+def _cost_note(job: Job) -> str | None:
+    if job.cost_usd is not None and job.cost_basis == "inferred":
+        return f"cost_usd is converted from {job.provider}'s credits at its published rate (inferred, not a bill)."
+    return None
 
 
 def job_view(job: Job, note: str | None = None) -> JobView:
@@ -66,7 +79,7 @@ def job_view(job: Job, note: str | None = None) -> JobView:
         ],
         error=job.error,
         next_action=next_action(job),
-        note=" ".join(n for n in (note, job.note) if n) or None,
+        note=" ".join(n for n in (note, job.note, _cost_note(job)) if n) or None,
         created_at=job.created_at,
         updated_at=job.updated_at,
     )

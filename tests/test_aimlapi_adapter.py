@@ -341,8 +341,8 @@ async def submit_error(tmp_path: Path, response: httpx.Response) -> errors.Provi
           "https://aimlapi.com/app/billing/", errors.InsufficientCredits, False),
     (403, "You have exhausted the available [plan.rule:api_token] resource limit. Update your payment method "
           "to continue using the service.", errors.InsufficientCredits, False),
-    (500, "The model is under maintenance. Please try again later.", errors.ProviderUnavailable, False),
-    (502, "Bad gateway", errors.ProviderUnavailable, False),
+    (500, "The model is under maintenance. Please try again later.", errors.ProviderUnavailable, True),
+    (502, "Bad gateway", errors.ProviderUnavailable, True),
     (503, "Service unavailable", errors.ProviderUnavailable, False),
     (504, "Generation timeout", errors.ProviderTimeout, True),
 ])

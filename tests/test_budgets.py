@@ -17,7 +17,6 @@ import pytest
 from mcp import Client
 
 from kling_mcp.config import Settings
-from kling_mcp.jobs.store import JobStore
 from kling_mcp.server import create_server
 from tests.emulators._media import png_bytes
 from tests.emulators._server import serve
@@ -25,6 +24,7 @@ from tests.emulators.aimlapi import AimlState
 from tests.emulators.aimlapi import create_app as aimlapi_app
 from tests.emulators.runpod import RunpodState
 from tests.emulators.runpod import create_app as runpod_app
+from tests.support import read_store
 
 pytestmark = pytest.mark.anyio
 
@@ -57,11 +57,10 @@ def text_of(result: Any) -> str:
 
 
 def ledger(tmp_path: Path) -> float:
-    store = JobStore(tmp_path / "data")
-    try:
-        return store.spent()
-    finally:
-        store.close()
+    """Today's total in the spend ledger, read from the store on disk."""
+    from kling_mcp.submission import today
+
+    return read_store(tmp_path / "data", lambda store: store.spent(today()))
 
 
 async def test_a_job_over_the_per_job_limit_is_refused_before_submit_with_the_quote_and_the_limit(runpod, tmp_path):

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from kling_mcp.catalog import PROVIDERS
+from tests.support import read_store
 from tests.test_conformance import ROOT, node_tools, server_env  # noqa: F401 - node_tools is a fixture
 
 TOOLS = {"generate_video", "edit_video", "check_job", "estimate_cost", "list_jobs", "cancel_job"}
@@ -94,7 +96,6 @@ def test_unknown_video_is_a_clear_error(node_tools, tmp_path):  # noqa: F811
 # --- examples ---------------------------------------------------------------------------------------------
 
 def test_storyboard_agent_makes_three_shots_with_continuity(tmp_path):
-    from kling_mcp.jobs.store import JobStore
     from kling_mcp.media import last_frame_png
 
     data, frames = tmp_path / "data", tmp_path / "frames"
@@ -112,11 +113,10 @@ def test_storyboard_agent_makes_three_shots_with_continuity(tmp_path):
         assert Path(path).read_bytes()[4:8] == b"ftyp"
     assert "estimated total for 3 shots: $0.000" in done.stderr
 
-    store = JobStore(data)
-    try:
-        jobs = [store.get(j) for j in job_ids]
-    finally:
-        store.close()
+    async def read(store):
+        return [await store.get(j) for j in job_ids]
+
+    jobs = read_store(data, read)
     assert [j.spec.operation for j in jobs] == ["text", "image", "image"]
     for n in (1, 2):          # shot n+1 starts on the last frame of shot n
         frame = frames / f"shot-{n}-last-frame.png"
@@ -132,8 +132,10 @@ def test_client_configs_launch_the_server():
     desktop = json.loads((ROOT / "examples" / "claude_desktop_config.json").read_text())
     server = desktop["mcpServers"]["kling"]
     assert [server["command"], *server["args"]] == ["kling-mcp", "serve"]
-    known = {"AIML_API_KEY", "RUNWARE_API_KEY", "RUNPOD_API_KEY", "EVOLINK_API_KEY", "KLING_MCP_MAX_JOB_COST_USD",
-             "KLING_MCP_DAILY_BUDGET_USD"}
+    provider_vars = {e.env_key for e in PROVIDERS.values() if e.env_key}
+    provider_vars |= {var for e in PROVIDERS.values() for group in e.credential_sets for var in group}
+    known = provider_vars | {"KLING_MCP_MAX_JOB_COST_USD", "KLING_MCP_DAILY_BUDGET_USD"}
+    assert {"FAL_KEY", "REPLICATE_API_TOKEN"} <= set(server["env"])
     assert set(server["env"]) <= known
     guide = (ROOT / "examples" / "claude_code.md").read_text()
     assert "kling -- kling-mcp serve" in guide

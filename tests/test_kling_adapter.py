@@ -253,9 +253,13 @@ async def test_a_local_video_is_refused_before_any_request(adapter, wire, video_
 
 @pytest.mark.parametrize(("spec", "said"), [
     ({"first_frame": url_ref("https://cdn.test/s.png", width=200, height=400)}, "at least 300 px"),
-    ({"first_frame": url_ref("https://cdn.test/s.png", width=1600, height=400)}, "1:2.5 to 2.5:1"),
+    ({"first_frame": url_ref("https://cdn.test/s.png", width=1600, height=400)}, "accepts 0.40-2.50"),
     ({"reference_video": url_ref("https://cdn.test/r.mp4", "video", 12.0, 1280, 720)}, "3-10 s"),
     ({"reference_video": url_ref("https://cdn.test/r.mp4", "video", 5.0, 640, 360)}, "720-2160 px"),
+    ({"reference_video": MediaRef(kind="url", value="https://cdn.test/r.webm", media="video", duration_s=5.0,
+                                  mime_type="video/webm")}, "MP4/MOV"),
+    ({"video": MediaRef(kind="url", value="https://cdn.test/r.mp4", media="video", duration_s=5.0, fps=15.0)},
+     "24-60 fps"),
     ({"video": url_ref("https://cdn.test/r.mp4", "video", 11.0)}, "3-10 s"),
     ({"prompt": "x" * 2501}, "at most 2500"),
     ({"duration": 7}, "use 5 or 10 s"),
@@ -271,8 +275,17 @@ async def test_an_oversized_local_image_is_refused_before_any_request(adapter, w
     big.write_bytes(png_bytes(400, 400))
     ref = file_ref(big)
     big.write_bytes(big.read_bytes() + b"\0" * (10 * 1024 * 1024))  # PNG ignores trailing bytes
-    with pytest.raises(errors.InvalidInputFile, match="up to 10 MB"):
+    with pytest.raises(errors.UnsupportedByProvider, match="up to 10 MB"):
         await adapter.submit(make_job(first_frame=ref))
+    assert wire.requests == []
+
+
+async def test_an_image_too_big_once_converted_to_png_is_refused_before_any_request(adapter, wire, tmp_path,
+                                                                                   monkeypatch):
+    webp = image_at(tmp_path, "c.webp", fmt="WEBP")
+    monkeypatch.setattr(adapter_module, "MAX_IMAGE_BYTES", 100)
+    with pytest.raises(errors.InvalidInputFile, match="as PNG; kling accepts images up to"):
+        await adapter.submit(make_job(first_frame=file_ref(webp)))
     assert wire.requests == []
 
 
@@ -323,7 +336,7 @@ async def test_an_unknown_external_id_is_waited_for_then_fails_as_interrupted(ad
     not_found = httpx.Response(404, json=envelope(code=1203, message="task not found"))
     job = make_job()
     wire.then(not_found, not_found)
-    assert await adapter.poll(job) == Running(queued=True)           # it may still be arriving
+    assert await adapter.poll(job) == Running(queued=True, confirmed=False)   # it may still be arriving
     monkeypatch.setattr(adapter_module, "NOT_FOUND_GRACE_S", 0.0)
     failed = await adapter.poll(job)
     assert isinstance(failed, Failed) and failed.code == "interrupted" and "nothing was billed" in failed.message

@@ -20,7 +20,6 @@ from starlette.applications import Starlette
 
 from kling_mcp.config import Settings
 from kling_mcp.jobs.model import Job, JobStatus
-from kling_mcp.jobs.store import JobStore
 from kling_mcp.providers import kling as adapter_module
 from kling_mcp.providers._kling_wire import jwt_token
 from kling_mcp.requests import VideoSpec
@@ -28,6 +27,7 @@ from kling_mcp.server import create_server
 from tests.emulators._media import mp4_bytes, png_bytes
 from tests.emulators._server import serve
 from tests.emulators.kling import KlingState, create_app
+from tests.support import read_store
 from tests.test_kling_adapter import AK, BEARER, SK, image_at
 
 pytestmark = pytest.mark.anyio
@@ -187,18 +187,30 @@ async def test_a_too_small_image_is_a_tool_error_before_any_request(emu, tmp_pat
     base, state = emu
     result = await call(base, tmp_path, "generate_video", {"prompt": PROMPT, "first_frame": str(image_file)})
     assert result.is_error and "at least 300 px" in text_of(result)
+    async with Client(create_server(settings(base, tmp_path))) as client:
+        quote = await client.call_tool("estimate_cost", {"prompt": PROMPT, "first_frame": str(image_file)})
+    [kling] = [q for q in quote.structured_content["quotes"] if q["provider"] == "kling"]
+    assert not kling["supported"] and "at least 300 px" in " ".join(kling["problems"])
     assert state.requests == []
 
 
 # --- fault knobs: the terminal state each one ends in ---------------------------------------------------
 
 
-@pytest.mark.parametrize(("code", "error"), [(1302, "rate_limited"), (1303, "rate_limited"),
-                                             (1102, "insufficient_credits"), (1301, "content_policy"),
+@pytest.mark.parametrize("code", [1302, 1303])
+async def test_a_rate_limited_submit_is_waited_out_and_submitted_again(emu, tmp_path, code):
+    base, state = emu
+    state.fail("submit", code, retry_after="1" if code == 1302 else None)
+    result = await call(base, tmp_path, "generate_video", {"prompt": PROMPT})
+    succeeded(result, "standard", (640, 360), 5)
+    assert state.count("submit") == 2 and len(state.tasks) == 1
+
+
+@pytest.mark.parametrize(("code", "error"), [(1102, "insufficient_credits"), (1301, "content_policy"),
                                              (5000, "provider_unavailable")])
 async def test_a_refused_submit_is_a_tool_error_and_is_not_retried(emu, tmp_path, code, error):
     base, state = emu
-    state.fail("submit", code, retry_after="1" if code == 1302 else None)
+    state.fail("submit", code)
     result = await call(base, tmp_path, "generate_video", {"prompt": PROMPT})
     assert result.is_error and f"[{error}]" in text_of(result) and f"code {code}" in text_of(result)
     assert state.count("submit") == 1 and state.tasks == {}
@@ -219,7 +231,7 @@ async def test_a_submit_answer_that_is_lost_is_settled_by_the_external_id(emu, t
         getattr(state, knob)["submit"] = 1
     result = await call(base, tmp_path, "generate_video", {"prompt": PROMPT})
     view = succeeded(result, "standard", (640, 360), 5)
-    assert "tracking it by its id" in view["note"]
+    assert "kling has the job" in view["note"]  # one poll by the external id settled it
     assert state.count("submit") == 1
     assert state.of("poll")[0].path.endswith("/" + view["job_id"])
 
@@ -310,9 +322,7 @@ async def test_cancel_says_kling_keeps_running(emu, tmp_path):
 def pending_job(cfg: Settings) -> Job:
     spec = VideoSpec(operation="text", prompt=PROMPT, duration=5, aspect_ratio="16:9", tier="pro")
     job = Job(provider="kling", model="kling-video-o1", tier="pro", spec=spec, estimated_cost_usd=0.56)
-    store = JobStore(cfg.data_dir)
-    store.put(job)                                             # persisted as pending, no remote_id
-    store.close()
+    read_store(cfg.data_dir, lambda store: store.create(job))  # persisted as pending, no remote_id
     return job
 
 
@@ -391,7 +401,6 @@ async def test_the_tool_descriptions_list_kling_and_say_videos_must_be_urls(emu,
     async with Client(create_server(settings(emu[0], tmp_path))) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
     for name in ("generate_video", "edit_video"):
-        lines = [line for line in (tools[name].description or "").splitlines() if line.startswith("kling ")]
-        # one line for both tiers (no provider is listed twice)
-        assert len(lines) == 1 and "videos only as http(s) URLs" in lines[0], lines
+        [line] = [line for line in (tools[name].description or "").splitlines() if line.startswith("kling ")]
+        assert line.startswith("kling (pro|standard; prompt <= 2500") and "videos as URLs only" in line, line
         assert "kling" in tools[name].input_schema["properties"]["provider"]["enum"]

@@ -34,6 +34,7 @@ from tests.emulators.runpod import RunpodState
 from tests.emulators.runpod import create_app as runpod_app
 from tests.emulators.runware import RunwareState
 from tests.emulators.runware import create_app as runware_app
+from tests.support import read_store
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -300,13 +301,10 @@ def emulators() -> Iterator[Emulators]:
 
 def stored_jobs(data_dir: Path) -> dict[str, dict[str, Any]]:
     """Every job in the store by prompt, read straight from disk (the server is dead)."""
-    from kling_mcp.jobs.store import JobStore
+    async def read(store):
+        return {job.spec.prompt: job.model_dump(mode="json") for job in await store.list_jobs(limit=100)}
 
-    store = JobStore(data_dir)
-    try:
-        return {job.spec.prompt: job.model_dump(mode="json") for job in store.list(limit=100)}
-    finally:
-        store.close()
+    return read_store(data_dir, read)
 
 
 def run_until_every_stage_then_sigkill(emu: Emulators, data_dir: Path) -> dict[str, dict[str, Any]]:

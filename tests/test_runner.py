@@ -10,9 +10,9 @@ import pytest
 
 from kling_mcp import errors
 from kling_mcp.config import Settings
+from kling_mcp.jobs.diskcache_store import DiskcacheStore as JobStore
 from kling_mcp.jobs.model import InvalidTransition, Job, JobStatus, RemoteVideo
 from kling_mcp.jobs.runner import JobRunner
-from kling_mcp.jobs.store import JobStore
 from kling_mcp.providers.base import Accepted, Done, Failed, Running
 from kling_mcp.requests import VideoSpec
 from tests.emulators._media import mp4_bytes
@@ -55,7 +55,7 @@ def _job(provider: str = "runpod", remote_id: str | None = "r-1", status=JobStat
 async def _run(tmp_path, provider, job: Job, seconds: float = 5.0, **settings_over):
     settings = _settings(tmp_path, **settings_over)
     store = JobStore(settings.data_dir)
-    store.put(job)
+    await store.create(job)
     async with httpx.AsyncClient() as client, anyio.create_task_group() as tg:
         runner = JobRunner(store, lambda name: provider, client, settings)
         await runner.start(tg)
@@ -83,7 +83,7 @@ async def test_running_then_done_downloads_a_local_file(tmp_path):
     video = final.videos[0]
     assert video.width == 160 and video.height == 90 and video.size_bytes > 0
     assert video.path.startswith(str(tmp_path / "videos" / job.job_id))
-    assert store.get(job.job_id).status == JobStatus.SUCCEEDED
+    assert (await store.get(job.job_id)).status == JobStatus.SUCCEEDED
 
 
 async def test_provider_failure_is_a_terminal_record(tmp_path):
@@ -149,7 +149,7 @@ async def test_pending_with_client_chosen_id_is_recovered_by_polling(tmp_path):
 async def test_wait_reports_progress_changes(tmp_path):
     settings = _settings(tmp_path)
     store = JobStore(settings.data_dir)
-    job = store.put(_job())
+    job, _ = await store.create(_job())
     seen: list[float] = []
     provider = ScriptedProvider([Running(progress=10), Running(progress=60), Failed(code="x", message="y")])
 
@@ -173,23 +173,14 @@ async def test_wait_on_unknown_job_raises(tmp_path):
             await runner.wait("nope", 0)
 
 
-def test_store_lists_newest_first_and_filters(tmp_path):
+async def test_store_survives_reopen_and_keeps_ledger_and_kv(tmp_path):
     store = JobStore(tmp_path)
-    jobs = [store.put(_job().model_copy(update={"created_at": 1000.0 + i})) for i in range(5)]
-    store.put(jobs[2].moved(JobStatus.FAILED))
-    assert [j.job_id for j in store.list(limit=3)] == [jobs[4].job_id, jobs[3].job_id, jobs[2].job_id]
-    assert [j.job_id for j in store.list(JobStatus.FAILED)] == [jobs[2].job_id]
-    assert {j.job_id for j in store.unfinished()} == {j.job_id for j in jobs} - {jobs[2].job_id}
-    assert store.count() == 5
-
-
-def test_store_survives_reopen_and_keeps_ledger_and_kv(tmp_path):
-    store = JobStore(tmp_path)
-    job = store.put(_job())
-    store.add_spend(1.25)
-    store.kv_set("upload:abc", {"url": "u"}, expire_s=60)
-    store.close()
+    job, _ = await store.create(_job())
+    await store.reserve(job.job_id, "2026-02-01", 1.25, None)
+    await store.kv_set("upload:abc", {"url": "u"}, expire_s=60)
+    await store.close()
     again = JobStore(tmp_path)
-    assert again.get(job.job_id).job_id == job.job_id
-    assert again.spent() == 1.25
-    assert again.kv_get("upload:abc") == {"url": "u"}
+    assert (await again.get(job.job_id)).job_id == job.job_id
+    assert await again.spent("2026-02-01") == 1.25
+    assert await again.kv_get("upload:abc") == {"url": "u"}
+    await again.close()

@@ -14,8 +14,8 @@ import pytest
 from mcp import Client
 
 from kling_mcp.config import Settings
+from kling_mcp.jobs.diskcache_store import DiskcacheStore as JobStore
 from kling_mcp.jobs.model import Job, JobStatus
-from kling_mcp.jobs.store import JobStore
 from kling_mcp.requests import VideoSpec
 from kling_mcp.server import create_server
 from tests.emulators._media import mp4_bytes, png_bytes
@@ -194,8 +194,8 @@ async def test_a_lost_acknowledgement_is_recovered_by_polling_after_restart(emu,
     spec = VideoSpec(operation="text", prompt=PROMPT, duration=5, aspect_ratio="16:9", tier="pro")
     job = Job(provider="runware", model=MODELS["pro"], tier="pro", spec=spec, estimated_cost_usd=0.56)
     store = JobStore(cfg.data_dir)
-    store.put(job)                                             # persisted as pending, no remote_id
-    store.close()
+    await store.create(job)                                    # persisted as pending, no remote_id
+    await store.close()
     import httpx
 
     task = {"taskType": "videoInference", "taskUUID": job.job_id, "model": MODELS["pro"], "positivePrompt": PROMPT,
@@ -215,8 +215,8 @@ async def test_a_submit_that_never_arrived_fails_as_interrupted_after_restart(em
     spec = VideoSpec(operation="text", prompt=PROMPT, duration=5, aspect_ratio="16:9", tier="standard")
     job = Job(provider="runware", model=MODELS["standard"], tier="standard", spec=spec)
     store = JobStore(cfg.data_dir)
-    store.put(job)
-    store.close()
+    await store.create(job)
+    await store.close()
     async with Client(create_server(cfg)) as client:
         view = (await client.call_tool("check_job", {"job_id": job.job_id, "wait_seconds": 20})).structured_content
     assert view["status"] == JobStatus.FAILED.value and view["error"]["code"] == "interrupted", view

@@ -124,8 +124,6 @@ def describe_provider(entry: ProviderEntry) -> str:
             if s.price.usd_per_second is not None:
                 bits.append(f"${s.price.usd_per_second:g}/s ({s.price.basis})")
             ops.append(", ".join(bits))
-        if v.video_input_kinds == ("url",):
-            ops.append("videos only as http(s) URLs (not local files)")
         lines.append(f"{entry.name} {v.tier} ({v.model}; prompt <= {v.max_prompt_chars}): " + "; ".join(ops))
     return "\n".join(lines)
 

@@ -9,12 +9,27 @@ cost is read back from the task's ``final_unit_deduction``. Failed tasks are not
 
 from __future__ import annotations
 
-from .model import ASPECT_RATIOS, ModelVariant, OperationSpec, Price, ProviderEntry
+from .model import ASPECT_RATIOS, MediaLimits, ModelVariant, OperationSpec, Price, ProviderEntry
 
 MODEL = "kling-video-o1"
 USD_PER_UNIT = 0.14  # Kling billing page (as transcribed in providers.md §6.6): 1 unit = $0.14
 UNITS_PER_SECOND = {"standard": 0.6, "pro": 0.8}
 VIDEO_INPUT_FACTOR = 1.5  # a reference or edited video costs 50% more per second
+
+_MB = 1024 * 1024
+# Omni-Video "Image Requirements": jpg/jpeg/png (others are converted), <= 10 MB, >= 300 px, 1:2.5-2.5:1.
+IMAGES = MediaLimits(image_min_px=300, image_aspect=(0.4, 2.5), image_max_bytes=10 * _MB)
+# "Video Requirements": MP4/MOV, >= 3 s (O1: <= 10 s), 720-2160 px, 24-60 fps, <= 200 MB.
+IMAGES_AND_VIDEOS = MediaLimits(
+    image_min_px=300,
+    image_aspect=(0.4, 2.5),
+    image_max_bytes=10 * _MB,
+    video_px=(720, 2160),
+    video_fps=(24, 60),
+    video_max_bytes=200 * _MB,
+    video_types=("video/mp4", "video/quicktime"),
+    reference_video_s=(3, 10),
+)
 
 _WHY = "Kling publishes O1 prices in resource-pack units only; inferred from its Video-3O grid"
 _SIZES = {
@@ -55,6 +70,7 @@ def _variant(tier: str) -> ModelVariant:
                 default_duration=5,
                 last_frame=True,
                 note="output size follows the first frame",
+                media=IMAGES,
             ),
             "reference": OperationSpec(
                 "reference",
@@ -67,7 +83,8 @@ def _variant(tier: str) -> ModelVariant:
                 reference_video="optional",
                 keep_original_sound=True,
                 price_with_video=with_video,
-                note="a reference video (3-10 s, 720-2160 px) is sent as refer_type feature",
+                note="a reference video is sent as refer_type feature",
+                media=IMAGES_AND_VIDEOS,
             ),
             "edit": OperationSpec(
                 "edit",
@@ -77,6 +94,7 @@ def _variant(tier: str) -> ModelVariant:
                 input_video_s=(3, 10),
                 keep_original_sound=True,
                 note="billed per second of the input video, rounded to whole seconds",
+                media=IMAGES_AND_VIDEOS,
             ),
         },
         notes=(

@@ -52,6 +52,7 @@ class MediaLimits:
     video_fps: tuple[float, float] | None = None
     video_max_bytes: int | None = None
     video_types: tuple[str, ...] = ()  # accepted MIME types
+    reference_video_s: tuple[float, float] | None = None  # a reference video's length (an edit's: input_video_s)
 
 
 @dataclass(frozen=True)

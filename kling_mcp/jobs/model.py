@@ -82,6 +82,7 @@ def new_job_id() -> str:
 
 class Job(BaseModel):
     job_id: str = Field(default_factory=new_job_id)
+    version: int = 0  # set by the store: +1 on every applied change (0 = never stored)
     status: JobStatus = JobStatus.PENDING
     provider: str
     model: str
@@ -93,6 +94,7 @@ class Job(BaseModel):
     progress: float = 0.0
     estimated_cost_usd: float | None = None
     cost_usd: float | None = None
+    cost_basis: str | None = None  # how cost_usd is known: "billed", or "inferred" (converted from credits)
     remote_videos: list[RemoteVideo] = Field(default_factory=list)
     videos: list[StoredVideo] = Field(default_factory=list)
     error: ErrorView | None = None

@@ -1,10 +1,13 @@
 """The background runner: polls providers, downloads results, writes a terminal record.
 
-One task per unfinished job runs in the task group the server's lifespan owns. Every path ends in
-a terminal record: a provider failure, the deadline, N consecutive transient errors, a download
-that keeps failing. At start-up every non-terminal job in the store is resumed; a ``pending``
-job without a remote id is polled only where our job id is the provider's task id (Runware,
-local), and otherwise marked ``failed`` (``interrupted``), never resubmitted.
+Every change it makes is a transition in the store, computed from the record as stored at that
+moment (never from a copy read before an ``await``), so a cancel or another process's write is never
+overwritten. A job is driven only by the process holding its lease (:mod:`.leases`); the lease keeper
+renews it while the job is driven and, in a server, takes over jobs whose owner died once their
+lease expires. Every path ends in a terminal record: a provider failure, the deadline, N consecutive
+transient errors, a download that keeps failing. A ``pending`` job without a remote id is polled
+only where our job id is the provider's task id (Runware, local), and otherwise marked ``failed``
+(``interrupted``) by whoever takes it over, never resubmitted.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import anyio.abc
 from .. import errors, media
 from ..catalog import PROVIDERS, variant_for_model
 from ..config import Settings
-from ..providers.base import Done, Failed, Running, VideoProvider
+from ..providers.base import Done, Failed, PollResult, VideoProvider
 from ..requests import ErrorView
+from .backend import JobStore
+from .leases import LeaseKeeper
 from .model import Job, JobStatus, StoredVideo
-from .store import JobStore
 
 if TYPE_CHECKING:  # httpx and the downloader load with the first download, not at start-up
     import httpx
@@ -39,6 +43,14 @@ MAX_IN_FLIGHT = 16
 
 def _error_view(exc: errors.KlingError) -> ErrorView:
     return ErrorView(**exc.to_info())
+
+
+def interrupted(job: Job) -> ErrorView:
+    return _error_view(
+        errors.JobInterrupted(
+            f"the server stopped while submitting this job to {job.provider}, before {job.provider} acknowledged it."
+        )
+    )
 
 
 class JobRunner:
@@ -54,9 +66,11 @@ class JobRunner:
         self._client_source = client
         self._settings = settings
         self._in_flight: dict[str, anyio.Semaphore] = {}
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._active: dict[str, anyio.CancelScope] = {}
-        self._changed: dict[str, anyio.Event] = {}
+        self.leases = LeaseKeeper(store, settings.lease_s, self._adopt)
+
+    @property
+    def owner(self) -> str:
+        return self.leases.owner
 
     @property
     def _client(self) -> httpx.AsyncClient:
@@ -71,91 +85,33 @@ class JobRunner:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def start(self, tg: anyio.abc.TaskGroup) -> int:
-        """Attach to the lifespan task group and resume every unfinished job; returns how many."""
-        self._tg = tg
-        resumed = 0
-        for job in self.store.unfinished():
-            if job.remote_id is None and not PROVIDERS[job.provider].client_chosen_id:
-                self.finish(
-                    job,
-                    JobStatus.FAILED,
-                    error=_error_view(
-                        errors.JobInterrupted(
-                            f"the server stopped while submitting this job to {job.provider}, before {job.provider} "
-                            "acknowledged it."
-                        )
-                    ),
-                )
-                continue
-            self.track(job.job_id)
-            resumed += 1
-        return resumed
+    async def start(self, tg: anyio.abc.TaskGroup, adopt: bool = True) -> int:
+        """Attach to the lifespan task group. ``adopt`` (a server): drive every job whose lease is free or
+        expired, now and whenever one frees up; otherwise (the CLI) only jobs asked for. Returns how many
+        jobs were taken at start."""
+        return await self.leases.start(tg, adopt)
 
     def track(self, job_id: str) -> None:
-        if self._tg is None:
-            raise RuntimeError("runner not started")
-        if job_id not in self._active:
-            self._active[job_id] = anyio.CancelScope()
-            self._tg.start_soon(self._drive, job_id)
+        """Drive ``job_id`` in this process if its lease is free, expired or already ours."""
+        self.leases.drive(job_id)
 
     def ensure_tracked(self, job: Job) -> None:
-        """Track ``job`` if it is unfinished and nothing in this process is driving it."""
-        if not job.terminal and self._tg is not None and job.job_id not in self._active:
+        """Track ``job`` if it is unfinished (a live lease of another process is left alone)."""
+        if not job.terminal and self.leases.started:
             self.track(job.job_id)
 
     def stop_tracking(self, job_id: str) -> None:
-        scope = self._active.get(job_id)
-        if scope is not None:
-            scope.cancel()
+        self.leases.stop(job_id)
 
-    # --- records ---------------------------------------------------------------------------
-
-    def save(self, job: Job) -> Job:
-        self.store.put(job)
-        event = self._changed.pop(job.job_id, None)
-        if event is not None:
-            event.set()
-        return job
-
-    def finish(self, job: Job, status: JobStatus, **changes: object) -> Job:
-        current = self.store.get(job.job_id) or job
-        if current.terminal:
-            return current
-        return self.save(current.moved(status, **changes))
-
-    async def wait(self, job_id: str, seconds: float, on_update: ProgressCallback | None = None) -> Job:
-        """Wait up to ``seconds`` for the job to finish, calling ``on_update`` on every change."""
-        job = self.store.get(job_id)
-        if job is None:
-            raise errors.UnknownJob(f"no job {job_id!r} on this server.")
-        deadline = time.monotonic() + max(0.0, seconds)
-        while not job.terminal:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            event = self._changed.setdefault(job_id, anyio.Event())
-            with anyio.move_on_after(min(remaining, 1.0)):
-                await event.wait()
-            latest = self.store.get(job_id) or job
-            if on_update is not None and (latest.status, latest.progress) != (job.status, job.progress):
-                await on_update(latest)
-            job = latest
-        return job
-
-    # --- the loop --------------------------------------------------------------------------
-
-    async def _drive(self, job_id: str) -> None:
-        scope = self._active[job_id]
+    async def _adopt(self, job_id: str) -> None:
+        """Drive a job whose lease this process holds, until it ends or the lease is lost."""
         try:
-            with scope:
-                await self._poll_loop(job_id)
+            await self._poll_loop(job_id)
         except Exception as exc:
             log.exception("job %s: runner crashed", job_id)
-            job = self.store.get(job_id)
-            if job is not None:
-                self.finish(
-                    job,
+            with anyio.CancelScope(shield=True):
+                await self.finish(
+                    job_id,
                     JobStatus.FAILED,
                     error=ErrorView(
                         code="internal_error",
@@ -164,8 +120,32 @@ class JobRunner:
                         hint="Call check_job again; if it persists, report it with the job id.",
                     ),
                 )
-        finally:
-            self._active.pop(job_id, None)
+
+    # --- records ---------------------------------------------------------------------------
+
+    async def finish(self, job_id: str, status: JobStatus, **changes: object) -> Job:
+        """Move the job to a terminal ``status`` unless it already ended (the first ending wins)."""
+        return await self.store.transition(job_id, lambda cur: None if cur.terminal else cur.moved(status, **changes))
+
+    async def wait(self, job_id: str, seconds: float, on_update: ProgressCallback | None = None) -> Job:
+        """Wait up to ``seconds`` for the job to finish, calling ``on_update`` on every change (by any process)."""
+        job = await self.store.get(job_id)
+        if job is None:
+            raise errors.UnknownJob(f"no job {job_id!r} on this server.")
+        deadline = time.monotonic() + max(0.0, seconds)
+        while not job.terminal:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            latest = await self.store.wait_for_change(job_id, job.version, remaining)
+            if latest is None:
+                break
+            if on_update is not None and (latest.status, latest.progress) != (job.status, job.progress):
+                await on_update(latest)
+            job = latest
+        return job
+
+    # --- the loop --------------------------------------------------------------------------
 
     def _first_interval(self, job: Job) -> float:
         if self._settings.poll_interval_s:
@@ -174,111 +154,138 @@ class JobRunner:
         return min(max(typical / 8, 0.5), self._settings.poll_max_interval_s)
 
     async def _poll_loop(self, job_id: str) -> None:
-        job = self.store.get(job_id)
+        job = await self.store.get(job_id)
         if job is None or job.terminal:
+            return
+        if job.remote_id is None and not PROVIDERS[job.provider].client_chosen_id:
+            # Its submitter died before the provider answered (it held the lease until then).
+            await self.finish(job_id, JobStatus.FAILED, error=interrupted(job))
             return
         provider = self._provider_for(job.provider)
         interval = self._first_interval(job)
         started = job.submitted_at or job.created_at
         while True:
-            job = self.store.get(job_id)
+            job = await self.store.get(job_id)
             if job is None or job.terminal:
                 return
             if time.time() - started > self._settings.job_deadline_s:
-                self.finish(
-                    job,
-                    JobStatus.FAILED,
-                    error=_error_view(
-                        errors.JobDeadline(
-                            f"{job.provider} did not finish within {self._settings.job_deadline_s:.0f} s."
-                        )
-                    ),
-                )
+                message = f"{job.provider} did not finish within {self._settings.job_deadline_s:.0f} s."
+                await self.finish(job_id, JobStatus.FAILED, error=_error_view(errors.JobDeadline(message)))
                 return
             delay = interval
             try:
                 async with self._limit(job.provider):
                     result = await provider.poll(job)
             except errors.ProviderError as exc:
-                backoff = await self._on_error(job, exc, interval)
+                backoff = await self._on_error(job_id, exc, interval)
                 if backoff is None:
                     return
                 delay = backoff
             else:
-                # A Done after a failed download keeps the count: an expired link must not loop forever.
-                errors_so_far = job.consecutive_errors if isinstance(result, Done) else 0
-                job = self.save(job.updated(consecutive_errors=errors_so_far, polls=job.polls + 1))
-                if isinstance(result, Failed):
-                    self.finish(
-                        job,
-                        JobStatus.FAILED,
-                        error=ErrorView(
-                            code=result.code,
-                            message=result.message,
-                            retryable=result.retryable,
-                            hint=result.hint or errors.JobFailed.default_hint,
-                        ),
-                    )
+                job = await self._record_poll(job_id, result)
+                if job.terminal:
                     return
-                if isinstance(result, Running):
-                    self._on_running(job, result)
-                elif isinstance(result, Done):
+                if isinstance(result, Done) and job.status == JobStatus.DOWNLOADING:
                     if await self._collect(job, result):
                         return
             # Jitter spreads many jobs' polls; only ever later, so a Retry-After stays a floor.
             await anyio.sleep(delay * random.uniform(1.0, 1.2))
             interval = min(interval * 1.5, self._settings.poll_max_interval_s)
 
-    async def _on_error(self, job: Job, exc: errors.ProviderError, interval: float) -> float | None:
-        if not exc.retryable:
-            self.finish(job, JobStatus.FAILED, error=_error_view(exc))
+    async def _record_poll(self, job_id: str, result: PollResult) -> Job:
+        """Apply a poll's answer to the job as stored now; a job that ended meanwhile keeps its ending."""
+        failed_here = False
+
+        def update(cur: Job) -> Job | None:
+            nonlocal failed_here
+            failed_here = False
+            if cur.terminal:
+                return None
+            # A Done after a failed download keeps the count: an expired link must not loop forever.
+            changes: dict[str, object] = {
+                "polls": cur.polls + 1,
+                "consecutive_errors": cur.consecutive_errors if isinstance(result, Done) else 0,
+            }
+            if isinstance(result, Failed):
+                failed_here = True
+                error = ErrorView(
+                    code=result.code,
+                    message=result.message,
+                    retryable=result.retryable,
+                    hint=result.hint or errors.JobFailed.default_hint,
+                )
+                return cur.moved(JobStatus.FAILED, error=error, **changes)
+            if isinstance(result, Done):
+                cost = result.cost_usd if result.cost_usd is not None else cur.cost_usd
+                basis = result.cost_basis if result.cost_usd is not None else cur.cost_basis
+                return cur.moved(
+                    JobStatus.DOWNLOADING,
+                    remote_videos=result.videos,
+                    cost_usd=cost,
+                    cost_basis=basis,
+                    progress=100.0,
+                    **changes,
+                )
+            progress = cur.progress if result.progress is None else max(cur.progress, float(result.progress))
+            if cur.status in (JobStatus.PENDING, JobStatus.SUBMITTED) and not result.queued:
+                return cur.moved(JobStatus.RUNNING, progress=progress, **changes)
+            return cur.updated(progress=progress, **changes)
+
+        job = await self.store.transition(job_id, update)
+        if failed_here and job.cost_usd is None:
+            await self.store.release(job_id)  # the provider failed the job and billed nothing for it
+        elif isinstance(result, Done) and job.cost_usd is not None:
+            await self.store.settle(job_id, job.cost_usd, "inferred" if job.cost_basis == "inferred" else "billed")
+        return job
+
+    async def _on_error(self, job_id: str, exc: errors.ProviderError, interval: float) -> float | None:
+        count = 0
+
+        def update(cur: Job) -> Job | None:
+            nonlocal count
+            if cur.terminal:
+                return None
+            count = cur.consecutive_errors + 1
+            if not exc.retryable:
+                return cur.moved(JobStatus.FAILED, error=_error_view(exc))
+            if count >= self._settings.max_consecutive_errors:
+                message = f"{count} consecutive failures talking to {cur.provider}; last: {exc.message}"
+                error = ErrorView(code=exc.code, retryable=True, hint=exc.hint, message=message)
+                return cur.moved(JobStatus.FAILED, error=error)
+            return cur.updated(consecutive_errors=count)
+
+        job = await self.store.transition(job_id, update)
+        if job.terminal:
             return None
-        count = job.consecutive_errors + 1
-        if count >= self._settings.max_consecutive_errors:
-            self.finish(
-                job,
-                JobStatus.FAILED,
-                error=ErrorView(
-                    code=exc.code,
-                    retryable=True,
-                    hint=exc.hint,
-                    message=f"{count} consecutive failures talking to {job.provider}; last: {exc.message}",
-                ),
-            )
-            return None
-        self.save(job.updated(consecutive_errors=count))
-        log.warning("job %s: %s (attempt %d)", job.job_id, exc.code, count)
+        log.warning("job %s: %s (attempt %d)", job_id, exc.code, count)
         # Exponential, but never past the largest poll interval (a Retry-After may ask for longer).
         backoff = min(interval * (2 ** (count - 1)), self._settings.poll_max_interval_s)
         return max(exc.retry_after or 0.0, backoff)
 
-    def _on_running(self, job: Job, result: Running) -> None:
-        progress = job.progress if result.progress is None else max(job.progress, float(result.progress))
-        if job.status in (JobStatus.PENDING, JobStatus.SUBMITTED) and not result.queued:
-            self.save(job.moved(JobStatus.RUNNING, progress=progress))
-        elif progress != job.progress:
-            self.save(job.updated(progress=progress))
-
     async def _collect(self, job: Job, done: Done) -> bool:
         """Download every result; True when the job reached a terminal state."""
-        cost = done.cost_usd if done.cost_usd is not None else job.cost_usd
-        if cost is not None and job.cost_usd is None and job.estimated_cost_usd is not None:
-            self.store.add_spend(cost - job.estimated_cost_usd)
-        job = self.save(job.moved(JobStatus.DOWNLOADING, remote_videos=done.videos, cost_usd=cost, progress=100.0))
         out_dir = self._settings.data_dir / "videos" / job.job_id
         out_dir.mkdir(parents=True, exist_ok=True)
         stored: list[StoredVideo] = []
+        failure: errors.DownloadFailed | None = None
         try:
             for n, remote in enumerate(done.videos):
                 stored.append(await self._fetch(job, n, remote.url, remote.path, out_dir))
         except errors.DownloadFailed as exc:
-            count = job.consecutive_errors + 1
-            if (not exc.retryable and count >= 2) or count >= self._settings.max_consecutive_errors:
-                self.finish(job, JobStatus.FAILED, error=_error_view(exc))
-                return True
-            self.save(job.updated(consecutive_errors=count))  # poll again: a fresh link where there is one
-            return False
-        self.finish(job, JobStatus.SUCCEEDED, videos=stored, progress=100.0)
+            failure = exc
+        if failure is not None:
+            lost = failure
+
+            def failed(cur: Job) -> Job | None:
+                if cur.terminal:
+                    return None
+                count = cur.consecutive_errors + 1
+                if (not lost.retryable and count >= 2) or count >= self._settings.max_consecutive_errors:
+                    return cur.moved(JobStatus.FAILED, error=_error_view(lost))
+                return cur.updated(consecutive_errors=count)  # poll again: a fresh link where there is one
+
+            return (await self.store.transition(job.job_id, failed)).terminal
+        await self.finish(job.job_id, JobStatus.SUCCEEDED, videos=stored, progress=100.0)
         return True
 
     async def _fetch(self, job: Job, n: int, url: str | None, path: str | None, out_dir: Path) -> StoredVideo:

@@ -97,8 +97,12 @@ def error_for_status(
             where, retry_after=parse_retry_after(response.headers.get("Retry-After")), may_have_accepted=False
         )
     if status >= 500:
+        # A 500/502 after a submit was sent says nothing about whether the service (or the one behind a
+        # gateway) queued it; a 503 says it was not handled.
         return errors.ProviderUnavailable(
-            where, may_have_accepted=False, retry_after=parse_retry_after(response.headers.get("Retry-After"))
+            where,
+            may_have_accepted=submit and status != 503,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
     return errors.ProviderRejected(where, may_have_accepted=False)
 

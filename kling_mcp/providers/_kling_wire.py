@@ -191,7 +191,7 @@ def error_for_code(code: int, detail: str, *, submit: bool, retry_after: float |
 
 # --- task failures -----------------------------------------------------------------------------------
 
-_POLICY_WORDS = ("risk", "safety", "sensitive", "policy", "violat", "moderation", "inappropriate", "content")
+_POLICY_WORDS = ("risk", "safety", "sensitive", "policy", "violat", "moderation", "inappropriate")
 
 
 def task_failure(message: str | None, secrets: tuple[str, ...]) -> Failed:

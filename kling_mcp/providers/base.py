@@ -24,8 +24,8 @@ if TYPE_CHECKING:  # httpx is imported when a provider is first used, not at sta
 class KeyValue(Protocol):
     """Small persistent key/value storage for adapters (e.g. upload caches)."""
 
-    def kv_get(self, key: str) -> Any | None: ...
-    def kv_set(self, key: str, value: Any, expire_s: float | None = None) -> None: ...
+    async def kv_get(self, key: str) -> Any | None: ...
+    async def kv_set(self, key: str, value: Any, expire_s: float | None = None) -> None: ...
 
 
 @dataclass
@@ -53,12 +53,16 @@ class Accepted:
 class Running:
     progress: float | None = None  # 0-100 when the provider reports it
     queued: bool = False
+    # False: the provider does not know the job yet and may never (a lost submit, polled by our id
+    # within the time it may still take to appear); not proof that the provider took it.
+    confirmed: bool = True
 
 
 @dataclass(frozen=True)
 class Done:
     videos: list[RemoteVideo]
     cost_usd: float | None = None  # billed cost when the provider reports it
+    cost_basis: str = "billed"  # "inferred" when converted from the provider's own units at a published rate
 
 
 @dataclass(frozen=True)

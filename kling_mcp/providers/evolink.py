@@ -237,13 +237,13 @@ class EvolinkProvider:
             return ref.value
         digest = ref.sha256 or await anyio.to_thread.run_sync(sha256_file, ref.value)
         key = f"evolink:upload:{digest}"
-        cached = self.ctx.kv.kv_get(key)
+        cached = await self.ctx.kv.kv_get(key)
         if isinstance(cached, dict) and cached.get("file_url"):
             return str(cached["file_url"])
         file_url, lifetime = await self._upload(ref)
         keep = lifetime - UPLOAD_CACHE_MARGIN_S
         if keep > 0:
-            self.ctx.kv.kv_set(key, {"file_url": file_url, "uploaded_at": time.time()}, expire_s=keep)
+            await self.ctx.kv.kv_set(key, {"file_url": file_url, "uploaded_at": time.time()}, expire_s=keep)
         return file_url
 
     async def _upload(self, ref: MediaRef) -> tuple[str, float]:
@@ -334,8 +334,11 @@ class EvolinkProvider:
             )
         credits = task.usage.credits_reserved if task.usage else None
         cost = round(credits * USD_PER_CREDIT, 4) if credits is not None else None
+        # EvoLink bills credits; the dollar figure is our conversion at the published rate, not a bill.
         return Done(
-            videos=[RemoteVideo(url=u, remote_key=f"{remote_id}-{n}") for n, u in enumerate(urls)], cost_usd=cost
+            videos=[RemoteVideo(url=u, remote_key=f"{remote_id}-{n}") for n, u in enumerate(urls)],
+            cost_usd=cost,
+            cost_basis="inferred",
         )
 
 

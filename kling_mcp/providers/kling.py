@@ -27,9 +27,9 @@ import anyio
 import httpx
 
 from .. import errors, validation
-from ..catalog.kling import MODEL, USD_PER_UNIT
+from ..catalog.kling import IMAGES, MODEL, USD_PER_UNIT
 from ..jobs.model import Job, RemoteVideo
-from ..requests import MediaRef, VideoSpec
+from ..requests import MediaRef
 from . import _http
 from . import _kling_wire as wire
 from .base import Accepted, Done, Failed, PollResult, ProviderContext, Running
@@ -43,12 +43,8 @@ POLL_TIMEOUT = httpx.Timeout(30.0, connect=10.0)  # a query is quick; a stuck on
 # right after the submit is not proof that the submit never arrived: wait this long before saying so.
 NOT_FOUND_GRACE_S = 120.0
 
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MIN_IMAGE_SIDE = 300
-IMAGE_RATIO = (1 / 2.5, 2.5)
+MAX_IMAGE_BYTES = IMAGES.image_max_bytes or 10 * 1024 * 1024  # checked again after a conversion to PNG
 SENT_AS_IS = {"image/png", "image/jpeg"}  # other local images are converted to PNG
-VIDEO_SIDE = (720, 2160)
-VIDEO_SECONDS = (3.0, 10.0)
 
 
 class _Capture:
@@ -128,10 +124,8 @@ class KlingProvider:
     async def build_body(self, job: Job) -> dict[str, Any]:
         """The exact JSON body of the create request; refuses, before any request, what Kling would."""
         spec = job.spec
-        match = validation.require(spec, NAME, job.tier)  # the catalog's rules (videos must be URLs, ...)
-        problems = media_problems(spec)
-        if problems:
-            raise errors.UnsupportedByProvider(" ".join(problems), hint="Change the inputs as described.")
+        # The catalog's rules, media limits included (videos must be URLs, images >= 300 px, ...).
+        match = validation.require(spec, NAME, job.tier)
         assert match.variant is not None and match.op is not None
         body: dict[str, Any] = {
             "model_name": MODEL,
@@ -194,7 +188,7 @@ class KlingProvider:
     def _unknown_external_id(self, job: Job) -> PollResult:
         waited = time.time() - (job.submitted_at or job.created_at)
         if waited < NOT_FOUND_GRACE_S:
-            return Running(queued=True)
+            return Running(queued=True, confirmed=False)
         return Failed(
             code=errors.JobInterrupted.code,
             message=(
@@ -258,40 +252,6 @@ class KlingProvider:
         return wire.error_for_code(envelope.code, detail, submit=submit, retry_after=retry_after)
 
 
-def media_problems(spec: VideoSpec) -> list[str]:
-    """Kling's documented input rules that the catalog does not express, for what is known locally:
-    image size and shape, and the reference video's length, size and format (an edit's input length
-    is a catalog rule)."""
-    problems = []
-    named = [("first_frame", spec.first_frame), ("last_frame", spec.last_frame)]
-    named += [(f"reference_images[{i}]", ref) for i, ref in enumerate(spec.reference_images)]
-    for arg, ref in named:
-        if ref is None or not ref.width or not ref.height:
-            continue
-        if min(ref.width, ref.height) < MIN_IMAGE_SIDE:
-            problems.append(
-                f"{arg} is {ref.width}x{ref.height} px; kling needs images of at least {MIN_IMAGE_SIDE} px on "
-                "each side: use a larger image."
-            )
-        elif not IMAGE_RATIO[0] <= ref.width / ref.height <= IMAGE_RATIO[1]:
-            problems.append(f"{arg} is {ref.width}x{ref.height} px; kling accepts aspect ratios 1:2.5 to 2.5:1.")
-    for arg, ref in (("video", spec.video), ("reference_video", spec.reference_video)):
-        if ref is None:
-            continue
-        lo, hi = VIDEO_SIDE
-        if ref.width and ref.height and not (lo <= ref.width <= hi and lo <= ref.height <= hi):
-            problems.append(
-                f"{arg} is {ref.width}x{ref.height} px; kling needs videos whose width and height are both "
-                f"{lo}-{hi} px."
-            )
-        if ref.mime_type and ref.mime_type not in ("video/mp4", "video/quicktime"):
-            problems.append(f"{arg} is {ref.mime_type}; kling accepts MP4 or MOV videos only.")
-        seconds = ref.duration_s
-        if arg == "reference_video" and seconds is not None and not VIDEO_SECONDS[0] <= seconds <= VIDEO_SECONDS[1]:
-            problems.append(f"reference_video is {seconds:g} s; kling accepts reference videos of 3-10 s.")
-    return problems
-
-
 def _image_bytes(ref: MediaRef) -> bytes:
     """A local image's bytes for Kling: PNG and JPEG as they are, other formats converted to PNG."""
     path = Path(ref.value)
@@ -308,7 +268,8 @@ def _image_bytes(ref: MediaRef) -> bytes:
             raw = out.getvalue()
     if len(raw) > MAX_IMAGE_BYTES:
         raise errors.InvalidInputFile(
-            f"{path.name} is {len(raw) / 2**20:.1f} MB; kling accepts images up to 10 MB.",
+            f"{path.name} is {len(raw) / 2**20:.1f} MB as PNG; kling accepts images up to "
+            f"{MAX_IMAGE_BYTES // 2**20} MB.",
             hint="Pass a smaller (or JPEG) image, or a public URL of it.",
         )
     return raw

@@ -167,9 +167,9 @@ class RunwareProvider:
         key = f"runware:upload:{digest}"
         lock = self._upload_locks.setdefault(digest, anyio.Lock())
         async with lock:
-            cached = self._ctx.kv.kv_get(key)
+            cached = await self._ctx.kv.kv_get(key)
             if isinstance(cached, dict) and cached.get("uuid"):
-                self._ctx.kv.kv_set(key, cached, expire_s=UPLOAD_CACHE_S)  # each use extends Runware's retention
+                await self._ctx.kv.kv_set(key, cached, expire_s=UPLOAD_CACHE_S)  # each use extends Runware's retention
                 return str(cached["uuid"])
             uri = await anyio.to_thread.run_sync(data_uri, ref.value, ref.mime_type)
             task_uuid = str(uuid.uuid4())
@@ -190,7 +190,7 @@ class RunwareProvider:
                     f"runware's {task['taskType']} answer has no {id_field}.", may_have_accepted=False
                 )
             record = {"uuid": getattr(item, id_field), "url": getattr(item, url_field), "media": ref.media}
-            self._ctx.kv.kv_set(key, record, expire_s=UPLOAD_CACHE_S)
+            await self._ctx.kv.kv_set(key, record, expire_s=UPLOAD_CACHE_S)
             return str(record["uuid"])
 
     # --- transport ----------------------------------------------------------------------------
