@@ -7,8 +7,7 @@ import base64
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import anyio
 from mcp.server import MCPServer
@@ -40,44 +39,74 @@ from .requests import (
     dump,
 )
 from .server_checks import install_checks, reporting
-from .service import VideoService
 from .tool_limits import EDIT_OPS, GENERATE_OPS, Bounds, bounds, limit_providers, offering
 from .tool_schemas import compact_tool_schemas, share_output_schema, summarize_items
 from .views import job_view
 
+if TYPE_CHECKING:  # the service's modules load in a worker thread after start-up (AppState.open)
+    from .service import VideoService
+
 log = logging.getLogger("kling_mcp.server")
 
 
-@dataclass
 class AppState:
-    service: VideoService
+    """What the lifespan yields. The service (its modules, the job store, the runner) is built in a
+    worker thread as the server starts, so ``initialize`` is answered without waiting for the store;
+    a request that needs the service waits for it (once, for a few tens of milliseconds)."""
+
+    def __init__(self) -> None:
+        self._ready = anyio.Event()
+        self._built: VideoService | None = None
+
+    async def service(self) -> "VideoService":
+        if not self._ready.is_set():
+            await self._ready.wait()
+        assert self._built is not None
+        return self._built
+
+    async def open(self, settings: Settings, tg: anyio.abc.TaskGroup) -> None:
+        """Build the service off the event loop, then resume unfinished jobs; a failure stops the server."""
+
+        def build() -> None:
+            from .service import VideoService  # its HTTP client is built on first use
+
+            self._built = VideoService(settings)
+
+        await anyio.to_thread.run_sync(build)
+        assert self._built is not None
+        resumed = await self._built.runner.start(tg)
+        if resumed:
+            log.info("resumed %d unfinished job(s)", resumed)
+        self._ready.set()
+
+    async def aclose(self) -> None:
+        if self._built is not None:
+            await self._built.aclose()
 
 
 def _lifespan(settings: Settings) -> Callable[[MCPServer], Any]:
     @asynccontextmanager
     async def lifespan(_server: MCPServer) -> AsyncIterator[AppState]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        service = VideoService(settings)  # its HTTP client is built on first use, not before initialize
+        state = AppState()
         try:
             async with anyio.create_task_group() as tg:
-                resumed = await service.runner.start(tg)
-                if resumed:
-                    log.info("resumed %d unfinished job(s)", resumed)
+                tg.start_soon(state.open, settings, tg)
                 try:
-                    yield AppState(service)
+                    yield state
                 finally:
                     tg.cancel_scope.cancel()
         finally:
-            await service.aclose()
+            await state.aclose()
 
     return lifespan
 
 
-def _service(ctx: Context) -> VideoService:
-    return cast(AppState, ctx.request_context.lifespan_context).service
+async def _service(ctx: Context) -> "VideoService":
+    return await cast(AppState, ctx.request_context.lifespan_context).service()
 
 
-async def _poster(service: VideoService, job: Job) -> ImageContent | None:
+async def _poster(service: "VideoService", job: Job) -> ImageContent | None:
     if not job.videos:
         return None
     from . import poster
@@ -113,7 +142,7 @@ def _summary(view: JobView) -> str:
     return "\n".join(lines)
 
 
-async def _job_result(service: VideoService, job: Job, note: str | None = None) -> CallToolResult:
+async def _job_result(service: "VideoService", job: Job, note: str | None = None) -> CallToolResult:
     view = job_view(job, note)
     content: list[Any] = [TextContent(type="text", text=_summary(view))]
     for v in view.videos:
@@ -258,7 +287,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         wait_seconds: Wait | None = None,  # type: ignore[valid-type]
         idempotency_key: Key | None = None,
     ) -> Annotated[CallToolResult, JobView]:
-        service = _service(ctx)
+        service = await _service(ctx)
         try:
             req = GenerateRequest(
                 prompt=prompt,
@@ -295,7 +324,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         wait_seconds: Annotated[Wait, As] | None = None,  # type: ignore[valid-type]
         idempotency_key: Annotated[Key, As] | None = None,
     ) -> Annotated[CallToolResult, JobView]:
-        service = _service(ctx)
+        service = await _service(ctx)
         try:
             req = EditRequest(
                 prompt=prompt,
@@ -319,7 +348,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         ctx: Context,
         wait_seconds: CheckWait | None = None,  # type: ignore[valid-type]
     ) -> Annotated[CallToolResult, JobView]:
-        service = _service(ctx)
+        service = await _service(ctx)
         try:
             job = await reporting(
                 ctx, lambda report: service.check(job_id, wait_seconds, report), waits=bool(wait_seconds)
@@ -356,7 +385,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         fast: same(Fast, "boolean", "edit_video") = False,  # type: ignore[valid-type]
     ) -> Annotated[CallToolResult, Estimate]:
         try:
-            est = await _service(ctx).estimate(
+            est = await (await _service(ctx)).estimate(
                 EstimateRequest(
                     prompt=prompt,
                     first_frame=first_frame,
@@ -390,7 +419,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         | None = None,
         limit: Annotated[int, Field(ge=1, le=500, description="At most this many jobs.")] = 50,
     ) -> JobList:
-        return await _service(ctx).list_jobs(status, limit)
+        return await (await _service(ctx)).list_jobs(status, limit)
 
     @mcp.tool(
         title="Cancel a job",
@@ -399,7 +428,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     )
     async def cancel_job(job_id: JobId, ctx: Context) -> CancelResult:
         try:
-            return await _service(ctx).cancel(job_id)
+            return await (await _service(ctx)).cancel(job_id)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
 
@@ -411,7 +440,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     )
     async def job_video(job_id: str, index: str, ctx: Context) -> bytes | str:
         try:
-            path = await _service(ctx).video_path(job_id, int(index))
+            path = await (await _service(ctx)).video_path(job_id, int(index))
         except (errors.KlingError, ValueError) as exc:
             raise ResourceNotFoundError(f"no video {index} for job {job_id}: {exc}") from None
         too_big = server_checks.too_big_to_read(path, f"kling://jobs/{job_id}/videos/{index}")
