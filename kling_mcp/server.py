@@ -51,12 +51,18 @@ log = logging.getLogger("kling_mcp.server")
 
 class AppState:
     """What the lifespan yields. The service (its modules, the job store, the runner) is built in a
-    worker thread as the server starts, so ``initialize`` is answered without waiting for the store;
-    a request that needs the service waits for it (once, for a few tens of milliseconds)."""
+    worker thread once the first request (``initialize``) is answered, or after a second without one,
+    so answering it never waits for the store or shares the CPU with building it; a request that needs
+    the service waits for it (once, for a few tens of milliseconds)."""
 
     def __init__(self) -> None:
         self._ready = anyio.Event()
+        self._answered = anyio.Event()
         self._built: VideoService | None = None
+
+    def request_answered(self) -> None:
+        """Called by the middleware after each request: the first one lets the service open."""
+        self._answered.set()
 
     async def service(self) -> "VideoService":
         if not self._ready.is_set():
@@ -72,6 +78,9 @@ class AppState:
 
             self._built = VideoService(settings)
 
+        with anyio.move_on_after(1.0):
+            await self._answered.wait()
+        await anyio.sleep(0.01)  # the answer's write goes first
         await anyio.to_thread.run_sync(build)
         assert self._built is not None
         resumed = await self._built.runner.start(tg)
