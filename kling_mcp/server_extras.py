@@ -159,9 +159,12 @@ class _Live:
     async def _watch(self, job_id: str) -> None:
         try:
             service = await self.state.service()
-            job = await service.get(job_id)
-            while not job.terminal:
-                job = await service.runner.wait(job_id, 3600.0)
+            job = None
+            while job is None or not job.terminal:
+                try:
+                    job = await (service.get(job_id) if job is None else service.runner.wait(job_id, 3600.0))
+                except errors.StoreUnavailable:  # the database is away: keep watching once it is back
+                    await anyio.sleep(2.0)
         except errors.KlingError:
             return
         finally:
