@@ -525,6 +525,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         Aspect=aspect(gen),
         Media=media(""),
         Duration=duration(gen),
+        Confirm=ConfirmCost,
     )
     _forbid_unknown_arguments(mcp)
     from .server_extras import install_extras

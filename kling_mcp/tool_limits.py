@@ -145,7 +145,7 @@ def provider_line(name: str, ops: Sequence[str]) -> str | None:
     tiers = "|".join(v.tier for v in variants)
     features = _features(specs, ops)
     if {"reference", "edit"} & set(ops) and any(v.video_input_kinds == ("url",) for v in variants):
-        features += (", " if features else "") + "videos as URLs only"
+        features += (", " if features else "") + "videos only as http(s) URLs"
     head = (
         f"{name} ({tiers}; prompt <= {max(v.max_prompt_chars for v in variants)}{'; ' if features else ''}{features})"
     )
