@@ -518,14 +518,15 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     install_storyboard(
         mcp,
         docs,
-        Wait=Wait,
-        Key=Key,
-        Tier=Tier,
+        # The shared arguments say "As in generate_video." there: each is described once.
+        Wait=Annotated[Wait, As],
+        Key=Annotated[Key, As],
+        Tier=Annotated[Tier, As],
         Provider=provider_arg(GENERATE_OPS),
-        Aspect=aspect(gen),
+        Aspect=Annotated[aspect(gen), As],
         Media=media(""),
         Duration=duration(gen),
-        Confirm=ConfirmCost,
+        Confirm=Annotated[ConfirmCost, As],
     )
     _forbid_unknown_arguments(mcp)
     from .server_extras import install_extras

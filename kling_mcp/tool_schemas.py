@@ -127,14 +127,14 @@ def _fold_null(node: dict[str, Any], *, output: bool) -> None:
     node.update(merged)
 
 
-_KEPT = ("job_id", "status", "next_action")  # what a stub still spells out
+_KEPT = ("job_id",)  # what a stub still spells out
 
 
 def share_output_schema(mcp: Any, owner: str) -> None:
     """State ``owner``'s output schema once: in the other tools, the same object becomes a stub.
 
     A tool whose whole output is ``owner``'s object (``generate_video`` answers what ``check_job``
-    answers) publishes ``job_id``, ``status`` and ``next_action`` and says where the rest is described;
+    answers) publishes ``job_id`` and says where the rest is described;
     the same object nested in another output (``list_jobs``' items) becomes an object that says so. Both
     still validate every result (other properties are allowed). Call after :func:`compact_tool_schemas`.
     """
