@@ -154,5 +154,5 @@ def test_benchmark_script_quick_smoke_run(tmp_path):
     assert report["quick"] is True and report["machine"]["nproc"] >= 1
     sections = {r["section"].split(" (")[0] for r in report["results"]}
     assert sections == {"cold start", "tool latency", "check_job vs store size", "20 concurrent jobs",
-                        "download 20 MB", "assembly"}
+                        "20 concurrent jobs, server on stdio", "download 20 MB", "assembly"}
     assert all(r["median"] and r["median"] > 0 for r in report["results"])
