@@ -7,7 +7,7 @@ adapter turns into its wire format.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,57 +18,78 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class GenerateRequest(_Strict):
-    prompt: str
-    first_frame: str | None = None
-    last_frame: str | None = None
-    reference_images: list[str] = Field(default_factory=list)
-    reference_video: str | None = None
-    aspect_ratio: str | None = None
-    duration: int | None = None
-    tier: Literal["standard", "pro"] | None = None
-    provider: str | None = None
-    negative_prompt: str | None = None
-    seed: int | None = None
-    num_videos: int = 1
-    keep_original_sound: bool | None = None
-    wait_seconds: float | None = None
-    idempotency_key: str | None = None
-    confirm_cost_usd: float | None = None
+_R = TypeVar("_R", bound=BaseModel)
 
 
-class EditRequest(_Strict):
-    prompt: str
-    video: str
-    reference_images: list[str] = Field(default_factory=list)
-    keep_original_sound: bool | None = None
-    fast: bool = False
-    tier: Literal["standard", "pro"] | None = None
-    provider: str | None = None
-    wait_seconds: float | None = None
-    idempotency_key: str | None = None
-    confirm_cost_usd: float | None = None
+# The request fields, each declared once with the one-line description every surface states: the MCP tools'
+# arguments (server.py adds the limits the configured providers set), the CLI's options (cli_options.py)
+# and the errors. A request model takes its fields from these groups; a new argument is one line here.
 
 
-class EstimateRequest(_Strict):
+class _Shared(_Strict):
+    """The fields of every video request (generate, edit and estimate)."""
+
+    reference_images: list[str] = Field(
+        default_factory=list, description="Images of characters, props or scenes to keep."
+    )
+    keep_original_sound: bool | None = Field(default=None, description="Keep the input video's audio.")
+    tier: Literal["standard", "pro"] | None = Field(
+        default=None, description="standard (720p) or pro (1080p); unset: the cheapest that accepts the request."
+    )
+    provider: str | None = Field(
+        default=None, description="Which API runs it; auto: the cheapest that accepts the request."
+    )
+
+
+class _GenerateFields(_Strict):
+    """What only a generation takes."""
+
+    first_frame: str | None = Field(default=None, description="Start image.")
+    last_frame: str | None = Field(default=None, description="End image (needs first_frame).")
+    reference_video: str | None = Field(default=None, description="Video whose subjects or style to follow.")
+    aspect_ratio: str | None = Field(default=None, description="Output shape; unset: 16:9 where offered.")
+    duration: int | None = Field(default=None, description="Output seconds (each provider's choices are listed above).")
+    negative_prompt: str | None = Field(default=None, description="What to avoid (where supported).")
+    seed: int | None = Field(default=None, description="Seed for repeatable output (where supported); -1: random.")
+    num_videos: int = Field(default=1, description="How many videos to make (where supported).")
+
+
+class _EditFields(_Strict):
+    """What only an edit takes (besides its video)."""
+
+    fast: bool = Field(default=False, description="The faster edit mode, for longer inputs (where offered).")
+
+
+class _Submission(_Strict):
+    """How a request that spends is submitted."""
+
+    wait_seconds: float | None = Field(
+        default=None,
+        description="Seconds to wait for the job to finish, with progress notifications; then call check_job.",
+    )
+    idempotency_key: str | None = Field(
+        default=None, description="Your id for this request: reusing it returns the same job, never billing twice."
+    )
+    confirm_cost_usd: float | None = Field(
+        default=None, description="USD the user agreed to pay (see confirmation_required)."
+    )
+
+
+class GenerateRequest(_Submission, _GenerateFields, _Shared):
+    prompt: str = Field(description="What to show: subject, action, camera, light.")
+
+
+class EditRequest(_Submission, _EditFields, _Shared):
+    prompt: str = Field(description="What to change.")
+    video: str = Field(description="The video to edit.")
+
+
+class EstimateRequest(_EditFields, _GenerateFields, _Shared):
     """The union of generate and edit arguments; ``video`` makes it an edit."""
 
-    prompt: str = ""
-    first_frame: str | None = None
-    last_frame: str | None = None
-    reference_images: list[str] = Field(default_factory=list)
-    reference_video: str | None = None
-    video: str | None = None
-    video_duration_s: float | None = None
-    aspect_ratio: str | None = None
-    duration: int | None = None
-    tier: Literal["standard", "pro"] | None = None
-    provider: str | None = None
-    negative_prompt: str | None = None
-    seed: int | None = None
-    num_videos: int = 1
-    keep_original_sound: bool | None = None
-    fast: bool = False
+    prompt: str = Field(default="", description="The prompt of the request to quote.")
+    video: str | None = Field(default=None, description=EditRequest.model_fields["video"].description)
+    video_duration_s: float | None = Field(default=None, description="To quote an edit without video: its seconds.")
 
 
 class MediaRef(BaseModel):
@@ -219,3 +240,17 @@ def short(text: str, limit: int = 80) -> str:
 
 def dump(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json")
+
+
+def said(model: type[BaseModel], name: str) -> str:
+    """The one-line description ``model`` declares for its field ``name`` (what the tools and the CLI state)."""
+    description = model.model_fields[name].description
+    if not description:
+        raise KeyError(f"{model.__name__}.{name} has no description")
+    return description
+
+
+def request_from(model: type[_R], arguments: dict[str, Any]) -> _R:
+    """``model`` built from the ``arguments`` named after its fields (others ignored); an argument left
+    unset (None) takes the field's default, so an omitted list is empty and an omitted count is 1."""
+    return model(**{k: v for k, v in arguments.items() if k in model.model_fields and v is not None})

@@ -40,6 +40,8 @@ from .requests import (
     JobStatusName,
     JobView,
     dump,
+    request_from,
+    said,
 )
 from .server_apps import PLAYER_META, PlayerApps, install_preview
 from .server_checks import install_checks, reporting
@@ -195,24 +197,25 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     """Build the server for ``settings`` (default: from the environment)."""
     settings = settings or Settings.from_env()
     limited_by = limit_providers(settings.configured)
+    G = GenerateRequest  # each argument's description is its request field's (requests.py), stated once
     gen, edit = bounds(limited_by, GENERATE_OPS), bounds(limited_by, EDIT_OPS)
     est = bounds(limited_by, GENERATE_OPS + EDIT_OPS)
 
     def provider_arg(ops: tuple[str, ...]) -> Any:
         return Annotated[
             Literal[tuple(["auto", *offering(settings.offered, ops)])],
-            Field(description="Which API runs it; auto: the cheapest that accepts the request."),
+            Field(description=said(G, "provider")),
         ]
 
     Tier = Annotated[
         Literal["standard", "pro"],
-        Field(description="standard (720p) or pro (1080p); unset: the cheapest that accepts the request."),
+        Field(description=said(G, "tier")),
     ]
 
     def aspect(b: Bounds) -> Any:
         return Annotated[
             Literal[tuple(b.aspect_ratios)],
-            Field(description="Output shape; unset: 16:9 where offered."),
+            Field(description=said(G, "aspect_ratio")),
         ]
 
     def duration(b: Bounds) -> Any:
@@ -221,11 +224,11 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             Field(
                 ge=b.duration_min,
                 le=b.duration_max,
-                description="Output seconds (each provider's choices are listed above).",
+                description=said(G, "duration"),
             ),
         ]
 
-    def wait(default: float, what: str) -> Any:
+    def wait(default: float, description: str) -> Any:
         return Annotated[
             float,
             Field(
@@ -233,41 +236,37 @@ def create_server(settings: Settings | None = None) -> MCPServer:
                 le=WAIT_MAX_S,
                 allow_inf_nan=False,
                 json_schema_extra={"default": default},
-                description=f"Seconds to wait for the job to finish, with progress notifications{what}.",
+                description=description,
             ),
         ]
 
-    Wait = wait(WAIT_DEFAULT_S, "; then call check_job")
-    CheckWait = wait(0.0, "; 0: at once")
+    Wait = wait(WAIT_DEFAULT_S, said(G, "wait_seconds"))
+    CheckWait = wait(0.0, "Seconds to wait for the job to finish, with progress notifications; 0: at once.")
 
-    def prompt(b: Bounds, what: str, min_length: int = 1) -> Any:
-        return Annotated[str, Field(min_length=min_length, max_length=b.prompt_max, description=what or None)]
+    def prompt(b: Bounds, description: str | None, min_length: int = 1) -> Any:
+        return Annotated[str, Field(min_length=min_length, max_length=b.prompt_max, description=description)]
 
     def refs(b: Bounds) -> Any:
         return Annotated[
             list[str],
             Field(
                 max_length=b.reference_images_max,
-                description="Images of characters, props or scenes to keep.",
+                description=said(G, "reference_images"),
             ),
         ]
 
-    def media(what: str) -> Any:
-        return Annotated[str, Field(max_length=MAX_ARG_CHARS, description=f"{what}." if what else None)]
+    def media(description: str | None) -> Any:
+        return Annotated[str, Field(max_length=MAX_ARG_CHARS, description=description)]
 
     def negative(b: Bounds) -> Any:
-        return Annotated[str, Field(max_length=b.prompt_max, description="What to avoid (where supported).")]
+        return Annotated[str, Field(max_length=b.prompt_max, description=said(G, "negative_prompt"))]
 
     def count(b: Bounds) -> Any:
-        return Annotated[
-            int, Field(ge=1, le=b.num_videos_max, description="How many videos to make (where supported).")
-        ]
+        return Annotated[int, Field(ge=1, le=b.num_videos_max, description=said(G, "num_videos"))]
 
-    Seed = Annotated[
-        int, Field(ge=-1, le=2**31 - 1, description="Seed for repeatable output (where supported); -1: random.")
-    ]
-    Sound = Annotated[bool, Field(description="Keep the input video's audio.")]
-    Fast = Annotated[bool, Field(description="The faster edit mode, for longer inputs (where offered).")]
+    Seed = Annotated[int, Field(ge=-1, le=2**31 - 1, description=said(G, "seed"))]
+    Sound = Annotated[bool, Field(description=said(G, "keep_original_sound"))]
+    Fast = Annotated[bool, Field(description=said(EditRequest, "fast"))]
     JobId = Annotated[
         str, Field(min_length=1, max_length=100, description="The job_id a generate or edit call returned.")
     ]
@@ -286,12 +285,10 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         Field(
             min_length=1,
             max_length=200,
-            description="Your id for this request: reusing it returns the same job, never billing twice.",
+            description=said(G, "idempotency_key"),
         ),
     ]
-    ConfirmCost = Annotated[
-        float, Field(ge=0, allow_inf_nan=False, description="USD the user agreed to pay (see confirmation_required).")
-    ]
+    ConfirmCost = Annotated[float, Field(ge=0, allow_inf_nan=False, description=said(G, "confirm_cost_usd"))]
     docs = tool_descriptions(settings)
 
     mcp = MCPServer(
@@ -312,12 +309,12 @@ def create_server(settings: Settings | None = None) -> MCPServer:
 
     @mcp.tool(title="Generate a video", description=docs["generate_video"], annotations=spending, meta=PLAYER_META)
     async def generate_video(
-        prompt: prompt(gen, "What to show: subject, action, camera, light."),  # type: ignore[valid-type]
+        prompt: prompt(gen, said(G, "prompt")),  # type: ignore[valid-type]
         ctx: Context,
-        first_frame: media("Start image") | None = None,  # type: ignore[valid-type]
-        last_frame: media("End image (needs first_frame)") | None = None,  # type: ignore[valid-type]
+        first_frame: media(said(G, "first_frame")) | None = None,  # type: ignore[valid-type]
+        last_frame: media(said(G, "last_frame")) | None = None,  # type: ignore[valid-type]
         reference_images: refs(gen) | None = None,  # type: ignore[valid-type]
-        reference_video: media("Video whose subjects or style to follow") | None = None,  # type: ignore[valid-type]
+        reference_video: media(said(G, "reference_video")) | None = None,  # type: ignore[valid-type]
         aspect_ratio: aspect(gen) | None = None,  # type: ignore[valid-type]
         duration: duration(gen) | None = None,  # type: ignore[valid-type]
         tier: Tier | None = None,
@@ -332,23 +329,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
         service = await _service(ctx)
         try:
-            req = GenerateRequest(
-                prompt=prompt,
-                first_frame=first_frame,
-                last_frame=last_frame,
-                reference_images=reference_images or [],
-                reference_video=reference_video,
-                aspect_ratio=aspect_ratio,
-                duration=duration,
-                tier=tier,
-                provider=provider,
-                negative_prompt=negative_prompt,
-                seed=seed,
-                num_videos=num_videos,
-                keep_original_sound=keep_original_sound,
-                wait_seconds=wait_seconds,
-                idempotency_key=idempotency_key,
-            )
+            req = request_from(GenerateRequest, locals())  # the arguments are the request fields
             outcome = await with_confirmation(ctx, _submitter(service, req, ctx), confirm_cost_usd)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
@@ -358,8 +339,8 @@ def create_server(settings: Settings | None = None) -> MCPServer:
 
     @mcp.tool(title="Edit a video", description=docs["edit_video"], annotations=spending, meta=PLAYER_META)
     async def edit_video(
-        prompt: prompt(edit, "What to change."),  # type: ignore[valid-type]
-        video: media("The video to edit"),  # type: ignore[valid-type]
+        prompt: prompt(edit, said(EditRequest, "prompt")),  # type: ignore[valid-type]
+        video: media(said(EditRequest, "video")),  # type: ignore[valid-type]
         ctx: Context,
         reference_images: Annotated[refs(edit), As] | None = None,  # type: ignore[valid-type]
         keep_original_sound: Sound | None = None,
@@ -372,17 +353,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
         service = await _service(ctx)
         try:
-            req = EditRequest(
-                prompt=prompt,
-                video=video,
-                reference_images=reference_images or [],
-                keep_original_sound=keep_original_sound,
-                fast=fast,
-                tier=tier,
-                provider=provider,
-                wait_seconds=wait_seconds,
-                idempotency_key=idempotency_key,
-            )
+            req = request_from(EditRequest, locals())
             outcome = await with_confirmation(ctx, _submitter(service, req, ctx), confirm_cost_usd)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
@@ -408,15 +379,15 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     @mcp.tool(title="Estimate the cost", description=docs["estimate_cost"], annotations=reading)
     async def estimate_cost(
         ctx: Context,
-        prompt: same(prompt(est, "", 0), "string") = "",  # type: ignore[valid-type]
-        first_frame: same(media(""), "string") | None = None,  # type: ignore[valid-type]
-        last_frame: same(media(""), "string") | None = None,  # type: ignore[valid-type]
+        prompt: same(prompt(est, None, 0), "string") = "",  # type: ignore[valid-type]
+        first_frame: same(media(None), "string") | None = None,  # type: ignore[valid-type]
+        last_frame: same(media(None), "string") | None = None,  # type: ignore[valid-type]
         reference_images: same(refs(est), "array") | None = None,  # type: ignore[valid-type]
-        reference_video: same(media(""), "string") | None = None,  # type: ignore[valid-type]
-        video: same(media(""), "string", "edit_video") | None = None,  # type: ignore[valid-type]
+        reference_video: same(media(None), "string") | None = None,  # type: ignore[valid-type]
+        video: same(media(None), "string", "edit_video") | None = None,  # type: ignore[valid-type]
         video_duration_s: Annotated[
             float,
-            Field(gt=0, le=3600, allow_inf_nan=False, description="To quote an edit without video: its seconds."),
+            Field(gt=0, le=3600, allow_inf_nan=False, description=said(EstimateRequest, "video_duration_s")),
         ]
         | None = None,
         aspect_ratio: same(aspect(est), "string") | None = None,  # type: ignore[valid-type]
@@ -433,26 +404,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         fast: same(Fast, "boolean", "edit_video") = False,  # type: ignore[valid-type]
     ) -> Annotated[CallToolResult, Estimate]:
         try:
-            est = await (await _service(ctx)).estimate(
-                EstimateRequest(
-                    prompt=prompt,
-                    first_frame=first_frame,
-                    last_frame=last_frame,
-                    reference_images=reference_images or [],
-                    reference_video=reference_video,
-                    video=video,
-                    video_duration_s=video_duration_s,
-                    aspect_ratio=aspect_ratio,
-                    duration=duration,
-                    tier=tier,
-                    provider=provider,
-                    negative_prompt=negative_prompt,
-                    seed=seed,
-                    num_videos=num_videos,
-                    keep_original_sound=keep_original_sound,
-                    fast=fast,
-                )
-            )
+            est = await (await _service(ctx)).estimate(request_from(EstimateRequest, locals()))
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
         return CallToolResult(content=[TextContent(type="text", text=estimate_text(est))], structured_content=dump(est))
@@ -525,7 +477,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         Tier=Annotated[Tier, As],
         Provider=provider_arg(GENERATE_OPS),
         Aspect=Annotated[aspect(gen), As],
-        Media=media(""),
+        Media=media(None),
         Duration=duration(gen),
         Confirm=Annotated[ConfirmCost, As],
     )
