@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import catalog, errors
+from .cli_options import add_options, flag_words, request_of
 from .config import Settings
+from .requests import EditRequest, EstimateRequest, GenerateRequest, said
 from .vocabulary import STATUS_NAMES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNNING = 0, 1, 2, 3
@@ -39,34 +41,16 @@ STATUSES = STATUS_NAMES  # the job statuses, declared in vocabulary.py
 # --- argument parsing --------------------------------------------------------------------------------
 
 
-def _common(p: argparse.ArgumentParser, *, edit: bool, estimate: bool = False) -> None:
-    providers = ["auto", *catalog.PROVIDER_NAMES]
-    p.add_argument(
-        "--reference-image",
-        action="append",
-        default=[],
-        metavar="IMAGE",
-        help="reference image (path, URL or data URI); repeat for several",
+def _fields(p: argparse.ArgumentParser, model: Any) -> None:
+    """The request's options, derived from its model's fields (``prompt`` is positional, the CLI waits itself)."""
+    add_options(
+        p,
+        model,
+        skip=("prompt", "wait_seconds"),
+        choices={"provider": ["auto", *catalog.PROVIDER_NAMES], "aspect_ratio": catalog.bounds()["aspect_ratios"]},
+        defaults={"provider": "auto"},
+        words=cli_text,
     )
-    p.add_argument("--tier", choices=["standard", "pro"], help="standard (720p) or pro (1080p)")
-    p.add_argument(
-        "--provider",
-        choices=providers,
-        default="auto",
-        help="auto (default) picks the cheapest configured provider that accepts the request",
-    )
-    p.add_argument("--keep-original-sound", action=argparse.BooleanOptionalAction, default=None)
-    if edit or estimate:
-        p.add_argument("--fast", action="store_true", help="the faster edit mode, where a provider has one")
-    if not edit or estimate:
-        p.add_argument("--first-frame", metavar="IMAGE", help="image-to-video: the opening frame")
-        p.add_argument("--last-frame", metavar="IMAGE", help="image-to-video: the closing frame (needs --first-frame)")
-        p.add_argument("--reference-video", metavar="VIDEO")
-        p.add_argument("--duration", type=int, help="output seconds")
-        p.add_argument("--aspect-ratio", choices=list(catalog.bounds()["aspect_ratios"]))
-        p.add_argument("--negative-prompt")
-        p.add_argument("--seed", type=int)
-        p.add_argument("--num-videos", type=int, default=1)
 
 
 def _output(p: argparse.ArgumentParser) -> None:
@@ -80,13 +64,6 @@ def _output(p: argparse.ArgumentParser) -> None:
 
 def _waiting(p: argparse.ArgumentParser) -> None:
     _output(p)
-    p.add_argument("--idempotency-key", help="repeating a command with the same key returns the same job")
-    p.add_argument(
-        "--confirm-cost-usd",
-        type=float,
-        metavar="USD",
-        help="agree to pay up to USD (needed for quotes above KLING_MCP_CONFIRM_ABOVE_USD)",
-    )
     p.add_argument("--no-wait", action="store_true", help="print the job id and exit once it is submitted")
     p.add_argument("--timeout", type=float, metavar="S", help="stop waiting after S seconds (exit 3)")
     p.add_argument("--json", action="store_true", help="print the job as JSON instead of the video paths")
@@ -109,21 +86,18 @@ def _command(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
 def add_commands(sub: Any) -> None:
     """Register the commands on the ``kling-mcp`` subparsers object."""
     est = _command(sub, "estimate", "quote a request on every provider (never spends)")
-    est.add_argument("prompt", nargs="?", default="")
-    est.add_argument("--video", metavar="VIDEO", help="quote an edit of this video")
-    est.add_argument("--video-duration", type=float, metavar="S", help="the input video's length, if not probed")
-    _common(est, edit=False, estimate=True)
+    est.add_argument("prompt", nargs="?", default="", help=said(EstimateRequest, "prompt"))
+    _fields(est, EstimateRequest)
     est.add_argument("--json", action="store_true", help="print the estimate as JSON")
 
     gen = _command(sub, "generate", "generate a video and wait for it with a progress bar")
-    gen.add_argument("prompt")
-    _common(gen, edit=False)
+    gen.add_argument("prompt", help=said(GenerateRequest, "prompt"))
+    _fields(gen, GenerateRequest)
     _waiting(gen)
 
     edit = _command(sub, "edit", "edit a video with an instruction and wait for it")
-    edit.add_argument("prompt")
-    edit.add_argument("--video", required=True, metavar="VIDEO", help="the video to edit (path, URL, data URI)")
-    _common(edit, edit=True)
+    edit.add_argument("prompt", help=said(EditRequest, "prompt"))
+    _fields(edit, EditRequest)
     _waiting(edit)
 
     jobs = _command(sub, "jobs", "list jobs, newest first")
@@ -262,17 +236,7 @@ _CLI_WORDS = {
     "list_jobs": "`kling-mcp jobs`",
     "estimate_cost": "`kling-mcp estimate`",
     "cancel_job": "`kling-mcp cancel`",
-    "first_frame": "--first-frame",
-    "last_frame": "--last-frame",
-    "reference_images": "--reference-image",
-    "reference_video": "--reference-video",
-    "aspect_ratio": "--aspect-ratio",
-    "num_videos": "--num-videos",
-    "video_duration_s": "--video-duration",
-    "idempotency_key": "--idempotency-key",
-    "confirm_cost_usd": "--confirm-cost-usd",
-    "negative_prompt": "--negative-prompt",
-    "keep_original_sound": "--keep-original-sound",
+    **flag_words([GenerateRequest, EditRequest, EstimateRequest]),
     "wait_seconds": "--wait",
 }
 _CLI_PATTERN = re.compile(r"\b(" + "|".join(_CLI_WORDS) + r")\b")
@@ -374,32 +338,9 @@ def _report(job: Any, note: str | None, as_json: bool, output: str | None = None
 
 
 def _request(args: argparse.Namespace, kind: str) -> Any:
-    from .requests import EditRequest, EstimateRequest, GenerateRequest
-
-    fields: dict[str, Any] = {
-        "prompt": args.prompt,
-        "reference_images": args.reference_image,
-        "tier": args.tier,
-        "provider": args.provider,
-        "keep_original_sound": args.keep_original_sound,
-    }
-    if kind != "edit":
-        fields.update(
-            first_frame=args.first_frame,
-            last_frame=args.last_frame,
-            reference_video=args.reference_video,
-            duration=args.duration,
-            aspect_ratio=args.aspect_ratio,
-            negative_prompt=args.negative_prompt,
-            seed=args.seed,
-            num_videos=args.num_videos,
-        )
-    if kind != "generate":
-        fields.update(video=args.video, fast=args.fast)
     if kind == "estimate":
-        return EstimateRequest(**fields, video_duration_s=args.video_duration)
-    fields.update(wait_seconds=0.0, idempotency_key=args.idempotency_key, confirm_cost_usd=args.confirm_cost_usd)
-    return (EditRequest if kind == "edit" else GenerateRequest)(**fields)
+        return request_of(EstimateRequest, args)
+    return request_of(EditRequest if kind == "edit" else GenerateRequest, args, wait_seconds=0.0)
 
 
 async def _estimate(service: Any, args: argparse.Namespace) -> int:

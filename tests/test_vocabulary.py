@@ -3,6 +3,8 @@ states the same names: the tool schemas, the CLI's choices and the texts the mod
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,11 @@ from mcp import Client
 
 from kling_mcp import catalog
 from kling_mcp.cli import main
+from kling_mcp.cli_commands import cli_text
+from kling_mcp.cli_options import flag
 from kling_mcp.config import Settings
 from kling_mcp.jobs.model import JobStatus
+from kling_mcp.requests import EditRequest, EstimateRequest, GenerateRequest, said
 from kling_mcp.server import create_server
 from kling_mcp.vocabulary import OPERATIONS
 
@@ -45,3 +50,55 @@ async def test_statuses_and_operations_are_the_same_names_everywhere(tmp_path: P
 
 def test_cli_status_choices_are_the_job_statuses(capsys: pytest.CaptureFixture[str]) -> None:
     assert "{" + ",".join(STATUSES) + "}" in _help(capsys, "jobs")
+
+
+@pytest.mark.anyio
+async def test_each_request_field_is_one_declaration_stated_by_the_tool_and_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tools = await _tools(tmp_path)
+    generate = tools["generate_video"]["inputSchema"]["properties"]
+    edit = tools["edit_video"]["inputSchema"]["properties"]
+    estimate = tools["estimate_cost"]["inputSchema"]["properties"]
+    assert set(generate) == set(GenerateRequest.model_fields)
+    assert set(edit) == set(EditRequest.model_fields)
+    assert set(estimate) == set(EstimateRequest.model_fields)
+    help_of = {command: _help(capsys, command) for command in ("generate", "edit", "estimate")}
+    for name in GenerateRequest.model_fields:
+        assert generate[name]["description"] == said(GenerateRequest, name), name
+        if name == "wait_seconds":  # the CLI waits itself: --no-wait, --timeout
+            continue
+        expected = " ".join(cli_text(said(GenerateRequest, name)).split())
+        shown = f"{flag(name)} " if name != "prompt" else "prompt "
+        assert shown in help_of["generate"] and expected in help_of["generate"], name
+    for name in EditRequest.model_fields:
+        # A field generate_video states may be stated there once (its limits differ per tool).
+        shared = name in GenerateRequest.model_fields and name != "prompt"
+        allowed = {said(EditRequest, name), *(["As in generate_video."] if shared else [])}
+        assert edit[name]["description"] in allowed, name
+        if name != "wait_seconds":
+            assert " ".join(cli_text(said(EditRequest, name)).split()) in help_of["edit"], name
+    for name in EstimateRequest.model_fields:
+        if name != "prompt":
+            assert f"{flag(name)} " in help_of["estimate"], name
+    assert estimate["video_duration_s"]["description"] == said(EstimateRequest, "video_duration_s")
+    assert said(EstimateRequest, "video_duration_s") in help_of["estimate"]
+
+
+def test_the_cli_builds_the_request_from_the_same_fields(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The derived options reach the request: twice the videos at twice the length quotes four times the cost."""
+    for name in list(os.environ):
+        if name.endswith(("_API_KEY", "_KEY", "_TOKEN")) or name.startswith("KLING_MCP_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("KLING_MCP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RUNWARE_API_KEY", "k")  # a quote never calls the provider
+
+    def runware_usd(*flags: str) -> float:
+        assert main(["estimate", "a cat", "--tier", "pro", "--provider", "runware", "--json", *flags]) == 0
+        (quote,) = json.loads(capsys.readouterr().out)["quotes"]
+        return float(quote["cost_usd"])
+
+    one = runware_usd("--duration", "5")
+    assert runware_usd("--duration", "10", "--num-videos", "2") == pytest.approx(4 * one)
