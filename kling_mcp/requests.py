@@ -26,28 +26,34 @@ _R = TypeVar("_R", bound=BaseModel)
 # and the errors. A request model takes its fields from these groups; a new argument is one line here.
 
 
-class _Shared(_Strict):
+class Tiered(_Strict):
+    tier: Literal["standard", "pro"] | None = Field(
+        default=None, description="standard (720p) or pro (1080p); unset: the cheapest that accepts the request."
+    )
+
+
+class Framed(_Strict):
+    aspect_ratio: str | None = Field(default=None, description="Output shape; unset: 16:9 where offered.")
+
+
+class _Shared(Tiered):
     """The fields of every video request (generate, edit and estimate)."""
 
     reference_images: list[str] = Field(
         default_factory=list, description="Images of characters, props or scenes to keep."
     )
     keep_original_sound: bool | None = Field(default=None, description="Keep the input video's audio.")
-    tier: Literal["standard", "pro"] | None = Field(
-        default=None, description="standard (720p) or pro (1080p); unset: the cheapest that accepts the request."
-    )
     provider: str | None = Field(
         default=None, description="Which API runs it; auto: the cheapest that accepts the request."
     )
 
 
-class _GenerateFields(_Strict):
+class _GenerateFields(Framed):
     """What only a generation takes."""
 
     first_frame: str | None = Field(default=None, description="Start image.")
     last_frame: str | None = Field(default=None, description="End image (needs first_frame).")
     reference_video: str | None = Field(default=None, description="Video whose subjects or style to follow.")
-    aspect_ratio: str | None = Field(default=None, description="Output shape; unset: 16:9 where offered.")
     duration: int | None = Field(default=None, description="Output seconds (each provider's choices are listed above).")
     negative_prompt: str | None = Field(default=None, description="What to avoid (where supported).")
     seed: int | None = Field(default=None, description="Seed for repeatable output (where supported); -1: random.")
@@ -60,8 +66,8 @@ class _EditFields(_Strict):
     fast: bool = Field(default=False, description="The faster edit mode, for longer inputs (where offered).")
 
 
-class _Submission(_Strict):
-    """How a request that spends is submitted."""
+class Waiting(_Strict):
+    """How a request that makes a job is submitted and waited for."""
 
     wait_seconds: float | None = Field(
         default=None,
@@ -70,16 +76,21 @@ class _Submission(_Strict):
     idempotency_key: str | None = Field(
         default=None, description="Your id for this request: reusing it returns the same job, never billing twice."
     )
+
+
+class Submission(Waiting):
+    """A request that spends: what the user agreed to pay."""
+
     confirm_cost_usd: float | None = Field(
         default=None, description="USD the user agreed to pay (see confirmation_required)."
     )
 
 
-class GenerateRequest(_Submission, _GenerateFields, _Shared):
+class GenerateRequest(Submission, _GenerateFields, _Shared):
     prompt: str = Field(description="What to show: subject, action, camera, light.")
 
 
-class EditRequest(_Submission, _EditFields, _Shared):
+class EditRequest(Submission, _EditFields, _Shared):
     prompt: str = Field(description="What to change.")
     video: str = Field(description="The video to edit.")
 

@@ -13,11 +13,11 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from . import errors, results
 from .jobs.model import Job
-from .requests import JobView
+from .requests import JobView, request_from, said
 from .server_apps import PLAYER_META
 from .server_checks import reporting
 from .server_confirm import with_confirmation
@@ -65,23 +65,25 @@ def install_storyboard(
 
     spending = ToolAnnotations(destructive_hint=False)
 
-    def said(text: str) -> Any:
-        return Field(description=text)
+    def said_by(model: type[BaseModel], name: str) -> Any:
+        """The field's description, as the request model declares it (storyboard_models.py)."""
+        return Field(description=said(model, name))
 
-    Transition = Annotated[Literal["cut", "crossfade"], said("How shots join.")]
-    Seconds = Annotated[float, Field(gt=0, le=TRANSITION_S_MAX, allow_inf_nan=False, description="Crossfade seconds.")]
-    Continuity = Annotated[
-        Literal["chain", "none"], said("chain: each shot starts from the previous one's last frame.")
+    Transition = Annotated[Literal["cut", "crossfade"], said_by(StoryboardRequest, "transition")]
+    Seconds = Annotated[
+        float,
+        Field(gt=0, le=TRANSITION_S_MAX, allow_inf_nan=False, description=said(StoryboardRequest, "transition_s")),
     ]
-    Style = Annotated[Annotated[str, Field(max_length=1000)] | None, said("Added to every shot's prompt.")]
-    SharedRefs = Annotated[Annotated[list[Media], Field(max_length=10)] | None, said("Given to every shot.")]
-    Assemble = Annotated[bool, said("Join the shots into one MP4.")]
-    BoardId = Annotated[str, Field(min_length=1, max_length=100, description="The storyboard's job_id.")]
-    ShotNumber = Annotated[int, Field(ge=1, le=MAX_SHOTS, description="The shot number (1-based).")]
-    NewPrompt = Annotated[
-        Annotated[str, Field(min_length=1, max_length=5000)] | None, said("A new prompt for the shot.")
+    Continuity = Annotated[Literal["chain", "none"], said_by(StoryboardRequest, "continuity")]
+    Style = Annotated[Annotated[str, Field(max_length=1000)] | None, said_by(StoryboardRequest, "style")]
+    SharedRefs = Annotated[
+        Annotated[list[Media], Field(max_length=10)] | None, said_by(StoryboardRequest, "reference_images")
     ]
-    Cascade = Annotated[bool, said("Also remake the later chained shots.")]
+    Assemble = Annotated[bool, said_by(StoryboardRequest, "assemble")]
+    BoardId = Annotated[str, Field(min_length=1, max_length=100, description=said(RetakeRequest, "job_id"))]
+    ShotNumber = Annotated[int, Field(ge=1, le=MAX_SHOTS, description=said(RetakeRequest, "shot"))]
+    NewPrompt = Annotated[Annotated[str, Field(min_length=1, max_length=5000)] | None, said_by(RetakeRequest, "prompt")]
+    Cascade = Annotated[bool, said_by(RetakeRequest, "cascade")]
 
     @mcp.tool(
         title="Generate a storyboard", description=docs["generate_storyboard"], annotations=spending, meta=PLAYER_META
@@ -92,7 +94,7 @@ def install_storyboard(
             Field(
                 min_length=1,
                 max_length=MAX_SHOTS,
-                description="In order.",
+                description=said(StoryboardRequest, "shots"),
             ),
         ],
         ctx: Context,
@@ -101,7 +103,7 @@ def install_storyboard(
         reference_images: SharedRefs = None,
         aspect_ratio: Aspect | None = None,
         tier: Tier | None = None,
-        provider: Annotated[Provider, said("auto: the cheapest provider that takes every shot.")] = "auto",
+        provider: Annotated[Provider, said_by(StoryboardRequest, "provider")] = "auto",
         transition: Transition = "cut",
         transition_s: Seconds = 0.5,
         assemble: Assemble = True,
@@ -111,21 +113,7 @@ def install_storyboard(
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:  # plus shots: see the description
         service = await _service(ctx)
         try:
-            req = StoryboardRequest(
-                shots=shots,
-                continuity=continuity,
-                style=style,
-                reference_images=reference_images or [],
-                aspect_ratio=aspect_ratio,
-                tier=tier,
-                provider=provider,
-                transition=transition,
-                transition_s=transition_s,
-                assemble=assemble,
-                wait_seconds=wait_seconds,
-                idempotency_key=idempotency_key,
-                confirm_cost_usd=confirm_cost_usd,
-            )
+            req = request_from(StoryboardRequest, locals())  # the arguments are the request fields
             outcome = await with_confirmation(ctx, _confirmed(service.boards.create, req, ctx), confirm_cost_usd)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
@@ -147,16 +135,7 @@ def install_storyboard(
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:  # plus shots: see the description
         service = await _service(ctx)
         try:
-            req = RetakeRequest(
-                job_id=job_id,
-                shot=shot,
-                prompt=prompt,
-                duration=duration,
-                cascade=cascade,
-                wait_seconds=wait_seconds,
-                idempotency_key=idempotency_key,
-                confirm_cost_usd=confirm_cost_usd,
-            )
+            req = request_from(RetakeRequest, locals())
             outcome = await with_confirmation(ctx, _confirmed(service.boards.retake, req, ctx), confirm_cost_usd)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
@@ -176,7 +155,7 @@ def install_storyboard(
             Field(
                 min_length=MIN_ASSEMBLY_INPUTS,
                 max_length=MAX_ASSEMBLY_INPUTS,
-                description="In order.",
+                description=said(AssembleRequest, "videos"),
             ),
         ],
         ctx: Context,
@@ -188,14 +167,7 @@ def install_storyboard(
     ) -> Annotated[CallToolResult, JobView]:
         service = await _service(ctx)
         try:
-            req = AssembleRequest(
-                videos=videos,
-                transition=transition,
-                transition_s=transition_s,
-                aspect_ratio=aspect_ratio,
-                wait_seconds=wait_seconds,
-                idempotency_key=idempotency_key,
-            )
+            req = request_from(AssembleRequest, locals())
             job, note = await reporting(
                 ctx, lambda report: service.assemblies.create(req, report), waits=wait_seconds != 0
             )

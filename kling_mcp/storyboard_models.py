@@ -6,7 +6,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .requests import JobStatusName, JobView, Operation, VideoView
+from .requests import (
+    Framed,
+    GenerateRequest,
+    JobStatusName,
+    JobView,
+    Operation,
+    Submission,
+    Tiered,
+    VideoView,
+    Waiting,
+)
 
 MAX_SHOTS = 20
 MIN_ASSEMBLY_INPUTS, MAX_ASSEMBLY_INPUTS = 2, 50
@@ -28,40 +38,37 @@ class ShotInput(_Strict):
     negative_prompt: str | None = None
 
 
-class StoryboardRequest(_Strict):
-    shots: list[ShotInput] = Field(min_length=1, max_length=MAX_SHOTS)
-    continuity: Literal["chain", "none"] = "chain"
-    style: str | None = None
-    reference_images: list[str] = Field(default_factory=list)
-    aspect_ratio: str | None = None
-    tier: Literal["standard", "pro"] | None = None
-    provider: str | None = None
-    transition: Literal["cut", "crossfade"] = "cut"
-    transition_s: float = Field(default=0.5, gt=0, le=TRANSITION_S_MAX)
-    assemble: bool = True
-    wait_seconds: float | None = None
-    idempotency_key: str | None = None
-    confirm_cost_usd: float | None = None
+# Each argument's description is declared here once: the tools (server_storyboard.py) and the CLI
+# (cli_storyboard.py) state it. Waiting, confirming, tier and aspect ratio are the video requests' own fields.
+_TRANSITION = "How shots join."
+_TRANSITION_S = "Crossfade seconds."
 
 
-class RetakeRequest(_Strict):
-    job_id: str
-    shot: int = Field(ge=1, le=MAX_SHOTS)
-    prompt: str | None = None
-    duration: int | None = None
-    cascade: bool = False
-    wait_seconds: float | None = None
-    idempotency_key: str | None = None
-    confirm_cost_usd: float | None = None
+class StoryboardRequest(Submission, Framed, Tiered):
+    shots: list[ShotInput] = Field(min_length=1, max_length=MAX_SHOTS, description="In order.")
+    continuity: Literal["chain", "none"] = Field(
+        default="chain", description="chain: each shot starts from the previous one's last frame."
+    )
+    style: str | None = Field(default=None, description="Added to every shot's prompt.")
+    reference_images: list[str] = Field(default_factory=list, description="Given to every shot.")
+    provider: str | None = Field(default=None, description="auto: the cheapest provider that takes every shot.")
+    transition: Literal["cut", "crossfade"] = Field(default="cut", description=_TRANSITION)
+    transition_s: float = Field(default=0.5, gt=0, le=TRANSITION_S_MAX, description=_TRANSITION_S)
+    assemble: bool = Field(default=True, description="Join the shots into one MP4.")
 
 
-class AssembleRequest(_Strict):
-    videos: list[str] = Field(min_length=MIN_ASSEMBLY_INPUTS, max_length=MAX_ASSEMBLY_INPUTS)
-    transition: Literal["cut", "crossfade"] = "cut"
-    transition_s: float = Field(default=0.5, gt=0, le=TRANSITION_S_MAX)
-    aspect_ratio: str | None = None
-    wait_seconds: float | None = None
-    idempotency_key: str | None = None
+class RetakeRequest(Submission):
+    job_id: str = Field(description="The storyboard's job_id.")
+    shot: int = Field(ge=1, le=MAX_SHOTS, description="The shot number (1-based).")
+    prompt: str | None = Field(default=None, description="A new prompt for the shot.")
+    duration: int | None = Field(default=None, description=GenerateRequest.model_fields["duration"].description)
+    cascade: bool = Field(default=False, description="Also remake the later chained shots.")
+
+
+class AssembleRequest(Waiting, Framed):
+    videos: list[str] = Field(min_length=MIN_ASSEMBLY_INPUTS, max_length=MAX_ASSEMBLY_INPUTS, description="In order.")
+    transition: Literal["cut", "crossfade"] = Field(default="cut", description=_TRANSITION)
+    transition_s: float = Field(default=0.5, gt=0, le=TRANSITION_S_MAX, description=_TRANSITION_S)
 
 
 class ShotView(BaseModel):
