@@ -28,6 +28,7 @@ METAVARS = {
     "reference_video": "VIDEO",
     "video": "VIDEO",
     "video_duration_s": "S",
+    "transition_s": "S",
     "confirm_cost_usd": "USD",
 }
 

@@ -29,62 +29,50 @@ from .cli_commands import (
     cli_text,
     save_copies,
 )
+from .cli_options import request_of
 from .config import Settings
+from .requests import said
 
 STORYBOARD_COMMANDS = ("storyboard", "retake", "assemble")
 _CLI_WORDS = {"retake_shot with job_id=": "`kling-mcp retake` with the storyboard id ", "shot=": "shot "}
 
 
+def _fields(p: argparse.ArgumentParser, model: Any, skip: tuple[str, ...]) -> None:
+    """The request's options, derived from its model's fields (storyboard_models.py)."""
+    from .cli_options import add_options
+
+    add_options(
+        p,
+        model,
+        skip=(*skip, "wait_seconds"),  # the command waits itself (--no-wait, --timeout)
+        choices={"provider": ["auto", *catalog.PROVIDER_NAMES], "aspect_ratio": catalog.ASPECT_RATIOS},
+        words=cli_text,
+    )
+
+
 def add_storyboard_commands(sub: Any) -> None:
+    from .storyboard_models import AssembleRequest, RetakeRequest, StoryboardRequest
+
     board = _command(sub, "storyboard", "make a multi-shot video from a JSON file of shots, joined into one MP4")
     board.add_argument("file", help="JSON: {'shots': [{'prompt': ..., 'duration': ...}, ...], ...} or a list of shots")
-    board.add_argument("--provider", choices=["auto", *catalog.PROVIDER_NAMES])
-    board.add_argument("--tier", choices=["standard", "pro"])
-    board.add_argument("--aspect-ratio", choices=list(catalog.ASPECT_RATIOS))
-    board.add_argument(
-        "--continuity",
-        choices=["chain", "none"],
-        help="chain (default): each shot starts from the previous shot's last frame",
-    )
-    board.add_argument("--style", help="appended to every shot's prompt")
-    _joining(board)
+    _fields(board, StoryboardRequest, skip=("shots", "assemble"))
     board.add_argument("--no-assemble", action="store_true", help="keep the shots separate (no joined MP4)")
     _waiting(board)
-    _confirming(board)
 
     retake = _command(sub, "retake", "redo one shot of a finished storyboard and join the shots again")
-    retake.add_argument("job_id", help="the storyboard's job id")
-    retake.add_argument("shot", type=int, help="the shot number (1-based)")
-    retake.add_argument("--prompt", help="a new prompt for the shot")
-    retake.add_argument("--duration", type=int, help="a new length for the shot (seconds)")
-    retake.add_argument("--cascade", action="store_true", help="also remake the later chained shots")
+    retake.add_argument("job_id", help=said(RetakeRequest, "job_id"))
+    retake.add_argument("shot", type=int, help=said(RetakeRequest, "shot"))
+    _fields(retake, RetakeRequest, skip=("job_id", "shot"))
     _waiting(retake)
-    _confirming(retake)
 
     join = _command(sub, "assemble", "join 2-50 videos in order into one MP4 on this machine (free)")
     join.add_argument("videos", nargs="+", metavar="VIDEO", help="paths, URLs or kling://jobs/... results")
-    _joining(join)
-    join.add_argument("--aspect-ratio", choices=list(catalog.ASPECT_RATIOS), help="default: the first video's")
+    _fields(join, AssembleRequest, skip=("videos",))
     _waiting(join)
-
-
-def _joining(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--transition", choices=["cut", "crossfade"])
-    p.add_argument("--transition-s", type=float, metavar="S", help="crossfade length (default 0.5)")
-
-
-def _confirming(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--confirm-cost-usd",
-        type=float,
-        metavar="USD",
-        help="agree to pay up to USD for the shots (needed for quotes above KLING_MCP_CONFIRM_ABOVE_USD)",
-    )
 
 
 def _waiting(p: argparse.ArgumentParser) -> None:
     _output(p)
-    p.add_argument("--idempotency-key", help="repeating a command with the same key returns the same job")
     p.add_argument("--no-wait", action="store_true", help="print the job id and exit once it is saved")
     p.add_argument("--timeout", type=float, metavar="S", help="stop waiting after S seconds (exit 3)")
     p.add_argument("--json", action="store_true", help="print the job as JSON instead of the video paths")
@@ -98,18 +86,9 @@ def _board_request(args: argparse.Namespace) -> Any:
     except (OSError, ValueError) as exc:
         raise errors.InvalidRequest(f"cannot read {args.file}: {exc}", hint="Pass a JSON file of shots.") from None
     fields = {"shots": data} if isinstance(data, list) else dict(data)
-    flags = {
-        "provider": args.provider,
-        "tier": args.tier,
-        "aspect_ratio": args.aspect_ratio,
-        "continuity": args.continuity,
-        "style": args.style,
-        "transition": args.transition,
-        "transition_s": args.transition_s,
-        "idempotency_key": args.idempotency_key,
-        "confirm_cost_usd": args.confirm_cost_usd,
-    }
-    fields.update({k: v for k, v in flags.items() if v is not None})
+    # The options override the file; an option not given (None, or no --reference-image) leaves it.
+    flags = {k: v for k, v in vars(args).items() if k in StoryboardRequest.model_fields and v not in (None, [])}
+    fields.update(flags)
     if args.no_assemble:
         fields["assemble"] = False
     try:
@@ -178,31 +157,12 @@ async def _make(service: Any, args: argparse.Namespace) -> int:
         from .cli_commands import resolve_job_id
         from .storyboard_models import RetakeRequest
 
-        job, note = await service.boards.retake(
-            RetakeRequest(
-                job_id=await resolve_job_id(service, args.job_id),
-                shot=args.shot,
-                prompt=args.prompt,
-                duration=args.duration,
-                cascade=args.cascade,
-                idempotency_key=args.idempotency_key,
-                confirm_cost_usd=args.confirm_cost_usd,
-                wait_seconds=0.0,
-            )
-        )
+        job_id = await resolve_job_id(service, args.job_id)
+        job, note = await service.boards.retake(request_of(RetakeRequest, args, job_id=job_id, wait_seconds=0.0))
     else:
         from .storyboard_models import AssembleRequest
 
-        job, note = await service.assemblies.create(
-            AssembleRequest(
-                videos=args.videos,
-                transition=args.transition or "cut",
-                transition_s=args.transition_s or 0.5,
-                aspect_ratio=args.aspect_ratio,
-                idempotency_key=args.idempotency_key,
-                wait_seconds=0.0,
-            )
-        )
+        job, note = await service.assemblies.create(request_of(AssembleRequest, args, wait_seconds=0.0))
     if note:
         _say(cli_text(note))
     if args.no_wait:

@@ -161,7 +161,7 @@ def install_storyboard(
         ctx: Context,
         transition: Transition = "cut",
         transition_s: Seconds = 0.5,
-        aspect_ratio: Aspect | None = None,
+        aspect_ratio: Annotated[Aspect, said_by(AssembleRequest, "aspect_ratio")] | None = None,
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
     ) -> Annotated[CallToolResult, JobView]:

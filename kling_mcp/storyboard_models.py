@@ -65,10 +65,11 @@ class RetakeRequest(Submission):
     cascade: bool = Field(default=False, description="Also remake the later chained shots.")
 
 
-class AssembleRequest(Waiting, Framed):
+class AssembleRequest(Waiting):
     videos: list[str] = Field(min_length=MIN_ASSEMBLY_INPUTS, max_length=MAX_ASSEMBLY_INPUTS, description="In order.")
     transition: Literal["cut", "crossfade"] = Field(default="cut", description=_TRANSITION)
     transition_s: float = Field(default=0.5, gt=0, le=TRANSITION_S_MAX, description=_TRANSITION_S)
+    aspect_ratio: str | None = Field(default=None, description="Unset: first video's.")
 
 
 class ShotView(BaseModel):

@@ -19,6 +19,7 @@ from kling_mcp.config import Settings
 from kling_mcp.jobs.model import JobStatus
 from kling_mcp.requests import EditRequest, EstimateRequest, GenerateRequest, said
 from kling_mcp.server import create_server
+from kling_mcp.storyboard_models import AssembleRequest, RetakeRequest, StoryboardRequest
 from kling_mcp.vocabulary import OPERATIONS
 
 STATUSES = [s.value for s in JobStatus]
@@ -102,3 +103,28 @@ def test_the_cli_builds_the_request_from_the_same_fields(
 
     one = runware_usd("--duration", "5")
     assert runware_usd("--duration", "10", "--num-videos", "2") == pytest.approx(4 * one)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("tool", "command", "model", "not_options"),
+    [
+        ("generate_storyboard", "storyboard", StoryboardRequest, {"shots", "assemble"}),  # the file; --no-assemble
+        ("retake_shot", "retake", RetakeRequest, set()),
+        ("assemble_video", "assemble", AssembleRequest, {"videos"}),  # positional, in CLI words
+    ],
+)
+async def test_storyboard_fields_are_one_declaration_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tool: str, command: str, model: Any, not_options: set[str]
+) -> None:
+    schema = (await _tools(tmp_path))[tool]["inputSchema"]["properties"]
+    shown = _help(capsys, command)
+    assert set(schema) == set(model.model_fields)
+    for name in model.model_fields:
+        same_as_generate = name in GenerateRequest.model_fields and said(GenerateRequest, name) == said(model, name)
+        allowed = {said(model, name), *(["As in generate_video."] if same_as_generate else [])}
+        assert schema[name]["description"] in allowed, name
+        if name in not_options | {"wait_seconds"}:
+            continue
+        assert " ".join(cli_text(said(model, name)).split()) in shown, name
+        assert name in ("job_id", "shot") or f"{flag(name)} " in shown, name
