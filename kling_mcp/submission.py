@@ -28,7 +28,7 @@ from .jobs.backend import JobStore, KeyClaim
 from .jobs.model import Job, JobStatus
 from .jobs.runner import JobRunner
 from .providers import VideoProvider
-from .providers.base import Accepted, Failed
+from .providers.base import Accepted, Failed, Running
 from .requests import ErrorView
 from .validation import Match
 
@@ -217,6 +217,8 @@ class Submitter:
                 result = await self._provider_for(job.provider).poll(job)
             except errors.ProviderError:
                 result = None
+            if isinstance(result, Running) and not result.confirmed:
+                result = None  # the provider does not know it yet: still unknown, not proof either way
             if isinstance(result, Failed) and result.code == "interrupted":
                 # It has no task with our id: the submit never arrived, nothing was billed.
                 raise Refused(
