@@ -103,6 +103,10 @@ class LeaseKeeper:
         if scope is not None:
             scope.cancel()
 
+    async def holds(self, job_id: str) -> bool:
+        """Whether this process (still) holds the job's lease, renewing it; False once another has taken it."""
+        return await self.store.claim_lease(job_id, self.owner, self.lease_s)
+
     def driving(self, job_id: str) -> bool:
         return job_id in self._driving
 
