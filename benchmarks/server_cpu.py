@@ -67,9 +67,8 @@ class ServerCpuReport:
 
 async def run_server_cpu(jobs: int = 200, poll_s: float = 0.5, max_poll_s: float = 2.0,
                          deadline_s: float = 180.0, profile: Path | None = None) -> ServerCpuReport:
-    from mcp import Client, StdioServerParameters
-
     from kling_mcp.jobs.store import JobStore
+    from mcp import Client, StdioServerParameters
 
     emulators = {name: Emulator(name) for name in PROVIDERS}
     try:

@@ -1,7 +1,8 @@
 """Append downloaded bytes to a file and hash them in a worker thread, overlapped with the network.
 
 :func:`part_writer` yields a :class:`PartWriter` that takes chunks from the event loop, groups them
-into batches of about :data:`BATCH_BYTES` (or :data:`BATCH_SECONDS` of a slow download) and hands each batch to one worker thread that writes it (one
+into batches of about :data:`BATCH_BYTES` (or :data:`BATCH_SECONDS` of a slow download) and hands each
+batch to one worker thread that writes it (one
 ``writev`` call) and hashes it (``hashlib`` and ``write`` release the GIL), while the event loop already
 receives the next batch. At most :data:`QUEUED_BATCHES` batches wait, so memory stays flat whatever the
 file size, and a slow disk slows the download down instead of filling memory. Every

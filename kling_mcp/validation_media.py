@@ -77,8 +77,8 @@ def media_problems(spec: VideoSpec, limits: MediaLimits | None, provider: str) -
         seconds, bounds = ref.duration_s, limits.reference_video_s
         if name == "reference_video" and bounds and seconds is not None and not bounds[0] <= seconds <= bounds[1]:
             problems.append(
-                f"reference_video is {seconds:g} s; {provider} accepts reference videos of "
-                f"{bounds[0]:g}-{bounds[1]:g} s: trim it or use another clip."
+                f"reference_video is {seconds:g} s long; {provider} accepts {bounds[0]:g}-{bounds[1]:g} s: "
+                f"{'trim it' if seconds > bounds[1] else 'use a longer clip'}."
             )
         if limits.video_types and ref.mime_type and ref.mime_type not in limits.video_types:
             accepted = "/".join(_TYPE_NAMES.get(t, t) for t in limits.video_types)

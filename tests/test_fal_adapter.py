@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from kling_mcp import errors
-from kling_mcp.jobs.model import Job
+from kling_mcp.jobs.model import Job, JobStatus
 from kling_mcp.providers import _fal_storage as fal_storage
 from kling_mcp.providers.base import Done, Failed, ProviderContext, Running
 from kling_mcp.providers.fal import FalProvider
@@ -146,6 +146,15 @@ async def test_without_saved_urls_poll_builds_owner_alias_urls_like_fals_client(
     assert str(wire.requests[0].url) == f"{REQ}/status?logs=0"
 
 
+async def test_saved_urls_on_another_host_than_the_configured_queue_are_not_used(tmp_path):
+    wire = Wire(httpx.Response(200, json={"status": "IN_PROGRESS"}))
+    j = job(remote_id=RID, data={"endpoint": "fal-ai/kling-video/o1/image-to-video",
+                                 "status_url": f"https://old-proxy.test/fal-ai/kling-video/requests/{RID}/status"},
+            **SPECS["image-to-video"])
+    await provider(wire, tmp_path).poll(j)                       # e.g. KLING_MCP_FAL_BASE_URL changed since
+    assert str(wire.requests[0].url) == f"{REQ}/status?logs=0"
+
+
 def completed() -> httpx.Response:
     return httpx.Response(200, json={"status": "COMPLETED"})
 
@@ -193,13 +202,15 @@ async def test_a_malformed_status_body_is_a_transient_error(tmp_path):
         await provider(wire, tmp_path).poll(job(remote_id=RID, **SPECS["image-to-video"]))
 
 
-@pytest.mark.parametrize(("response", "stopped"), [
-    (httpx.Response(202, json={"status": "CANCELLATION_REQUESTED"}), True),
-    (httpx.Response(400, json={"status": "ALREADY_COMPLETED"}), False),
+@pytest.mark.parametrize(("response", "status", "stopped"), [
+    (httpx.Response(202, json={"status": "CANCELLATION_REQUESTED"}), JobStatus.SUBMITTED, True),
+    (httpx.Response(202, json={"status": "CANCELLATION_REQUESTED"}), JobStatus.RUNNING, False),  # a signal only
+    (httpx.Response(400, json={"status": "ALREADY_COMPLETED"}), JobStatus.SUBMITTED, False),
 ])
-async def test_cancel_puts_to_the_cancel_url(tmp_path, response, stopped):
+async def test_cancel_puts_to_the_cancel_url(tmp_path, response, status, stopped):
     wire = Wire(response)
     j = job(remote_id=RID, data={"cancel_url": f"{REQ}/cancel"}, **SPECS["image-to-video"])
+    j = j.model_copy(update={"status": status})
     assert await provider(wire, tmp_path).cancel(j) is stopped
     assert wire.requests[0].method == "PUT" and str(wire.requests[0].url) == f"{REQ}/cancel"
 
@@ -272,3 +283,14 @@ async def test_an_echoed_key_or_either_half_of_it_is_redacted(tmp_path):
         await provider(wire, tmp_path).submit(job(**SPECS["image-to-video"]))
     assert key_id not in str(caught.value) and secret not in str(caught.value)
     assert caught.value.may_have_accepted is False
+
+
+async def test_a_non_ascii_file_name_is_sent_percent_encoded(tmp_path, image_file):
+    named = tmp_path / "фото кадр.png"
+    named.write_bytes(image_file.read_bytes())
+    token = {"token": "tok", "token_type": "Bearer", "base_url": "https://up.test"}
+    wire = Wire(httpx.Response(200, json=token), httpx.Response(200, json={"access_url": "https://v3.fal.media/f"}),
+                queued())
+    frame = MediaRef(kind="file", value=str(named), media="image", mime_type="image/png")
+    await provider(wire, tmp_path).submit(job(operation="image", prompt="p", first_frame=frame, duration=5))
+    assert wire.requests[1].headers["x-fal-file-name"] == "%D1%84%D0%BE%D1%82%D0%BE%20%D0%BA%D0%B0%D0%B4%D1%80.png"

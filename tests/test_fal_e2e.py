@@ -196,6 +196,20 @@ async def test_cancel_a_queued_request(emu, tmp_path):
     assert put.path == f"/fal-ai/kling-video/requests/{job.id}/cancel" and job.cancelled
 
 
+async def test_cancel_of_a_running_request_is_not_reported_as_stopped(emu, tmp_path):
+    base, state = emu
+    state.steps = ["IN_QUEUE"] + ["IN_PROGRESS"] * 10_000
+    async with Client(create_server(settings(base, tmp_path))) as client:
+        started = await client.call_tool("generate_video", {"prompt": "waves", "provider": "fal", "wait_seconds": 3,
+                                                            "first_frame": image(base, state)})
+        assert started.structured_content["status"] == "running", started.structured_content
+        cancelled = await client.call_tool("cancel_job", {"job_id": started.structured_content["job_id"]})
+    answer = cancelled.structured_content
+    assert answer["cancelled_at_provider"] is False and "may still run and be billed" in answer["message"]
+    [job] = state.jobs.values()
+    assert job.cancel_requested and not job.cancelled               # the signal was sent all the same
+
+
 async def test_transient_faults_and_broken_bodies_still_end_in_one_video(emu, tmp_path):
     base, state = emu
     state.fail_next(429, on="status", retry_after="0")
@@ -203,10 +217,11 @@ async def test_transient_faults_and_broken_bodies_still_end_in_one_video(emu, tm
     state.fail_next(500, on="result")
     state.malformed_next = 1
     state.files.truncate_next = 1
-    state.slow_next, state.slow_s = 1, 0.4
+    state.files.slow_next, state.files.slow_s = 1, 0.4
     view = await call(base, tmp_path, "generate_video", {"prompt": "waves roll in", "first_frame": image(base, state)})
     assert view["status"] == "succeeded", view
     assert state.faults == [] and state.malformed_next == 0 and state.files.truncate_next == 0
+    assert state.files.slow_next == 0
     [job] = state.jobs.values()
     assert state.files.downloads[job.file_name] >= 2                  # the truncated body was fetched again
     assert len(state.submits()) == 1                                  # never submitted twice
@@ -272,6 +287,7 @@ async def test_an_unknown_queue_status_fails_the_job_instead_of_polling_forever(
     ("edit_video", {"prompt": "x y", "video": "SMALL"}, "720-2160 px on each side"),
     ("edit_video", {"prompt": "x y", "video": "SLOW"}, "24-60 fps"),
     ("generate_video", {"prompt": "x y", "reference_video": "SMALL"}, "720-2160 px on each side"),
+    ("generate_video", {"prompt": "x y", "reference_video": "SHORT"}, "accepts 3-10.05 s"),
     ("generate_video", {"prompt": "x y", "first_frame": "TINY_FILE"}, "at least 300 px on each side"),
     ("generate_video", {"prompt": "x y", "first_frame": "WIDE_FILE"}, "accepts 0.40-2.50"),
 ])
@@ -320,3 +336,26 @@ async def test_a_large_local_video_goes_up_in_parts(emu, tmp_path, big_video, mo
     assert len(puts) == -(-big_video.stat().st_size // (64 * 1024)) > 1
     body = state.submits()[0][1]
     assert state.files.files[body["video_url"].rsplit("/", 1)[-1]].data == big_video.read_bytes()
+
+
+@pytest.mark.parametrize("tier", ["pro", "standard"])
+@pytest.mark.parametrize(("kind", "tool", "rate_index"), [
+    ("image-to-video", "generate_video", 0), ("reference-to-video", "generate_video", 0),
+    ("video-to-video/reference", "generate_video", 1), ("video-to-video/edit", "edit_video", 1),
+])
+async def test_all_eight_endpoints_end_to_end(emu, tmp_path, tier, kind, tool, rate_index):
+    base, state = emu
+    rate = {"pro": (0.112, 0.168), "standard": (0.084, 0.126)}[tier][rate_index]
+    source = hosted(base, state, clip(), ".mp4", "video/mp4")
+    args: dict[str, Any] = {"prompt": f"{kind} at {tier}", "tier": tier}
+    if kind == "image-to-video":
+        args.update(first_frame=image(base, state), duration=6)
+    elif kind == "reference-to-video":
+        args.update(reference_images=[image(base, state)] * 7, duration=6)
+    elif kind == "video-to-video/reference":
+        args.update(reference_video=source, reference_images=[image(base, state)] * 4, duration=6)
+    else:
+        args.update(video=source, reference_images=[image(base, state)] * 4)
+    view = await call(base, tmp_path, tool, args)
+    root = PRO if tier == "pro" else STD
+    assert_succeeded(view, state, f"{root}/{kind}", rate * (4 if kind.endswith("edit") else 6))

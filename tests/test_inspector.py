@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from kling_mcp.catalog import PROVIDERS
 from tests.support import read_store
 from tests.test_conformance import ROOT, node_tools, server_env  # noqa: F401 - node_tools is a fixture
 
@@ -131,8 +132,10 @@ def test_client_configs_launch_the_server():
     desktop = json.loads((ROOT / "examples" / "claude_desktop_config.json").read_text())
     server = desktop["mcpServers"]["kling"]
     assert [server["command"], *server["args"]] == ["kling-mcp", "serve"]
-    known = {"AIML_API_KEY", "RUNWARE_API_KEY", "RUNPOD_API_KEY", "EVOLINK_API_KEY", "KLING_MCP_MAX_JOB_COST_USD",
-             "KLING_MCP_DAILY_BUDGET_USD"}
+    provider_vars = {e.env_key for e in PROVIDERS.values() if e.env_key}
+    provider_vars |= {var for e in PROVIDERS.values() for group in e.credential_sets for var in group}
+    known = provider_vars | {"KLING_MCP_MAX_JOB_COST_USD", "KLING_MCP_DAILY_BUDGET_USD"}
+    assert {"FAL_KEY", "REPLICATE_API_TOKEN"} <= set(server["env"])
     assert set(server["env"]) <= known
     guide = (ROOT / "examples" / "claude_code.md").read_text()
     assert "kling -- kling-mcp serve" in guide

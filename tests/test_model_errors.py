@@ -42,7 +42,11 @@ async def test_a_refused_argument_comes_back_as_one_error_naming_rule_value_and_
     assert result.is_error
     assert text.startswith("[invalid_request] generate_video refused its arguments:"), text
     assert "duration=3: must be at least 5." in text  # aimlapi's 5|10 s bound the schema
-    assert "runware (RUNWARE_API_KEY), runpod (RUNPOD_API_KEY) would accept it (not configured here)" in text
+    accepted = text[text.index("duration=3"):text.index("would accept it (not configured here)")]
+    for provider, key in (("runware", "RUNWARE_API_KEY"), ("runpod", "RUNPOD_API_KEY"), ("fal", "FAL_KEY"),
+                          ("replicate", "REPLICATE_API_TOKEN")):
+        assert f"{provider} ({key})" in accepted, text
+    assert "aimlapi" not in accepted and "evolink" not in accepted
     assert "aspect_ratio='4:3': must be one of '16:9', '9:16' or '1:1'. No Kling provider accepts it." in text
     assert "Hint:" in text
     for pydantic_words in ("validation error", "errors.pydantic.dev", "Arguments", "input_type"):

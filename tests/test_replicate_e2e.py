@@ -206,9 +206,11 @@ async def test_transient_faults_and_a_truncated_download_still_end_in_one_video(
     state.fail_next(502, on="poll")
     state.malformed_next = 1
     state.files.truncate_next = 1
+    state.files.slow_next, state.files.slow_s = 1, 0.4
     view = await call(base, tmp_path, "generate_video", {"prompt": "waves roll in"})
     assert view["status"] == "succeeded", view
     assert state.faults == [] and state.malformed_next == 0 and state.files.truncate_next == 0
+    assert state.files.slow_next == 0
     assert len(state.predictions) == 1
     [prediction] = state.predictions.values()
     assert state.files.downloads[prediction.file_name] >= 2
@@ -258,10 +260,13 @@ async def test_an_upload_failure_is_a_tool_error_before_any_prediction(emu, tmp_
     ("generate_video", {"prompt": "x y", "negative_prompt": "blur"}, "negative_prompt"),
     ("generate_video", {"prompt": "x y", "num_videos": 2}, "num_videos"),
     ("edit_video", {"prompt": "x y", "video": "SHORT"}, "3-10 s"),
+    ("generate_video", {"prompt": "x y", "reference_video": "SHORT"}, "reference_video is 2 s long"),
+    ("generate_video", {"prompt": "x y", "reference_video": "LONG"}, "accepts 3-10 s: trim it"),
 ])
 async def test_every_documented_rule_is_checked_before_anything_is_sent(emu, tmp_path, tool, args, words):
     base, state = emu
-    media = {"IMG": image(base, state), "VID": video(base, state), "SHORT": video(base, state, 2.0)}
+    media = {"IMG": image(base, state), "VID": video(base, state), "SHORT": video(base, state, 2.0),
+             "LONG": video(base, state, 11.0)}
 
     def fill(value: Any) -> Any:
         return [fill(v) for v in value] if isinstance(value, list) else media.get(value, value)
@@ -301,3 +306,28 @@ async def test_an_output_deleted_while_the_server_was_down_fails_the_job_clearly
                                                      "wait_seconds": 20})).structured_content
     assert view["status"] == "failed" and view["error"]["code"] == "remote_not_found", view
     assert "deleted its output" in view["error"]["message"]
+
+
+@pytest.mark.parametrize("tier", ["pro", "standard"])
+@pytest.mark.parametrize("operation", ["text", "image", "reference", "reference_video", "edit"])
+async def test_every_mode_at_both_modes_end_to_end(emu, tmp_path, tier, operation):
+    base, state = emu
+    args: dict[str, Any] = {"prompt": f"{operation} at {tier}", "tier": tier}
+    seconds, with_video = 5, operation in ("reference_video", "edit")
+    if operation == "image":
+        args.update(first_frame=image(base, state), last_frame=image(base, state, (9, 9, 9)))
+    elif operation == "reference":
+        args.update(reference_images=[image(base, state)] * 7, duration=3)
+        seconds = 3
+    elif operation == "reference_video":
+        args.update(reference_video=video(base, state), reference_images=[image(base, state)] * 4, duration=8)
+        seconds = 8
+    elif operation == "edit":
+        args.update(video=video(base, state), reference_images=[image(base, state)] * 4)
+        seconds = 4
+    rate = {"pro": (0.112, 0.168), "standard": (0.084, 0.126)}[tier][with_video]
+    view = await call(base, tmp_path, "edit_video" if operation == "edit" else "generate_video", args)
+    inputs = assert_succeeded(view, state, rate * seconds)
+    assert inputs["mode"] == ("pro" if tier == "pro" else "std")
+    if with_video:
+        assert inputs["video_reference_type"] == ("base" if operation == "edit" else "feature")

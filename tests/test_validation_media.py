@@ -51,3 +51,13 @@ def test_the_providers_limits_reach_check_and_the_quote() -> None:
         assert not match.ok and any("WebM" in p for p in match.problems), (provider, match.problems)
     ok = VideoSpec(operation="edit", prompt="p", video=webm.model_copy(update={"mime_type": "video/mp4"}))
     assert validation.check(ok, "fal").ok and validation.check(ok, "replicate").ok
+
+
+def test_a_reference_videos_length_is_checked_but_an_edits_is_left_to_input_video_s() -> None:
+    limits = MediaLimits(reference_video_s=(3.0, 10.0))
+    short = VideoSpec(operation="reference", prompt="p", reference_video=video(duration_s=2.0))
+    assert media_problems(short, limits, "replicate") == [
+        "reference_video is 2 s long; replicate accepts 3-10 s: use a longer clip."]
+    edit = VideoSpec(operation="edit", prompt="p", video=video(duration_s=2.0))
+    problems = validation.check(edit, "replicate").problems
+    assert any("edits accept 3-10 s" in p for p in problems) and not any("2 s long" in p for p in problems)

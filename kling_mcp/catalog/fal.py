@@ -9,6 +9,8 @@ the other prices were not captured and are inferred from the same model's grid e
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .model import ASPECT_RATIOS, MediaLimits, ModelVariant, OperationSpec, Price, ProviderEntry
 
 _DOC = "fal.ai/models/fal-ai/kling-video/o1"
@@ -17,11 +19,12 @@ _GRID = "inferred from Kling O1's grid at Runware and Replicate (video inputs co
 _MB = 1024 * 1024
 # fal's image-to-video page: start image <= 10 MB, >= 300 px, aspect 0.40-2.50.
 IMAGE_LIMITS = MediaLimits(image_min_px=300, image_aspect=(0.4, 2.5), image_max_bytes=10 * _MB)
-# fal's video-to-video edit page (and Kling's own rule for any video input): mp4/mov, 720-2160 px,
-# 24-60 fps, <= 200 MB.
+# fal's video-to-video edit page (and Kling's own rule for any video input): mp4/mov, 3-10.05 s,
+# 720-2160 px, 24-60 fps, <= 200 MB. An edit's length is the operation's input_video_s.
 VIDEO_LIMITS = MediaLimits(
     video_px=(720, 2160), video_fps=(24, 60), video_max_bytes=200 * _MB, video_types=("video/mp4", "video/quicktime")
 )
+REFERENCE_VIDEO_LIMITS = replace(VIDEO_LIMITS, reference_video_s=(3.0, 10.05))
 
 
 def endpoint(tier: str, kind: str) -> str:
@@ -73,8 +76,8 @@ def _variant(tier: str, sizes: dict[str, tuple[int, int]]) -> ModelVariant:
                 price_with_video=with_video,
                 model=endpoint(tier, "reference-to-video"),
                 model_with_video=endpoint(tier, "video-to-video/reference"),
-                media=VIDEO_LIMITS,
-                note="a reference video: mp4/mov, 720-2160 px, 24-60 fps, <= 200 MB (Kling's rule)",
+                media=REFERENCE_VIDEO_LIMITS,
+                note="a reference video: mp4/mov, 3-10.05 s, 720-2160 px, 24-60 fps, <= 200 MB (Kling's rule)",
             ),
             "edit": OperationSpec(
                 "edit",
@@ -99,7 +102,9 @@ FAL = ProviderEntry(
     base_url_env="KLING_MCP_FAL_BASE_URL",
     default_base_url="https://queue.fal.run",
     can_cancel=True,
-    cancel_note="fal cancels a request only while it is queued; one already running finishes and is billed.",
+    cancel_note=(
+        "fal removes a queued request; one already running only gets a cancel signal and may finish and be billed."
+    ),
     docs_url="https://fal.ai/models/fal-ai/kling-video/o1/image-to-video/api",
     extra_env={"KLING_MCP_FAL_STORAGE_URL": "https://rest.alpha.fal.ai"},
     variants=(

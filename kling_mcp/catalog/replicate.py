@@ -8,12 +8,15 @@ Replicate deletes API predictions' input and output files after an hour.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .model import ASPECT_RATIOS, MediaLimits, ModelVariant, OperationSpec, Price, ProviderEntry
 
 MODEL = "kwaivgi/kling-o1"
 _SRC = "third-party copy of replicate.com/kwaivgi/kling-o1 pricing"
-# The model's input schema: reference_video .mp4/.mov, <= 200 MB.
+# The model's input schema: reference_video .mp4/.mov, 3-10 s, <= 200 MB (an edit's length: input_video_s).
 VIDEO_LIMITS = MediaLimits(video_max_bytes=200 * 1024 * 1024, video_types=("video/mp4", "video/quicktime"))
+REFERENCE_VIDEO_LIMITS = replace(VIDEO_LIMITS, reference_video_s=(3.0, 10.0))
 
 
 def _variant(tier: str, sizes: dict[str, tuple[int, int]]) -> ModelVariant:
@@ -52,7 +55,7 @@ def _variant(tier: str, sizes: dict[str, tuple[int, int]]) -> ModelVariant:
                 reference_video="optional",
                 keep_original_sound=True,
                 price_with_video=with_video,
-                media=VIDEO_LIMITS,
+                media=REFERENCE_VIDEO_LIMITS,
                 note="reference_video: .mp4/.mov, 3-10 s, <= 200 MB (video_reference_type feature)",
             ),
             "edit": OperationSpec(

@@ -15,6 +15,7 @@ import mimetypes
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -115,7 +116,7 @@ class FalStorage:
     async def _single(self, path: Path, mime: str, token: _Token) -> str:
         size = path.stat().st_size
         headers = self._token_headers(
-            token, **{"Content-Type": mime, "Content-Length": str(size), "X-Fal-File-Name": path.name}
+            token, **{"Content-Type": mime, "Content-Length": str(size), "X-Fal-File-Name": _header_name(path)}
         )
         data = await self._call(
             "POST",
@@ -127,7 +128,7 @@ class FalStorage:
         return self._parse(_Uploaded, data, "an access_url").access_url
 
     async def _multipart(self, path: Path, mime: str, token: _Token) -> str:
-        headers = self._token_headers(token, **{"Content-Type": mime, "X-Fal-File-Name": path.name})
+        headers = self._token_headers(token, **{"Content-Type": mime, "X-Fal-File-Name": _header_name(path)})
         data = await self._call("POST", f"{token.base_url.rstrip('/')}/files/upload/multipart", headers)
         started = self._parse(_Multipart, data, "an access_url and uploadId")
         root = f"{started.access_url}/multipart/{started.uploadId}"
@@ -171,6 +172,11 @@ class FalStorage:
 
     def _shown(self, data: Any) -> str:
         return errors.redact(str(data)[:160], self.secrets)
+
+
+def _header_name(path: Path) -> str:
+    """The file name as a header value (headers are Latin-1; other names are percent-encoded)."""
+    return path.name if path.name.isascii() else quote(path.name, safe="._-")
 
 
 async def _chunks(path: Path, offset: int, length: int) -> AsyncIterator[bytes]:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .. import errors, validation
-from ..jobs.model import Job, RemoteVideo
+from ..jobs.model import Job, JobStatus, RemoteVideo
 from ..requests import MediaRef
 from . import _http
 from ._fal_storage import FalStorage
@@ -111,7 +111,8 @@ class FalProvider:
         self.storage_url = (ctx.extra_urls.get(STORAGE_URL_VAR) or DEFAULT_STORAGE).rstrip("/")
         key = ctx.api_key or ""
         # A fal key is "<id>:<secret>"; an echo of either half must not leak either.
-        self._secrets = tuple(s for s in (key, *key.split(":")) if len(s) >= 8)
+        halves = tuple(part for part in key.split(":") if len(part) >= 8 and part != key)
+        self._secrets = ((key,) if key else ()) + halves
 
     # --- VideoProvider ------------------------------------------------------------------------
 
@@ -153,14 +154,15 @@ class FalProvider:
         )
 
     async def cancel(self, job: Job) -> bool:
-        """``PUT {cancel_url}``: True when fal accepted it (it stops only a queued request)."""
+        """``PUT {cancel_url}``. fal removes a queued request; one in progress only gets a signal the
+        model may ignore, so that is not reported as stopped (it may still finish and be billed)."""
         if not job.remote_id:
             return False
         try:
             await self._call("PUT", self._job_urls(job)["cancel_url"])
         except errors.ProviderRejected:  # 400 ALREADY_COMPLETED: nothing left to stop
             return False
-        return True
+        return job.status != JobStatus.RUNNING
 
     # --- request body -------------------------------------------------------------------------
 
@@ -260,9 +262,11 @@ class FalProvider:
         return {"status_url": f"{base}/status", "response_url": base, "cancel_url": f"{base}/cancel"}
 
     def _job_urls(self, job: Job) -> dict[str, str]:
+        """The URLs saved at submit, each only while it points at the configured queue host."""
         saved = job.provider_data or {}
         built = self._built_urls(str(saved.get("endpoint") or job.model), job.remote_id or "")
-        return {k: str(saved.get(k) or v) for k, v in built.items()}
+        here = _origin(self.queue)
+        return {k: str(saved[k]) if saved.get(k) and _origin(str(saved[k])) == here else v for k, v in built.items()}
 
     def _shown(self, data: Any) -> str:
         return errors.redact(str(data)[:160], self._secrets)

@@ -83,6 +83,58 @@ def _video_url(output: Any) -> str | None:
     return None
 
 
+def _succeeded(prediction: _Prediction) -> PollResult:
+    url = _video_url(prediction.output)
+    if url:
+        return Done(videos=[RemoteVideo(url=url, remote_key=prediction.id)])
+    if prediction.data_removed:
+        return Failed(
+            code=errors.RemoteNotFound.code,
+            message=(
+                "replicate finished the prediction but has already deleted its output "
+                "(it keeps files for an hour; this server was not running to fetch it)."
+            ),
+            hint=errors.RemoteNotFound.default_hint,
+        )
+    return Failed(
+        code=errors.ProviderProtocol.code,
+        message="replicate reports the prediction succeeded but gives no output URL.",
+        hint="Generate the video again.",
+    )
+
+
+def _stopped(status: str, error_text: str) -> Failed:
+    """The failed job for a prediction that ended without a video (or in a status we do not know)."""
+    if status == "failed":
+        policy = any(word in error_text.lower() for word in _POLICY_WORDS)
+        return Failed(
+            code=errors.ContentPolicy.code if policy else "job_failed",
+            message=f"replicate could not make the video: {error_text}",
+            hint=errors.ContentPolicy.default_hint if policy else errors.ProviderRejected.default_hint,
+        )
+    if status == "aborted":
+        return Failed(
+            code="aborted",
+            message=(
+                f"replicate aborted the prediction: it had not started within {CANCEL_AFTER} "
+                "(Cancel-After). Replicate does not bill aborted predictions."
+            ),
+            retryable=True,
+            hint="Replicate is busy; submit the job again later or choose another provider.",
+        )
+    if status == "canceled":
+        return Failed(
+            code="cancelled_at_provider",
+            message="the prediction was canceled at replicate (not by this server).",
+            hint="Submit the job again if you still want it.",
+        )
+    return Failed(
+        code=errors.ProviderProtocol.code,
+        message=f"replicate reported an unknown prediction status {status[:40]!r}.",
+        hint=errors.ProviderProtocol.default_hint,
+    )
+
+
 class ReplicateProvider:
     """The :class:`~kling_mcp.providers.base.VideoProvider` for Replicate's ``kwaivgi/kling-o1``."""
 
@@ -114,52 +166,8 @@ class ReplicateProvider:
         if status == "processing":
             return Running()
         if status == "succeeded":
-            url = _video_url(prediction.output)
-            if not url and prediction.data_removed:
-                return Failed(
-                    code=errors.RemoteNotFound.code,
-                    message=(
-                        "replicate finished the prediction but has already deleted its output "
-                        "(it keeps files for an hour; this server was not running to fetch it)."
-                    ),
-                    hint=errors.RemoteNotFound.default_hint,
-                )
-            if not url:
-                return Failed(
-                    code=errors.ProviderProtocol.code,
-                    message="replicate reports the prediction succeeded but gives no output URL.",
-                    hint="Generate the video again.",
-                )
-            return Done(videos=[RemoteVideo(url=url, remote_key=prediction.id)])
-        if status == "failed":
-            text = errors.redact(str(prediction.error or "no details"), self._secrets)
-            policy = any(word in text.lower() for word in _POLICY_WORDS)
-            return Failed(
-                code=errors.ContentPolicy.code if policy else "job_failed",
-                message=f"replicate could not make the video: {text}",
-                hint=errors.ContentPolicy.default_hint if policy else errors.ProviderRejected.default_hint,
-            )
-        if status == "aborted":
-            return Failed(
-                code="aborted",
-                message=(
-                    f"replicate aborted the prediction: it had not started within {CANCEL_AFTER} "
-                    "(Cancel-After). Replicate does not bill aborted predictions."
-                ),
-                retryable=True,
-                hint="Replicate is busy; submit the job again later or choose another provider.",
-            )
-        if status == "canceled":
-            return Failed(
-                code="cancelled_at_provider",
-                message="the prediction was canceled at replicate (not by this server).",
-                hint="Submit the job again if you still want it.",
-            )
-        return Failed(
-            code=errors.ProviderProtocol.code,
-            message=f"replicate reported an unknown prediction status {status[:40]!r}.",
-            hint=errors.ProviderProtocol.default_hint,
-        )
+            return _succeeded(prediction)
+        return _stopped(status, errors.redact(str(prediction.error or "no details"), self._secrets))
 
     async def cancel(self, job: Job) -> bool:
         if not job.remote_id:

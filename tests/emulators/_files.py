@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,13 +23,16 @@ class FileHost:
     """Serves registered bytes at ``/files/{name}``.
 
     Fault knobs: ``truncate_next`` (send a Content-Length for the whole file, then stop after
-    half of it), ``expire_all`` (every link answers 403 as an expired signed URL would).
+    half of it), ``expire_all`` (every link answers 403 as an expired signed URL would),
+    ``slow_next`` (the next N bodies trickle out in four pieces over ``slow_s`` seconds).
     ``downloads`` counts GETs per name and ``ranges`` records the Range headers seen.
     """
 
     files: dict[str, HostedFile] = field(default_factory=dict)
     truncate_next: int = 0
     expire_all: bool = False
+    slow_next: int = 0
+    slow_s: float = 1.0
     downloads: dict[str, int] = field(default_factory=dict)
     ranges: list[str] = field(default_factory=list)
 
@@ -71,4 +75,14 @@ class FileHost:
                 raise ConnectionResetError("emulated truncated body")
 
             return StreamingResponse(partial(), status_code=status, headers=headers)
+        if self.slow_next > 0:
+            self.slow_next -= 1
+            pause = self.slow_s / 4
+
+            async def trickle():
+                for i in range(4):
+                    await asyncio.sleep(pause)
+                    yield body[i * len(body) // 4:(i + 1) * len(body) // 4]
+
+            return StreamingResponse(trickle(), status_code=status, headers=headers)
         return Response(body, status_code=status, headers=headers)

@@ -10,7 +10,9 @@ Follows shared/reference/providers.md §7 and §9:
   poll, for failed requests too. ``GET .../requests/{id}`` is the raw output ``{"video": {...}}``, or,
   for a failed request, the only place the error shows: 422 ``{"detail": [{loc, msg, type}]}``. The
   input is checked at submit (like fal's schemas) but, as on fal, reported only there.
-- ``PUT .../requests/{id}/cancel``: 202 ``CANCELLATION_REQUESTED``, or 400 ``ALREADY_COMPLETED``.
+- ``PUT .../requests/{id}/cancel``: 202 ``CANCELLATION_REQUESTED`` (a queued request is removed and
+  never processed; one in progress only gets the signal, and this Kling app finishes it), or 400
+  ``ALREADY_COMPLETED``.
 - ``POST /storage/auth/token?storage_type=fal-cdn-v3`` answers a token and the upload host
   (``{base}/cdn``); ``POST /cdn/files/upload`` (that token) stores raw bytes, answering ``access_url``;
   ``POST /cdn/files/upload/multipart`` starts a multipart upload (``access_url``, ``uploadId``), parts go
@@ -24,7 +26,6 @@ Fault knobs live on :class:`FalState`. Run standalone: ``python -m tests.emulato
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
@@ -35,7 +36,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.emulators._evolink_files import HostedProblem, hosted_media
@@ -89,6 +90,7 @@ class FalRequest:
     issues: list[dict[str, Any]]
     polls: int = 0
     cancelled: bool = False
+    cancel_requested: bool = False   # in progress: the signal went to the runner, which may finish anyway
     file_name: str | None = None
 
 
@@ -100,8 +102,7 @@ class FalState:
     ``outcomes``: outcomes of the next requests, in order (then ``outcome``).
     ``faults``: HTTP errors for the next matching requests, each used once.
     ``malformed_next``: the next N status answers are cut-off JSON.
-    ``slow_next``: the next N result downloads trickle out over ``slow_s`` seconds.
-    ``files.truncate_next`` / ``files.expire_all`` / ``result_ttl_s``: download faults.
+    ``files.truncate_next`` / ``files.slow_next`` / ``files.expire_all`` / ``result_ttl_s``: download faults.
     """
 
     api_key: str | None = API_KEY            # None: any non-empty Key is accepted
@@ -111,8 +112,6 @@ class FalState:
     unknown_status: str = "PAUSED"
     faults: list[HttpFault] = field(default_factory=list)
     malformed_next: int = 0
-    slow_next: int = 0
-    slow_s: float = 1.0
     video_seconds: float = 1.0
     result_ttl_s: float = 3600.0
     files: FileHost = field(default_factory=FileHost)
@@ -302,7 +301,9 @@ class _Emulator:
             return job
         if job.polls >= len(self.state.steps) or job.cancelled:
             return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
-        job.cancelled = True
+        job.cancel_requested = True
+        if self.state.steps[job.polls] == "IN_QUEUE":       # removed from the queue, never processed
+            job.cancelled = True
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
 
     async def token(self, request: Request) -> Response:
@@ -380,19 +381,7 @@ class _Emulator:
         return JSONResponse({"access_url": f"{str(request.base_url).rstrip('/')}/files/{name}"})
 
     async def download(self, request: Request) -> Response:
-        response = await self.state.files.handle(request)
-        if self.state.slow_next > 0 and response.status_code == 200 and not isinstance(response, StreamingResponse):
-            self.state.slow_next -= 1
-            body, pause = bytes(response.body), self.state.slow_s / 4
-
-            async def trickle():
-                for i in range(4):
-                    await asyncio.sleep(pause)
-                    yield body[i * len(body) // 4:(i + 1) * len(body) // 4]
-
-            headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-            return StreamingResponse(trickle(), headers={**headers, "Content-Length": str(len(body))})
-        return response
+        return await self.state.files.handle(request)     # looked up per call: tests may swap the host
 
 
 def create_app(state: FalState | None = None) -> Starlette:

@@ -82,7 +82,7 @@ class ReplicateState:
     ``faults``: HTTP errors for the next matching requests, each used once.
     ``malformed_next``: the next N poll answers are cut-off JSON.
     ``clock_offset_s``: moves the emulator clock (Cancel-After deadlines).
-    ``files.truncate_next`` / ``files.expire_all``: download faults; :meth:`delete_outputs`: the hour is up.
+    ``files.truncate_next`` / ``files.slow_next`` / ``files.expire_all``: download faults; :meth:`delete_outputs`: the hour is up.
     """
 
     api_key: str | None = API_KEY
