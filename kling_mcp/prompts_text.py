@@ -73,6 +73,6 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
         "cancel_job": (
             f"Cancel a job. Where the provider supports it ({', '.join(cancellable)}) the job is stopped there; "
             "elsewhere the server stops tracking it and says plainly that the provider may keep running and "
-            "billing it. A job already downloading is finished and kept."
+            "billing it."
         ),
     }

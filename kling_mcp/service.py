@@ -394,11 +394,12 @@ class VideoService:
     async def cancel(self, job_id: str) -> CancelResult:
         """Cancel in the store first, so the cancel wins over any concurrent poll in any process; then at the
         provider. A job already downloading has finished at the provider (and is paid for): it is kept."""
-        await self.get(job_id)
+        before = await self.get(job_id)
         won = False
 
         def cancelled(cur: Job) -> Job | None:
-            nonlocal won
+            nonlocal won, before
+            before = cur  # what the provider is told about: the job as it was when cancelled
             won = not (cur.terminal or cur.status == JobStatus.DOWNLOADING)
             return cur.moved(JobStatus.CANCELLED, note="Cancelled by the caller.") if won else None
 
@@ -410,7 +411,7 @@ class VideoService:
         stopped = False
         if job.remote_id is not None and entry.can_cancel:
             try:
-                stopped = await self.provider(job.provider).cancel(job)
+                stopped = await self.provider(job.provider).cancel(before)
             except errors.ProviderError as exc:
                 log.warning("cancel %s at %s failed: %s", job_id, job.provider, exc.code)
         if stopped:
