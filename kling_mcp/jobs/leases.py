@@ -48,6 +48,8 @@ def new_owner() -> str:
 def owner_is_dead(owner: str) -> bool:
     """True only when ``owner`` certainly ran on this machine and its process is gone (a restart after
     a crash then takes its jobs over at once instead of after the lease)."""
+    if os.name != "posix":  # elsewhere signal 0 is not a liveness probe (on Windows it is CTRL_C_EVENT)
+        return False
     parts = owner.rsplit(":", 2)
     if len(parts) != 3 or parts[0] != _machine() or not parts[1].isdigit():
         return False
