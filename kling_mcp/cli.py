@@ -23,13 +23,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--stateless-http",
+        action="store_true",
+        help="HTTP without sessions: any replica answers any request (2025-11-25 clients lose server push)",
+    )
     demo = sub.add_parser("demo", help="quote, generate and wait on the local provider through a real MCP client")
     demo.add_argument("--prompt", default="A paper boat sails across a moonlit lake, gentle ripples, cinematic")
     demo.add_argument("--duration", type=int, default=5)
     demo.add_argument("--aspect-ratio", default="16:9", choices=["16:9", "9:16", "1:1"])
     from .cli_commands import add_commands
+    from .cli_storyboard import add_storyboard_commands
 
     add_commands(sub)
+    add_storyboard_commands(sub)
     return parser
 
 
@@ -47,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         from .cli_commands import run
 
         return run(args)
+    from .cli_storyboard import STORYBOARD_COMMANDS
+
+    if command in STORYBOARD_COMMANDS:
+        from .cli_storyboard import run as run_storyboard
+
+        return run_storyboard(args)
     if command == "demo":
         from .demo import run_demo
 
@@ -59,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     except errors.KlingError as exc:
         print(f"kling-mcp: {exc}", file=sys.stderr)
         return 2
+    if settings.store_url:  # an unreachable database must stop the server now, not at the first tool call
+        from .jobs.pg_support import preflight
+
+        try:
+            preflight(settings.store_url)
+        except errors.KlingError as exc:
+            print(f"kling-mcp: {errors.redact(str(exc), settings.secrets())}", file=sys.stderr)
+            return 2
     from .server import create_server
 
     transport = getattr(args, "transport", "stdio")
@@ -66,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if transport == "http":
         from .http import run_http
 
-        return run_http(server, settings, host=args.host, port=args.port)
+        return run_http(server, settings, host=args.host, port=args.port, stateless=args.stateless_http)
     if sys.stdin.isatty():
         # Run by hand on a terminal: without this, the silent wait for JSON-RPC looks like a hang.
         print(

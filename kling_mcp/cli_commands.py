@@ -80,6 +80,12 @@ def _output(p: argparse.ArgumentParser) -> None:
 def _waiting(p: argparse.ArgumentParser) -> None:
     _output(p)
     p.add_argument("--idempotency-key", help="repeating a command with the same key returns the same job")
+    p.add_argument(
+        "--confirm-cost-usd",
+        type=float,
+        metavar="USD",
+        help="agree to pay up to USD (needed for quotes above KLING_MCP_CONFIRM_ABOVE_USD)",
+    )
     p.add_argument("--no-wait", action="store_true", help="print the job id and exit once it is submitted")
     p.add_argument("--timeout", type=float, metavar="S", help="stop waiting after S seconds (exit 3)")
     p.add_argument("--json", action="store_true", help="print the job as JSON instead of the video paths")
@@ -263,6 +269,7 @@ _CLI_WORDS = {
     "num_videos": "--num-videos",
     "video_duration_s": "--video-duration",
     "idempotency_key": "--idempotency-key",
+    "confirm_cost_usd": "--confirm-cost-usd",
     "negative_prompt": "--negative-prompt",
     "keep_original_sound": "--keep-original-sound",
     "wait_seconds": "--wait",
@@ -390,7 +397,7 @@ def _request(args: argparse.Namespace, kind: str) -> Any:
         fields.update(video=args.video, fast=args.fast)
     if kind == "estimate":
         return EstimateRequest(**fields, video_duration_s=args.video_duration)
-    fields.update(wait_seconds=0.0, idempotency_key=args.idempotency_key)
+    fields.update(wait_seconds=0.0, idempotency_key=args.idempotency_key, confirm_cost_usd=args.confirm_cost_usd)
     return (EditRequest if kind == "edit" else GenerateRequest)(**fields)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import errors
+from . import errors, store_url
 from .catalog import PROVIDERS, REAL_PROVIDERS
 
 WAIT_DEFAULT_S = 20.0
@@ -42,6 +42,7 @@ class Settings:
     poll_max_interval_s: float = 30.0
     max_job_cost_usd: float | None = None
     daily_budget_usd: float | None = None
+    confirm_above_usd: float | None = None  # quotes above it need the user's confirmation
     allowed_dirs: tuple[Path, ...] = ()
     http_token: str | None = field(default=None, repr=False)
     job_deadline_s: float = 3600.0
@@ -49,6 +50,7 @@ class Settings:
     max_download_bytes: int = 2 * 1024**3
     store_url: str | None = field(default=None, repr=False)  # None: diskcache under data_dir
     lease_s: float = 30.0  # a dead process's jobs are taken over within this many seconds
+    request_state_keys: tuple[str, ...] = field(default=(), repr=False)  # shared by replicas; first seals
 
     @property
     def configured(self) -> list[str]:
@@ -63,7 +65,9 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         keys = tuple(p.api_key for p in self.providers.values() if p.api_key)
         keys += tuple(value for p in self.providers.values() for value in p.credentials.values())
-        return keys + ((self.http_token,) if self.http_token else ())
+        return keys + tuple(
+            s for s in (self.http_token, *store_url.secrets_of(self.store_url), *self.request_state_keys) if s
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -95,6 +99,7 @@ class Settings:
             poll_max_interval_s=_float(env, "KLING_MCP_POLL_MAX_INTERVAL_S") or 30.0,
             max_job_cost_usd=_float(env, "KLING_MCP_MAX_JOB_COST_USD"),
             daily_budget_usd=_float(env, "KLING_MCP_DAILY_BUDGET_USD"),
+            confirm_above_usd=_float(env, "KLING_MCP_CONFIRM_ABOVE_USD"),
             allowed_dirs=tuple(
                 Path(p).expanduser().resolve()
                 for p in (env.get("KLING_MCP_ALLOWED_DIRS") or "").split(os.pathsep)
@@ -102,7 +107,8 @@ class Settings:
             ),
             http_token=(env.get("KLING_MCP_HTTP_TOKEN") or "").strip() or None,
         )
-        values["store_url"] = (env.get("KLING_MCP_STORE_URL") or "").strip() or None
+        values["store_url"] = store_url.parse(env.get("KLING_MCP_STORE_URL"))
+        values["request_state_keys"] = _request_state_keys(env)
         lease = _float(env, "KLING_MCP_LEASE_S")
         if lease:
             values["lease_s"] = lease
@@ -126,6 +132,19 @@ def _float(env: Mapping[str, str], name: str) -> float | None:
     if value < 0:
         raise errors.InvalidRequest(f"{name}={raw!r} is negative.", hint=f"Set {name} to a positive number.")
     return value
+
+
+def _request_state_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``KLING_MCP_REQUEST_STATE_KEYS``: comma-separated secrets (the first seals, every one unseals)."""
+    name = "KLING_MCP_REQUEST_STATE_KEYS"
+    keys = tuple(k.strip() for k in (env.get(name) or "").split(",") if k.strip())
+    for n, key in enumerate(keys, 1):
+        if len(key.encode()) < 32:
+            raise errors.InvalidRequest(
+                f"{name}: key {n} is {len(key.encode())} bytes; each key needs at least 32 bytes of randomness.",
+                hint=f'Generate one with: python -c "import secrets; print(secrets.token_hex(32))" and set {name}.',
+            )
+    return keys
 
 
 def _data_dir(env: Mapping[str, str]) -> Path:

@@ -99,6 +99,22 @@ class BudgetExceeded(KlingError):
     default_hint = "Shorten the video, use a cheaper tier or provider, or raise the limit in the server's environment."
 
 
+class ConfirmationRequired(KlingError):
+    """The request is quoted above ``KLING_MCP_CONFIRM_ABOVE_USD`` and the user has not agreed yet.
+
+    ``details`` carries ``cost_usd`` (None when the provider gives no price), ``provider``,
+    ``basis`` and ``threshold_usd``, so the MCP edge can ask the user instead.
+    """
+
+    code = "confirmation_required"
+    default_hint = "Ask the user; if they agree, repeat the same call with confirm_cost_usd set to the quote."
+
+
+class ConfirmationDeclined(KlingError):
+    code = "confirmation_declined"
+    default_hint = "Nothing was submitted or billed. Do not submit again unless the user asks for it."
+
+
 class UnknownJob(KlingError):
     code = "unknown_job"
     default_hint = "Call list_jobs to see the job ids this server knows."
@@ -198,8 +214,28 @@ class JobDeadline(KlingError):
     default_hint = "The job took longer than the server waits for; generate again or try another provider."
 
 
+class AssemblyFailed(KlingError):
+    code = "assembly_failed"
+    retryable = True
+    default_hint = "Check that every input is a playable video, then call assemble_video (or retake_shot) again."
+
+
 class JobFailed(KlingError):
     """A job failure reported by the provider (a fact about the job, not the request)."""
 
     code = "job_failed"
     default_hint = "Change the prompt or inputs and generate again."
+
+
+# --- the shared store --------------------------------------------------------------------------
+
+
+class StoreUnavailable(KlingError):
+    """The job database (``KLING_MCP_STORE_URL``) cannot be reached or refused the operation."""
+
+    code = "store_unavailable"
+    retryable = True
+    default_hint = (
+        "The job database is down or unreachable; nothing stored is lost. Call again in a few seconds, "
+        "and if it persists check the database behind KLING_MCP_STORE_URL."
+    )

@@ -50,7 +50,7 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def build_app(server: Any, settings: Any, host: str) -> Any:
+def build_app(server: Any, settings: Any, host: str, *, stateless: bool = False) -> Any:
     from mcp.server.transport_security import TransportSecuritySettings
 
     if is_loopback(host):
@@ -61,13 +61,14 @@ def build_app(server: Any, settings: Any, host: str) -> Any:
         )
     else:
         security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    app = server.streamable_http_app(host=host, transport_security=security)
+    # stateless: no Mcp-Session-Id, so any replica answers any request of a 2025-11-25-era client (no server push).
+    app = server.streamable_http_app(host=host, transport_security=security, stateless_http=stateless)
     if settings.http_token:
         app = BearerAuth(app, settings.http_token)
     return app
 
 
-def run_http(server: Any, settings: Any, *, host: str, port: int) -> int:
+def run_http(server: Any, settings: Any, *, host: str, port: int, stateless: bool = False) -> int:
     if not is_loopback(host) and not settings.http_token:
         print(
             f"kling-mcp: refusing to bind {host}: set KLING_MCP_HTTP_TOKEN to require a bearer token on a "
@@ -77,7 +78,7 @@ def run_http(server: Any, settings: Any, *, host: str, port: int) -> int:
         return 2
     import uvicorn
 
-    app = build_app(server, settings, host)
+    app = build_app(server, settings, host, stateless=stateless)
     log.info("serving MCP over streamable HTTP at http://%s:%d/mcp", host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")
     return 0

@@ -1,7 +1,8 @@
 """Turn the image/video arguments a caller passes into :class:`MediaRef` values.
 
 Accepted: http(s) URLs (sent as they are), ``data:`` URIs (saved under the data dir, then handled
-as files) and local paths, which must be real files that decode as the expected kind of media
+as files), this server's results (``kling://jobs/...``: see :mod:`kling_mcp.results`) and local
+paths, which must be real files that decode as the expected kind of media
 and, when ``KLING_MCP_ALLOWED_DIRS`` is set, lie under one of those folders. Every other scheme
 (``file://``, ``ftp://`` ...) is refused with a message that says what to pass instead.
 """
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from . import errors, media
+from . import errors, media, results
 from .requests import MediaRef
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]{1,15}):")
@@ -30,8 +31,12 @@ async def resolve(
     data_dir: Path,
     allowed_dirs: tuple[Path, ...],
     probe_urls: bool = False,
+    lookup: results.JobLookup | None = None,
 ) -> MediaRef:
-    """Resolve one argument; raises :class:`errors.InvalidInputFile` naming ``arg``."""
+    """Resolve one argument; raises :class:`errors.InvalidInputFile` naming ``arg``.
+
+    ``lookup`` finds a job by id for ``kling://`` results; without it they are refused.
+    """
     if not isinstance(value, str) or not value.strip():
         raise errors.InvalidInputFile(f"{arg} is empty.")
     value = value.strip()
@@ -45,9 +50,13 @@ async def resolve(
         if name == "data":
             path = await anyio.to_thread.run_sync(media.save_data_uri, value, data_dir / "inputs")
             return await _file(path, arg=arg, kind=kind, allowed_dirs=(), origin="data URI")
+        if name == "kling" and lookup is not None:
+            path = await results.resolve(value, arg=arg, kind=kind, lookup=lookup, data_dir=data_dir)
+            return await _file(path, arg=arg, kind=kind, allowed_dirs=(), origin=value)
         raise errors.InvalidInputFile(
             f"{arg} uses the {name}: scheme, which is not accepted.",
-            hint="Pass an http(s) URL, a data: URI, or a plain local path (no file:// prefix).",
+            hint="Pass an http(s) URL, a data: URI, a kling://jobs/... result, or a plain local path (no file:// "
+            "prefix).",
         )
     try:
         path = Path(value).expanduser()

@@ -18,13 +18,15 @@ INSTRUCTIONS = (
 STORYBOARD = (
     "Plan a {shots}-shot video about: {topic}.\n"
     "1. Write one prompt per shot (subject, action, camera, lighting), keeping characters and setting "
-    "consistent.\n"
-    "2. Call estimate_cost for shot 1 and tell the user the total for all shots.\n"
-    "3. Generate shot 1 with generate_video (aspect_ratio={aspect_ratio}). For every next shot, pass the "
-    "previous shot's last frame as first_frame so the shots join up (continuity), and use the same "
-    "idempotency_key scheme (e.g. '<topic>-shot-<n>') so a retry never pays twice.\n"
-    "4. While a job is running, call check_job with wait_seconds=45 until it succeeds.\n"
-    "5. Finish with the list of resource links in shot order."
+    "consistent; put the shared look in style.\n"
+    "2. Call generate_storyboard with the shots, aspect_ratio={aspect_ratio} and an idempotency_key (e.g. "
+    "'<topic>-board'). It checks every shot and quotes the whole board before anything is billed; with "
+    "continuity='chain' (the default) each shot starts from the previous shot's last frame, and the finished "
+    "shots are joined into one MP4.\n"
+    "3. While it runs, call check_job with its job_id and wait_seconds=45 until it succeeds or fails.\n"
+    "4. If a shot is wrong or failed, call retake_shot with the storyboard's job_id and the shot number (a new "
+    "prompt is allowed; cascade=true remakes the later chained shots).\n"
+    "5. Finish with the assembled video's resource link."
 )
 
 
@@ -45,18 +47,25 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
         "accepts it; the same idempotency_key, or an identical request still running, returns that job instead of "
         "billing twice. A finished job gives the file path, a kling:// link and a poster frame."
     )
+    if settings.confirm_above_usd is not None:
+        money += (
+            f" Above ${settings.confirm_above_usd:g} (KLING_MCP_CONFIRM_ABOVE_USD) the user is asked first, or the "
+            "call fails with [confirmation_required] and the quote: repeat it with confirm_cost_usd=<the quote> only "
+            "once the user agreed."
+        )
     legend = "Per provider (tiers; options, others unsupported): operation, seconds, images, USD/s by tier:"
     return {
         "generate_video": (
             "Generate a video with Kling Video O1 (1-5 minutes). The inputs choose the mode: none = text-to-video; "
             "first_frame (+ last_frame) = image-to-video; reference_images/reference_video = reference-to-video. "
-            "Images and videos: http(s) URLs, data: URIs or local paths. "
+            "Images and videos: http(s) URLs, data: URIs, local paths or results (kling://jobs/ID/videos/N; "
+            ".../last-frame as an image). "
             f"{money}\n{legend}\n{_providers_text(settings, GENERATE_OPS)}"
         ),
         "edit_video": (
             "Edit a video with an instruction (restyle, replace, add or remove things); the output has the input's "
-            "length. reference_images guide the new look. Inputs, waiting, checks, 'auto' and idempotency_key "
-            "work as in generate_video.\n"
+            "length. reference_images guide the new look. Inputs, waiting, checks, 'auto', idempotency_key and "
+            "confirm_cost_usd work as in generate_video.\n"
             f"{legend}\n{_providers_text(settings, EDIT_OPS)}"
         ),
         "check_job": (
@@ -70,9 +79,22 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
             "why), the provider 'auto' would pick, and the budget left."
         ),
         "list_jobs": "List jobs newest first, optionally only those in one status.",
+        "generate_storyboard": (
+            "A multi-shot video in one call, for 2+ connected shots (one clip: generate_video). Every shot is "
+            "checked and the board quoted before billing; shots run in the background (chain: one after another; "
+            "none: at once) and are joined into one MP4. Returns a job with shots; poll check_job."
+        ),
+        "retake_shot": (
+            "Redo one shot of a finished storyboard (new prompt or duration allowed) and join again; the old take "
+            "is kept. Returns a new storyboard job."
+        ),
+        "assemble_video": (
+            "Join 2-50 videos (kling:// results, paths, URLs) into one MP4 on this machine, free; re-encoded to one "
+            "size only when they differ."
+        ),
         "cancel_job": (
             f"Cancel a job. Where the provider supports it ({', '.join(cancellable)}) the job is stopped there; "
             "elsewhere the server stops tracking it and says plainly that the provider may keep running and "
-            "billing it."
+            "billing it. A storyboard cancels its unfinished shots."
         ),
     }

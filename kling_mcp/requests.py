@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Operation = Literal["text", "image", "reference", "edit"]
+JobOperation = Literal["text", "image", "reference", "edit", "storyboard", "assemble"]
 JobStatusName = Literal["pending", "submitted", "running", "downloading", "succeeded", "failed", "cancelled"]
 
 
@@ -35,6 +36,7 @@ class GenerateRequest(_Strict):
     keep_original_sound: bool | None = None
     wait_seconds: float | None = None
     idempotency_key: str | None = None
+    confirm_cost_usd: float | None = None
 
 
 class EditRequest(_Strict):
@@ -47,6 +49,7 @@ class EditRequest(_Strict):
     provider: str | None = None
     wait_seconds: float | None = None
     idempotency_key: str | None = None
+    confirm_cost_usd: float | None = None
 
 
 class EstimateRequest(_Strict):
@@ -170,7 +173,7 @@ class JobView(BaseModel):
     provider: str
     model: str
     tier: str | None = None
-    operation: Operation
+    operation: JobOperation
     prompt: str = ""
     progress: float = 0.0
     estimated_cost_usd: float | None = None
@@ -179,6 +182,8 @@ class JobView(BaseModel):
     error: ErrorView | None = None
     next_action: str = ""
     note: str | None = None
+    storyboard_id: str | None = None  # a shot's storyboard
+    shot: int | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
 

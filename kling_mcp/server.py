@@ -4,7 +4,7 @@ and the configured providers when the server is built.
 """
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, cast
@@ -13,9 +13,11 @@ import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.request_state import RequestStateSecurity
 from mcp.types import (
     CallToolResult,
     ImageContent,
+    InputRequiredResult,
     ResourceLink,
     TextContent,
     ToolAnnotations,
@@ -37,11 +39,12 @@ from .requests import (
     JobView,
     dump,
 )
+from .server_apps import PLAYER_META, PlayerApps, install_preview
 from .server_checks import install_checks, reporting
+from .server_confirm import with_confirmation
 from .service import VideoService
 from .tool_limits import EDIT_OPS, GENERATE_OPS, Bounds, bounds, limit_providers, offering
 from .tool_schemas import compact_tool_schemas, share_output_schema
-from .views import job_view
 
 log = logging.getLogger("kling_mcp.server")
 
@@ -105,6 +108,9 @@ def _summary(view: JobView) -> str:
         lines.append(view.note)
     for v in view.videos:
         lines.append(f"Video: {v.path} ({v.width}x{v.height}, {v.duration_s} s) resource {v.uri}")
+    for shot in getattr(view, "shots", []):  # a storyboard
+        made = f" {shot.videos[0].uri}" if shot.videos else ""
+        lines.append(f"Shot {shot.shot}: {shot.status} ({shot.operation}, job {shot.job_id}){made}")
     if view.error:
         lines.append(f"Error [{view.error.code}]: {view.error.message}")
     lines.append(f"Next: {view.next_action}")
@@ -112,9 +118,10 @@ def _summary(view: JobView) -> str:
 
 
 async def _job_result(service: VideoService, job: Job, note: str | None = None) -> CallToolResult:
-    view = job_view(job, note)
+    view = await service.view(job, note)
     content: list[Any] = [TextContent(type="text", text=_summary(view))]
-    for v in view.videos:
+    # A storyboard without an assembled video links its shots' videos instead.
+    for v in view.videos or [v for shot in getattr(view, "shots", []) for v in shot.videos]:
         content.append(
             ResourceLink(
                 type="resource_link",
@@ -129,6 +136,18 @@ async def _job_result(service: VideoService, job: Job, note: str | None = None) 
     if poster is not None:
         content.append(poster)
     return CallToolResult(content=content, structured_content=dump(view))
+
+
+def _submitter(
+    service: VideoService, req: GenerateRequest | EditRequest, ctx: Context
+) -> Callable[[float | None], Awaitable[tuple[Job, str | None]]]:
+    """``req`` submitted with a given ``confirm_cost_usd`` (what the user agreed to pay)."""
+
+    async def submit(confirmed_usd: float | None) -> tuple[Job, str | None]:
+        confirmed = req.model_copy(update={"confirm_cost_usd": confirmed_usd})
+        return await reporting(ctx, lambda report: service.generate(confirmed, report), waits=req.wait_seconds != 0)
+
+    return submit
 
 
 def create_server(settings: Settings | None = None) -> MCPServer:
@@ -229,15 +248,28 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             description="Your id for this request: reusing it returns the same job, never billing twice.",
         ),
     ]
+    ConfirmCost = Annotated[
+        float, Field(ge=0, allow_inf_nan=False, description="USD the user agreed to pay (see confirmation_required).")
+    ]
     docs = tool_descriptions(settings)
 
-    mcp = MCPServer("kling-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=_lifespan(settings))
+    mcp = MCPServer(
+        "kling-mcp",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=_lifespan(settings),
+        # Replicas must share the keys that seal request state (a retry may land on another replica).
+        request_state_security=RequestStateSecurity(keys=list(settings.request_state_keys))
+        if settings.request_state_keys
+        else None,
+        extensions=[PlayerApps()],
+    )
     # Only the hints that differ from the spec's defaults (read_only false, destructive true,
     # idempotent false, open_world true): every tool is listed in every prompt.
     spending = ToolAnnotations(destructive_hint=False)
     reading = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 
-    @mcp.tool(title="Generate a video", description=docs["generate_video"], annotations=spending)
+    @mcp.tool(title="Generate a video", description=docs["generate_video"], annotations=spending, meta=PLAYER_META)
     async def generate_video(
         prompt: prompt(gen, "What to show: subject, action, camera, light."),  # type: ignore[valid-type]
         ctx: Context,
@@ -255,7 +287,8 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         keep_original_sound: Sound | None = None,
         wait_seconds: Wait | None = None,  # type: ignore[valid-type]
         idempotency_key: Key | None = None,
-    ) -> Annotated[CallToolResult, JobView]:
+        confirm_cost_usd: ConfirmCost | None = None,
+    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
         service = _service(ctx)
         try:
             req = GenerateRequest(
@@ -275,12 +308,14 @@ def create_server(settings: Settings | None = None) -> MCPServer:
                 wait_seconds=wait_seconds,
                 idempotency_key=idempotency_key,
             )
-            job, note = await reporting(ctx, lambda report: service.generate(req, report), waits=wait_seconds != 0)
+            outcome = await with_confirmation(ctx, _submitter(service, req, ctx), confirm_cost_usd)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
-        return await _job_result(service, job, note)
+        if isinstance(outcome, InputRequiredResult):
+            return outcome
+        return await _job_result(service, *outcome)
 
-    @mcp.tool(title="Edit a video", description=docs["edit_video"], annotations=spending)
+    @mcp.tool(title="Edit a video", description=docs["edit_video"], annotations=spending, meta=PLAYER_META)
     async def edit_video(
         prompt: prompt(edit, "What to change."),  # type: ignore[valid-type]
         video: media("The video to edit"),  # type: ignore[valid-type]
@@ -292,7 +327,8 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         provider: Annotated[provider_arg(EDIT_OPS), As] = "auto",  # type: ignore[valid-type]
         wait_seconds: Annotated[Wait, As] | None = None,  # type: ignore[valid-type]
         idempotency_key: Annotated[Key, As] | None = None,
-    ) -> Annotated[CallToolResult, JobView]:
+        confirm_cost_usd: Annotated[ConfirmCost, As] | None = None,
+    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
         service = _service(ctx)
         try:
             req = EditRequest(
@@ -306,12 +342,14 @@ def create_server(settings: Settings | None = None) -> MCPServer:
                 wait_seconds=wait_seconds,
                 idempotency_key=idempotency_key,
             )
-            job, note = await reporting(ctx, lambda report: service.generate(req, report), waits=wait_seconds != 0)
+            outcome = await with_confirmation(ctx, _submitter(service, req, ctx), confirm_cost_usd)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
-        return await _job_result(service, job, note)
+        if isinstance(outcome, InputRequiredResult):
+            return outcome
+        return await _job_result(service, *outcome)
 
-    @mcp.tool(title="Check a job", description=docs["check_job"], annotations=reading)
+    @mcp.tool(title="Check a job", description=docs["check_job"], annotations=reading, meta=PLAYER_META)
     async def check_job(
         job_id: JobId,
         ctx: Context,
@@ -414,6 +452,8 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         too_big = server_checks.too_big_to_read(path, f"kling://jobs/{job_id}/videos/{index}")
         return too_big if too_big is not None else await anyio.Path(path).read_bytes()
 
+    install_preview(mcp, lambda ctx, job_id, index: _service(ctx).video_path(job_id, index))
+
     @mcp.resource(
         "kling://catalog",
         name="catalog",
@@ -429,6 +469,19 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     def storyboard(topic: str, shots: str = "3", aspect_ratio: str = "16:9") -> str:
         return STORYBOARD.format(topic=topic, shots=shots, aspect_ratio=aspect_ratio)
 
+    from .server_storyboard import install_storyboard
+
+    install_storyboard(
+        mcp,
+        docs,
+        Wait=Wait,
+        Key=Key,
+        Tier=Tier,
+        Provider=provider_arg(GENERATE_OPS),
+        Aspect=aspect(gen),
+        Media=media(""),
+        Duration=duration(gen),
+    )
     _forbid_unknown_arguments(mcp)
     from .server_extras import install_extras
 

@@ -158,9 +158,12 @@ class _Live:
 
     async def _watch(self, job_id: str) -> None:
         try:
-            job = await self.service.get(job_id)
-            while not job.terminal:
-                job = await self.service.runner.wait(job_id, 3600.0)
+            job = None
+            while job is None or not job.terminal:
+                try:
+                    job = await (self.service.get(job_id) if job is None else self.service.runner.wait(job_id, 3600.0))
+                except errors.StoreUnavailable:  # the database is away: keep watching once it is back
+                    await anyio.sleep(2.0)
         except errors.KlingError:
             return
         finally:

@@ -32,6 +32,7 @@ from .requests import (
     EstimateRequest,
     GenerateRequest,
     JobList,
+    JobView,
     MediaRef,
     VideoSpec,
 )
@@ -76,6 +77,12 @@ class VideoService:
         self._providers: dict[str, VideoProvider] = {}
         self.runner = JobRunner(self.store, self.provider, lambda: self.client, settings)
         self.submitter = Submitter(self.store, self.runner, self.provider, settings, self._guard)
+        from .assembly_jobs import Assemblies
+        from .storyboards import Storyboards
+
+        self.boards = Storyboards(self)
+        self.assemblies = Assemblies(self)
+        self.runner.drivers.update(storyboard=self.boards.drive, assemble=self.assemblies.drive)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -118,7 +125,18 @@ class VideoService:
             data_dir=self.settings.data_dir,
             allowed_dirs=self.settings.allowed_dirs,
             probe_urls=probe,
+            lookup=self.lookup,
         )
+
+    async def resolve_input(self, value: str, arg: str, kind: str) -> MediaRef:
+        """One image/video argument as the tools take it (URL, data URI, path or ``kling://`` result)."""
+        ref = await self._ref(value, arg, kind)
+        assert ref is not None
+        return ref
+
+    async def lookup(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
+        return await self.store.get(job_id)
 
     async def build_spec(
         self, req: GenerateRequest | EditRequest | EstimateRequest, video_duration_s: float | None = None
@@ -181,6 +199,10 @@ class VideoService:
 
     # --- choosing a provider ---------------------------------------------------------------
 
+    def candidates(self, requested: str | None) -> tuple[str, list[str]]:
+        """(the choice, the provider names it allows); a tool error for an unknown or unconfigured one."""
+        return self._candidates(requested)
+
     def _candidates(self, requested: str | None) -> tuple[str, list[str]]:
         choice = (requested or self.settings.default_provider or "auto").strip().lower()
         if choice == "auto":
@@ -236,14 +258,17 @@ class VideoService:
 
     async def _guard(self, match: Match) -> None:
         """A quick refusal with a clear message; the atomic check is the ledger's reservation at submit."""
+        await self.guard_cost(match.provider, match.cost_usd, match.price.basis if match.price else "unknown")
+
+    async def guard_cost(self, provider: str, cost: float | None, basis: str, what: str = "") -> None:
+        """The spending guards for one request quoted at ``cost`` (a storyboard passes its total)."""
         limit, daily = self.settings.max_job_cost_usd, self.settings.daily_budget_usd
-        if match.provider == "local" or (limit is None and daily is None):
+        if provider == "local" or (limit is None and daily is None):
             return
-        cost = match.cost_usd
         quote = (
-            f"{match.provider} quotes ${cost:.3f} ({match.price.basis if match.price else 'unknown'})"
+            f"{provider} quotes ${cost:.3f}{what} ({basis})"
             if cost is not None
-            else f"{match.provider} gives no price for this request"
+            else f"{provider} gives no price for this request{what}"
         )
         if cost is None:
             raise errors.BudgetExceeded(
@@ -258,6 +283,21 @@ class VideoService:
                 raise errors.BudgetExceeded(
                     f"{quote}; ${spent:.2f} of the ${daily:.2f} KLING_MCP_DAILY_BUDGET_USD is already spent today."
                 )
+
+    def _confirm(self, match: Match, confirmed_usd: float | None) -> None:
+        if match.provider == "local":
+            return
+        label = OPERATION_LABELS[match.op.operation] if match.op else "request"
+        seconds = f"{match.billed_seconds:g} s " if match.billed_seconds else ""
+        tier = f", {match.variant.tier}" if match.variant else ""
+        require_confirmation(
+            self.settings.confirm_above_usd,
+            match.cost_usd,
+            confirmed_usd,
+            provider=match.provider,
+            basis=f"{match.price.basis}, {match.price.source}" if match.price else "unknown",
+            what=f"This {seconds}{label} on {match.provider} ({match.model}{tier})",
+        )
 
     # --- the tools -------------------------------------------------------------------------
 
@@ -295,6 +335,14 @@ class VideoService:
             if recommended
             else "No configured provider accepts this request; see each quote's problems."
         )
+        threshold = self.settings.confirm_above_usd
+        chosen = next((q for q in quotes if q.provider == recommended), None)
+        if threshold is not None and chosen is not None and chosen.provider != "local":
+            if chosen.cost_usd is None or chosen.cost_usd > threshold:
+                next_action += (
+                    f" It is above KLING_MCP_CONFIRM_ABOVE_USD ({usd(threshold)}): the user is asked to confirm, or "
+                    "the call fails with [confirmation_required] until it is repeated with confirm_cost_usd."
+                )
         return Estimate(
             operation=spec.operation,
             duration_s=dur,
@@ -338,6 +386,7 @@ class VideoService:
                     "twice. Pass a new idempotency_key to start another one."
                 )
         await self._guard(match)
+        self._confirm(match, req.confirm_cost_usd)
         job = Job(
             provider=match.provider,
             model=match.model or "",
@@ -347,10 +396,30 @@ class VideoService:
             idempotency_key=req.idempotency_key,
             estimated_cost_usd=match.cost_usd,
         )
+
+        async def failover_guard(target: Match) -> None:  # never past a limit, nor above what the user agreed
+            await self._guard(target)
+            self._confirm(target, req.confirm_cost_usd)
+
         job, note = await self.submitter.submit(
-            job, matches, requested_auto=(req.provider or "auto") == "auto", claim=claim, started=started
+            job,
+            matches,
+            requested_auto=(req.provider or "auto") == "auto",
+            claim=claim,
+            started=started,
+            guard=failover_guard,
         )
         return await self._wait(job, req.wait_seconds, progress, started), note
+
+    async def submit_job(self, job: Job, matches: list[Match]) -> Job:
+        """Create ``job`` and submit it to ``matches[0]`` (no failover) through the submit path generate uses;
+        the job as submitted. A refusal is recorded on the job and raised."""
+        started = time.monotonic()
+        return (await self.submitter.submit(job, matches, requested_auto=False, claim=None, started=started))[0]
+
+    async def wait_for(self, job: Job, wait_seconds: float | None, progress: Progress | None) -> Job:
+        """Wait up to ``wait_seconds`` (default and cap as for the tools) for ``job`` to finish."""
+        return await self._wait(job, wait_seconds, progress)
 
     async def _wait(
         self, job: Job, wait_seconds: float | None, progress: Progress | None, started: float | None = None
@@ -375,6 +444,12 @@ class VideoService:
         self.runner.ensure_tracked(job)  # drives it here only if no live process holds its lease
         return await self._wait(job, 0.0 if wait_seconds is None else wait_seconds, progress, started)
 
+    async def view(self, job: Job, note: str | None = None) -> JobView:
+        """What a caller sees of ``job`` (a storyboard's view lists its shots)."""
+        if job.kind == "storyboard":
+            return await self.boards.view(job, note)
+        return job_view(job, note)
+
     async def get(self, job_id: str) -> Job:
         job = await self.store.get(job_id) if isinstance(job_id, str) and job_id else None
         if job is None:
@@ -393,8 +468,11 @@ class VideoService:
 
     async def cancel(self, job_id: str) -> CancelResult:
         """Cancel in the store first, so the cancel wins over any concurrent poll in any process; then at the
-        provider. A job already downloading has finished at the provider (and is paid for): it is kept."""
+        provider. A job already downloading has finished at the provider (and is paid for): it is kept.
+        A storyboard cancels its unfinished shots; an assembly stops its join."""
         before = await self.get(job_id)
+        if before.kind != "video" and not before.terminal:
+            return await (self.boards.cancel(before) if before.kind == "storyboard" else self.assemblies.cancel(before))
         won = False
 
         def cancelled(cur: Job) -> Job | None:
@@ -465,6 +543,56 @@ class VideoService:
                 if path.is_relative_to(self.settings.data_dir) and path.is_file():
                     return path
         raise errors.UnknownJob(f"job {job_id} has no video {index}.", hint="Call check_job to see its videos.")
+
+
+def usd(amount: float) -> str:
+    """``$0.56``, ``$1.1235``: every digit a quote has (at most 4 decimals), at least cents."""
+    text = f"{amount:.4f}".rstrip("0")
+    return "$" + (text + "0" * (2 - len(text.split(".")[1])))
+
+
+def require_confirmation(
+    threshold_usd: float | None,
+    cost_usd: float | None,
+    confirmed_usd: float | None,
+    *,
+    provider: str,
+    basis: str,
+    what: str,
+) -> None:
+    """The confirmation guard (``KLING_MCP_CONFIRM_ABOVE_USD``), beside the budget guard.
+
+    Raises :class:`errors.ConfirmationRequired` when ``cost_usd`` is above ``threshold_usd`` and the
+    user has not agreed to pay at least that much (``confirmed_usd``, the ``confirm_cost_usd``
+    argument). A request without a price needs a confirmation too; any ``confirmed_usd`` covers it.
+    ``what`` names the request for the user ("This 10 s text-to-video on runware (...)", "This
+    4-shot storyboard"). Nothing happens when no threshold is set.
+    """
+    if threshold_usd is None:
+        return
+    if cost_usd is not None and cost_usd <= threshold_usd:
+        return
+    if confirmed_usd is not None and (cost_usd is None or confirmed_usd + 1e-9 >= cost_usd):
+        return
+    quote = f"is quoted at {usd(cost_usd)}" if cost_usd is not None else "has no price"
+    again = (
+        f"repeat the same call with confirm_cost_usd={usd(cost_usd)[1:]}"
+        if cost_usd is not None
+        else "repeat the same call with confirm_cost_usd set to the most they agree to pay"
+    )
+    refused = f" confirm_cost_usd={usd(confirmed_usd)[1:]} is below the quote." if confirmed_usd is not None else ""
+    raise errors.ConfirmationRequired(
+        f"{what} {quote} (basis: {basis}), above KLING_MCP_CONFIRM_ABOVE_USD={usd(threshold_usd)}, so it was "
+        f"not submitted.{refused}",
+        hint=f"Ask the user whether to spend it; if they agree, {again}. Nothing was billed.",
+        details={
+            "cost_usd": cost_usd,
+            "provider": provider,
+            "basis": basis,
+            "threshold_usd": threshold_usd,
+            "what": what,
+        },
+    )
 
 
 def request_fingerprint(req: GenerateRequest | EditRequest) -> RequestFingerprint:

@@ -92,12 +92,19 @@ class Submitter:
             )
 
     async def submit(
-        self, job: Job, matches: list[Match], requested_auto: bool, claim: KeyClaim | None, started: float
+        self,
+        job: Job,
+        matches: list[Match],
+        requested_auto: bool,
+        claim: KeyClaim | None,
+        started: float,
+        guard: Callable[[Match], Awaitable[None]] | None = None,
     ) -> tuple[Job, str | None]:
         """Create ``job`` and submit it; returns the job and a note for the caller.
 
         ``started`` is the call's ``time.monotonic()`` start: waits for a 429 end within
-        :data:`SUBMIT_BUDGET_S` of it."""
+        :data:`SUBMIT_BUDGET_S` of it. ``guard`` (default: the budget guard) vets a failover target; one that
+        raises :class:`errors.BudgetExceeded` or :class:`errors.ConfirmationRequired` is not tried."""
         # From the reservation to the record of the provider's answer, a cancelled call runs on to the end.
         with anyio.CancelScope(shield=True):
             await self._reserve(job.job_id, matches[0])
@@ -113,14 +120,21 @@ class Submitter:
                 key = claim.key if claim else ""
                 return stored, f"Returned the existing job for idempotency_key={key!r}; nothing new was billed."
             with self.runner.leases.submitting(stored.job_id):
-                job, note = await self._attempts(stored, matches, requested_auto, started + SUBMIT_BUDGET_S)
+                job, note = await self._attempts(
+                    stored, matches, requested_auto, started + SUBMIT_BUDGET_S, guard or self._guard
+                )
             if not job.terminal:
                 self.runner.track(job.job_id)  # after the submit: a job being submitted is never driven
             return job, note
         raise AssertionError("unreachable: the shielded block returns or raises")
 
     async def _attempts(
-        self, job: Job, matches: list[Match], requested_auto: bool, deadline: float
+        self,
+        job: Job,
+        matches: list[Match],
+        requested_auto: bool,
+        deadline: float,
+        guard: Callable[[Match], Awaitable[None]],
     ) -> tuple[Job, str | None]:
         notes: list[str] = []
         for i, match in enumerate(matches):
@@ -139,9 +153,9 @@ class Submitter:
                 nxt = matches[i + 1] if i + 1 < len(matches) else None
                 if requested_auto and nxt is not None and isinstance(error, errors.ProviderError):
                     try:
-                        await self._guard(nxt)
+                        await guard(nxt)
                         await self._reserve(job.job_id, nxt)
-                    except errors.BudgetExceeded:
+                    except (errors.BudgetExceeded, errors.ConfirmationRequired):
                         pass
                     else:
                         notes.append(

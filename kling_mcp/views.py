@@ -22,7 +22,8 @@ def next_action(job: Job) -> str:
         more = f" ({n} videos)" if n > 1 else ""
         return (
             f"Done{more}: show the user the video at {where}, or read resource {video_uri(job.job_id, 0)}. "
-            "For a next shot with continuity, pass this video's last frame as first_frame."
+            f"For a next shot with continuity, pass first_frame={video_uri(job.job_id, 0)}/last-frame; to edit it, "
+            f"video={video_uri(job.job_id, 0)}."
         )
     if job.status == JobStatus.FAILED:
         # A key always returns the job it was first used for, this failed one included.
@@ -60,7 +61,7 @@ def job_view(job: Job, note: str | None = None) -> JobView:
         provider=job.provider,
         model=job.model,
         tier=job.tier,
-        operation=job.spec.operation,
+        operation=job.operation,  # type: ignore[arg-type]
         prompt=short(job.spec.prompt),
         progress=round(job.progress, 1),
         estimated_cost_usd=job.estimated_cost_usd,
@@ -80,6 +81,8 @@ def job_view(job: Job, note: str | None = None) -> JobView:
         error=job.error,
         next_action=next_action(job),
         note=" ".join(n for n in (note, job.note, _cost_note(job)) if n) or None,
+        storyboard_id=job.parent_id,
+        shot=job.shot,
         created_at=job.created_at,
         updated_at=job.updated_at,
     )

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the Node tools the test suite drives the server with:
 #   .tools/node   (package.json + package-lock.json at the repository root, run on the machine's Node 20+):
-#     @modelcontextprotocol/conformance@0.1.13, @modelcontextprotocol/inspector@0.21.2
+#     @modelcontextprotocol/conformance@0.1.13, @modelcontextprotocol/inspector@0.21.2, and for the player's
+#     browser test the official MCP Apps host bridge @modelcontextprotocol/ext-apps@1.7.5 with the TypeScript
+#     SDK client @modelcontextprotocol/sdk@1.32.2, bundled into the test host page by esbuild@0.28.2
 #   .tools/node22 (tools/node22/package.json + package-lock.json; brings its own Node 22 from npm's `node`
 #     package, because the newest tools need Node >= 22): conformance@0.1.16, inspector@2.12.0 and the
 #     TypeScript SDK client @modelcontextprotocol/sdk@1.32.2
@@ -12,6 +14,8 @@ set -euo pipefail
 
 CONFORMANCE_VERSION="0.1.13"
 INSPECTOR_VERSION="0.21.2"
+EXT_APPS_VERSION="1.7.5"
+ESBUILD_VERSION="0.28.2"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 prefix="${KLING_MCP_NODE_TOOLS:-$root/.tools/node}"
@@ -54,13 +58,17 @@ export PATH="${KLING_MCP_NODE22_TOOLS:-$root/.tools/node22}/node_modules/node/bi
 
 if [ "$(installed_version @modelcontextprotocol/conformance)" = "$CONFORMANCE_VERSION" ] \
    && [ "$(installed_version @modelcontextprotocol/inspector)" = "$INSPECTOR_VERSION" ] \
+   && [ "$(installed_version @modelcontextprotocol/ext-apps)" = "$EXT_APPS_VERSION" ] \
+   && [ "$(installed_version esbuild)" = "$ESBUILD_VERSION" ] \
    && [ -x "$prefix/node_modules/.bin/conformance" ] && [ -x "$prefix/node_modules/.bin/mcp-inspector" ] \
+   && [ -x "$prefix/node_modules/.bin/esbuild" ] \
    && lock_matches; then
     exit 0
 fi
 
 mkdir -p "$prefix"
-echo "install-node-tools: installing conformance@$CONFORMANCE_VERSION and inspector@$INSPECTOR_VERSION into $prefix" >&2
+echo "install-node-tools: installing conformance@$CONFORMANCE_VERSION, inspector@$INSPECTOR_VERSION," \
+     "ext-apps@$EXT_APPS_VERSION and esbuild@$ESBUILD_VERSION into $prefix" >&2
 npm_flags=(--prefix "$prefix" --no-audit --no-fund)
 if [ -f "$root/package-lock.json" ]; then
     # The exact dependency tree pinned by the repository's package.json + package-lock.json.
@@ -69,9 +77,11 @@ if [ -f "$root/package-lock.json" ]; then
 else
     npm install "${npm_flags[@]}" --save-exact \
         "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" \
-        "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" >&2
+        "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" \
+        "@modelcontextprotocol/ext-apps@$EXT_APPS_VERSION" "@modelcontextprotocol/sdk@1.32.2" \
+        "esbuild@$ESBUILD_VERSION" >&2
 fi
-for bin in conformance mcp-inspector; do
+for bin in conformance mcp-inspector esbuild; do
     if [ ! -x "$prefix/node_modules/.bin/$bin" ]; then
         echo "install-node-tools: npm finished but $prefix/node_modules/.bin/$bin is missing;" \
              "delete $prefix and run this script again." >&2

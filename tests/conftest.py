@@ -82,3 +82,7 @@ def video_file(tmp_path: Path) -> Path:
     path = tmp_path / "input.mp4"
     path.write_bytes(mp4_bytes(4.0, 320, 180))
     return path
+
+
+# PostgreSQL: pg_cluster (session) and pg_url (a fresh database per test).
+from tests.pg_fixtures import pg_cluster, pg_url  # noqa: E402, F401

@@ -5,7 +5,7 @@ tools/list, generate_video on `local` then check_job until it succeeds, and reso
 Every Inspector call starts a fresh server process on the same data dir, so the round trip also proves
 that a job started by one process is resumed and finished by the next.
 
-examples/storyboard_agent.py (the MCP Python client) makes three shots with continuity; the client
+examples/storyboard_agent.py (the MCP Python client) makes a three-shot board with continuity; the client
 configurations in examples/ are checked for what users copy from them; benchmarks/run.py gets a
 --quick smoke run (its figures are not asserted: benchmarks are not tests).
 """
@@ -27,7 +27,8 @@ from kling_mcp.catalog import PROVIDERS
 from tests.support import read_store
 from tests.test_conformance import ROOT, node_tools, server_env  # noqa: F401 - node_tools is a fixture
 
-TOOLS = {"generate_video", "edit_video", "check_job", "estimate_cost", "list_jobs", "cancel_job"}
+TOOLS = {"generate_video", "edit_video", "check_job", "estimate_cost", "list_jobs", "cancel_job",
+         "generate_storyboard", "retake_shot", "assemble_video"}
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ def inspect(bin_dir: Path, data_dir: Path, *args: str) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
-def test_tools_list_has_six_tools_with_schemas(node_tools, tmp_path):  # noqa: F811
+def test_tools_list_has_every_tool_with_schemas(node_tools, tmp_path):  # noqa: F811
     listed = inspect(node_tools, tmp_path / "data", "--method", "tools/list")
     tools = {t["name"]: t for t in listed["tools"]}
     assert set(tools) == TOOLS
@@ -95,37 +96,38 @@ def test_unknown_video_is_a_clear_error(node_tools, tmp_path):  # noqa: F811
 
 # --- examples ---------------------------------------------------------------------------------------------
 
-def test_storyboard_agent_makes_three_shots_with_continuity(tmp_path):
-    from kling_mcp.media import last_frame_png
+def test_storyboard_agent_makes_a_board_with_continuity_over_mcp_only(tmp_path):
+    from kling_mcp.frames import frame_png
 
-    data, frames = tmp_path / "data", tmp_path / "frames"
+    data = tmp_path / "data"
     command = [sys.executable, str(ROOT / "examples" / "storyboard_agent.py"), "a paper boat's journey",
-               "--duration", "3", "--out", str(frames)]
+               "--duration", "3"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=tmp_path, env=server_env(data))
     assert done.returncode == 0, done.stderr[-3000:]
-    shots = [line.split() for line in done.stdout.splitlines()]
-    assert len(shots) == 3
+    lines = [line.split() for line in done.stdout.splitlines()]
+    assert len(lines) == 4                      # the joined video, then the three shots
     job_ids = []
-    for uri, path in shots:
+    for uri, path in lines:
         match = re.fullmatch(r"kling://jobs/([0-9a-f-]{36})/videos/0", uri)
         assert match, uri
         job_ids.append(match.group(1))
         assert Path(path).read_bytes()[4:8] == b"ftyp"
     assert "estimated total for 3 shots: $0.000" in done.stderr
+    assert "joined video: 9.0 s" in done.stderr
 
     async def read(store):
         return [await store.get(j) for j in job_ids]
 
-    jobs = read_store(data, read)
-    assert [j.spec.operation for j in jobs] == ["text", "image", "image"]
+    board, *shots = read_store(data, read)
+    assert board.kind == "storyboard" and [s.parent_id for s in shots] == [board.job_id] * 3
+    assert [s.spec.operation for s in shots] == ["text", "image", "image"]
     for n in (1, 2):          # shot n+1 starts on the last frame of shot n
-        frame = frames / f"shot-{n}-last-frame.png"
-        assert frame.read_bytes() == last_frame_png(shots[n - 1][1])
-        assert jobs[n].spec.first_frame.sha256 == hashlib.sha256(frame.read_bytes()).hexdigest()
+        frame = frame_png(Path(lines[n][1]), "last")
+        assert shots[n].spec.first_frame.sha256 == hashlib.sha256(frame.read_bytes()).hexdigest()
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=tmp_path, env=server_env(data))
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout == done.stdout          # idempotency keys: the same jobs, nothing paid twice
+    assert again.stdout == done.stdout          # the idempotency key: the same board, nothing paid twice
 
 
 def test_client_configs_launch_the_server():

@@ -83,3 +83,10 @@ def test_no_wait_on_local_says_the_render_pauses(capsys: pytest.CaptureFixture[s
     started = time.monotonic()
     code, out, err = cli(capsys, "check", out.strip(), "--wait", "60")
     assert code == 0 and time.monotonic() - started < 60, err
+
+
+def test_a_finished_local_job_leaves_no_scratch_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = cli(capsys, "generate", "a paper boat", "--duration", "3")
+    assert code == 0, err
+    job_id = Path(out.strip()).parent.name
+    assert not (tmp_path / "data" / "work" / job_id).exists()

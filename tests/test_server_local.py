@@ -35,10 +35,11 @@ def _decode(path: str) -> tuple[int, int, float, float]:
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_tools_list_has_six_tools_with_schemas_and_annotations(tmp_path, era):
+async def test_tools_list_has_nine_tools_with_schemas_and_annotations(tmp_path, era):
     async with _client(tmp_path, era) as c:
         tools = {t.name: t for t in (await c.list_tools()).tools}
-    assert set(tools) == {"generate_video", "edit_video", "check_job", "estimate_cost", "list_jobs", "cancel_job"}
+    assert set(tools) == {"generate_video", "edit_video", "check_job", "estimate_cost", "list_jobs", "cancel_job",
+                          "generate_storyboard", "retake_shot", "assemble_video"}
     gen = tools["generate_video"].input_schema["properties"]
     assert gen["provider"]["enum"] == ["auto", "local"]
     duration = gen["duration"]
@@ -224,4 +225,4 @@ async def test_catalog_resource_and_storyboard_prompt(tmp_path):
         assert {"runware", "runpod", "aimlapi", "evolink", "fal", "replicate", "kling", "local"} <= set(PROVIDERS)
         prompt = await c.get_prompt("storyboard", {"topic": "a fox's day", "shots": "3"})
         text = prompt.messages[0].content.text
-        assert "a fox's day" in text and "first_frame" in text
+        assert "a fox's day" in text and "generate_storyboard" in text and "retake_shot" in text

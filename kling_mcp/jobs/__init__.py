@@ -18,10 +18,9 @@ def open_store(settings: Settings) -> JobStore:
 
         return DiskcacheStore(settings.data_dir)
     if url.startswith(("postgresql://", "postgres://")):
-        import importlib
+        from .postgres_store import PostgresStore  # imports psycopg only when asked for
 
-        backend = importlib.import_module(".postgres_store", __package__)  # only when asked for: it needs asyncpg
-        store: JobStore = backend.PostgresStore(url)
+        store: JobStore = PostgresStore(url, settings.data_dir)
         return store
     from .. import errors
 

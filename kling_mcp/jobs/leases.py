@@ -11,6 +11,7 @@ finished by a live one within about 1.3 leases. A job being submitted is held fr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 import anyio
 import anyio.abc
 
+from .. import errors
 from .backend import JobStore
 
 log = logging.getLogger("kling_mcp.runner")
@@ -122,14 +124,17 @@ class LeaseKeeper:
             self._submitting.discard(job_id)
 
     async def _run(self, job_id: str, scope: anyio.CancelScope) -> None:
+        claimed = False
         try:
             with scope:
-                if await self.store.claim_lease(job_id, self.owner, self.lease_s):
+                claimed = await self.store.claim_lease(job_id, self.owner, self.lease_s)
+                if claimed:
                     await self._drive_job(job_id)
         finally:
             self._driving.pop(job_id, None)
-            with anyio.CancelScope(shield=True):
-                await self.store.release_lease(job_id, self.owner)
+            if claimed:  # a lost claim has nothing to give back (check_job on another replica's job is one read)
+                with anyio.CancelScope(shield=True), contextlib.suppress(errors.StoreUnavailable):
+                    await self.store.release_lease(job_id, self.owner)  # if the store is down, it just expires
 
     async def sweep(self) -> int:
         """Start driving every job whose lease is free or expired (in a server; else only wanted ones)."""
@@ -162,5 +167,7 @@ class LeaseKeeper:
                             log.warning("job %s: its lease was taken over; stopped driving it here", job_id)
                         scope.cancel()
                 await self.sweep()
+            except errors.StoreUnavailable as exc:
+                log.warning("lease keeper: %s", exc.message)
             except Exception:  # a store hiccup must not kill the keeper: try again next period
                 log.exception("lease keeper: store error")

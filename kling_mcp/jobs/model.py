@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ..requests import ErrorView, VideoSpec
+from .composite import AssemblyRecord, BoardRecord, Kind
 
 
 class JobStatus(str, Enum):
@@ -106,10 +107,20 @@ class Job(BaseModel):
     updated_at: float = Field(default_factory=time.time)
     submitted_at: float | None = None
     finished_at: float | None = None
+    kind: Kind = "video"  # a storyboard or an assembly is driven by the service, not polled at a provider
+    parent_id: str | None = None  # a shot's storyboard
+    shot: int | None = None  # a shot's number in its storyboard (1-based)
+    board: BoardRecord | None = None
+    assembly: AssemblyRecord | None = None
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def operation(self) -> str:
+        """``text``/``image``/``reference``/``edit`` for a video job; ``storyboard`` or ``assemble`` otherwise."""
+        return self.spec.operation if self.kind == "video" else self.kind
 
     def moved(self, status: JobStatus, **changes: Any) -> Job:
         """A copy in ``status`` with ``changes``; raises on an illegal transition."""

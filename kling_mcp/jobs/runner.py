@@ -65,6 +65,8 @@ class JobRunner:
         self._settings = settings
         self._in_flight: dict[str, anyio.Semaphore] = {}
         self.leases = LeaseKeeper(store, settings.lease_s, self._adopt)
+        # How jobs that are not provider videos (storyboards, assemblies) are driven, by Job.kind.
+        self.drivers: dict[str, Callable[[str], Awaitable[None]]] = {}
 
     @property
     def owner(self) -> str:
@@ -104,7 +106,12 @@ class JobRunner:
     async def _adopt(self, job_id: str) -> None:
         """Drive a job whose lease this process holds, until it ends or the lease is lost."""
         try:
-            await self._poll_loop(job_id)
+            job = await self.store.get(job_id)
+            driver = self.drivers.get(job.kind) if job is not None else None
+            await (driver(job_id) if driver is not None else self._poll_loop(job_id))
+        except errors.StoreUnavailable as exc:
+            # Not the job's fault: stop driving it here; the lease keeper takes it up again once the store is back.
+            log.warning("job %s: paused, the store is unavailable: %s", job_id, exc.message)
         except Exception as exc:
             log.exception("job %s: runner crashed", job_id)
             with anyio.CancelScope(shield=True):
@@ -288,7 +295,12 @@ class JobRunner:
                 return cur.updated(consecutive_errors=count)  # poll again: a fresh link where there is one
 
             return (await self.store.transition(job.job_id, failed)).terminal
-        await self.finish(job.job_id, JobStatus.SUCCEEDED, videos=stored, progress=100.0)
+        # Shielded: a waiter that sees the job finish may cancel us (the CLI exits) before the clean-up.
+        with anyio.CancelScope(shield=True):
+            await self.finish(job.job_id, JobStatus.SUCCEEDED, videos=stored, progress=100.0)
+            # The job's scratch folder (a local render's work/<job_id>: fetched inputs, moved-out renders)
+            # has nothing left that anyone reads once the videos are in place.
+            await anyio.to_thread.run_sync(_discard_scratch, self._settings.data_dir / "work" / job.job_id)
         return True
 
     async def _fetch(self, job: Job, n: int, url: str | None, path: str | None, out_dir: Path) -> StoredVideo:
@@ -328,3 +340,9 @@ class JobRunner:
             size_bytes=dest.stat().st_size,
             sha256=sha,
         )
+
+
+def _discard_scratch(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)

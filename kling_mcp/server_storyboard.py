@@ -1,0 +1,211 @@
+"""The storyboard tools (``generate_storyboard``, ``retake_shot``, ``assemble_video``) and the frame
+resources (``kling://jobs/{job_id}/videos/{index}/first-frame`` and ``/last-frame``).
+
+Part of the server layer (it knows MCP); :func:`install_storyboard` is called by ``create_server`` with
+the argument types it derives from the catalog, so these tools take the same values as the others.
+"""
+
+from typing import Annotated, Any, Literal
+
+import anyio
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.types import CallToolResult, ToolAnnotations
+from pydantic import Field
+
+from . import errors, results
+from .requests import JobView
+from .server_checks import reporting
+from .storyboard_models import (
+    MAX_ASSEMBLY_INPUTS,
+    MAX_SHOTS,
+    MIN_ASSEMBLY_INPUTS,
+    TRANSITION_S_MAX,
+    AssembleRequest,
+    RetakeRequest,
+    ShotInput,
+    StoryboardRequest,
+)
+
+
+def install_storyboard(
+    mcp: MCPServer,
+    docs: dict[str, str],
+    *,
+    Wait: Any,
+    Key: Any,
+    Tier: Any,
+    Provider: Any,
+    Aspect: Any,
+    Media: Any,
+    Duration: Any,
+) -> None:
+    """Register the storyboard tools and the frame resources on ``mcp``."""
+    from .server import _job_result, _service
+
+    spending = ToolAnnotations(destructive_hint=False)
+
+    def said(text: str) -> Any:
+        return Field(description=text)
+
+    Transition = Annotated[Literal["cut", "crossfade"], said("How shots join.")]
+    Seconds = Annotated[float, Field(gt=0, le=TRANSITION_S_MAX, allow_inf_nan=False, description="Crossfade seconds.")]
+    Confirm = Annotated[float, Field(ge=0, allow_inf_nan=False, description="The quoted total the user agreed to pay.")]
+    Continuity = Annotated[
+        Literal["chain", "none"], said("chain: each shot starts from the previous one's last frame.")
+    ]
+    Style = Annotated[Annotated[str, Field(max_length=1000)] | None, said("Added to every shot's prompt.")]
+    SharedRefs = Annotated[Annotated[list[Media], Field(max_length=10)] | None, said("Given to every shot.")]
+    Assemble = Annotated[bool, said("Join the shots into one MP4.")]
+    BoardId = Annotated[str, Field(min_length=1, max_length=100, description="The storyboard's job_id.")]
+    ShotNumber = Annotated[int, Field(ge=1, le=MAX_SHOTS, description="The shot number (1-based).")]
+    NewPrompt = Annotated[
+        Annotated[str, Field(min_length=1, max_length=5000)] | None, said("A new prompt for the shot.")
+    ]
+    Cascade = Annotated[bool, said("Also remake the later chained shots.")]
+
+    @mcp.tool(title="Generate a storyboard", description=docs["generate_storyboard"], annotations=spending)
+    async def generate_storyboard(
+        shots: Annotated[
+            list[ShotInput],
+            Field(
+                min_length=1,
+                max_length=MAX_SHOTS,
+                description="In order.",
+            ),
+        ],
+        ctx: Context,
+        continuity: Continuity = "chain",
+        style: Style = None,
+        reference_images: SharedRefs = None,
+        aspect_ratio: Aspect | None = None,
+        tier: Tier | None = None,
+        provider: Annotated[Provider, said("auto: the cheapest provider that takes every shot.")] = "auto",
+        transition: Transition = "cut",
+        transition_s: Seconds = 0.5,
+        assemble: Assemble = True,
+        wait_seconds: Wait | None = None,
+        idempotency_key: Key | None = None,
+        confirm_cost_usd: Confirm | None = None,
+    ) -> Annotated[CallToolResult, JobView]:  # plus shots: see the description
+        service = _service(ctx)
+        try:
+            req = StoryboardRequest(
+                shots=shots,
+                continuity=continuity,
+                style=style,
+                reference_images=reference_images or [],
+                aspect_ratio=aspect_ratio,
+                tier=tier,
+                provider=provider,
+                transition=transition,
+                transition_s=transition_s,
+                assemble=assemble,
+                wait_seconds=wait_seconds,
+                idempotency_key=idempotency_key,
+                confirm_cost_usd=confirm_cost_usd,
+            )
+            job, note = await reporting(ctx, lambda report: service.boards.create(req, report), waits=wait_seconds != 0)
+        except errors.KlingError as exc:
+            raise ToolError(str(exc)) from None
+        return await _job_result(service, job, note)
+
+    @mcp.tool(title="Retake a shot", description=docs["retake_shot"], annotations=spending)
+    async def retake_shot(
+        job_id: BoardId,
+        shot: ShotNumber,
+        ctx: Context,
+        prompt: NewPrompt = None,
+        duration: Duration | None = None,
+        cascade: Cascade = False,
+        wait_seconds: Wait | None = None,
+        idempotency_key: Key | None = None,
+        confirm_cost_usd: Confirm | None = None,
+    ) -> Annotated[CallToolResult, JobView]:  # plus shots: see the description
+        service = _service(ctx)
+        try:
+            req = RetakeRequest(
+                job_id=job_id,
+                shot=shot,
+                prompt=prompt,
+                duration=duration,
+                cascade=cascade,
+                wait_seconds=wait_seconds,
+                idempotency_key=idempotency_key,
+                confirm_cost_usd=confirm_cost_usd,
+            )
+            job, note = await reporting(ctx, lambda report: service.boards.retake(req, report), waits=wait_seconds != 0)
+        except errors.KlingError as exc:
+            raise ToolError(str(exc)) from None
+        return await _job_result(service, job, note)
+
+    @mcp.tool(
+        title="Join videos",
+        description=docs["assemble_video"],
+        annotations=ToolAnnotations(destructive_hint=False, open_world_hint=False),
+    )
+    async def assemble_video(
+        videos: Annotated[
+            list[Media],
+            Field(
+                min_length=MIN_ASSEMBLY_INPUTS,
+                max_length=MAX_ASSEMBLY_INPUTS,
+                description="In order.",
+            ),
+        ],
+        ctx: Context,
+        transition: Transition = "cut",
+        transition_s: Seconds = 0.5,
+        aspect_ratio: Aspect | None = None,
+        wait_seconds: Wait | None = None,
+        idempotency_key: Key | None = None,
+    ) -> Annotated[CallToolResult, JobView]:
+        service = _service(ctx)
+        try:
+            req = AssembleRequest(
+                videos=videos,
+                transition=transition,
+                transition_s=transition_s,
+                aspect_ratio=aspect_ratio,
+                wait_seconds=wait_seconds,
+                idempotency_key=idempotency_key,
+            )
+            job, note = await reporting(
+                ctx, lambda report: service.assemblies.create(req, report), waits=wait_seconds != 0
+            )
+        except errors.KlingError as exc:
+            raise ToolError(str(exc)) from None
+        return await _job_result(service, job, note)
+
+    async def frame(ctx: Context, job_id: str, index: str, which: Literal["first", "last"]) -> bytes:
+        from . import frames
+
+        uri = f"kling://jobs/{job_id}/videos/{index}/{which}-frame"
+        try:
+            job = await _service(ctx).lookup(job_id)
+            if job is None:
+                raise errors.UnknownJob(f"no job {job_id!r} on this server.")
+            path = results.finished_video(job, int(index), arg="uri", value=uri)
+            png = await anyio.to_thread.run_sync(frames.frame_png, path, which)
+        except (errors.KlingError, ValueError) as exc:
+            raise ResourceNotFoundError(f"no {which} frame of video {index} of job {job_id}: {exc}") from None
+        return await anyio.Path(png).read_bytes()
+
+    @mcp.resource(
+        "kling://jobs/{job_id}/videos/{index}/first-frame",
+        name="job-video-first-frame",
+        mime_type="image/png",
+        description="The first frame of a finished video (PNG). The URI also works as an image input.",
+    )
+    async def first_frame(job_id: str, index: str, ctx: Context) -> bytes:
+        return await frame(ctx, job_id, index, "first")
+
+    @mcp.resource(
+        "kling://jobs/{job_id}/videos/{index}/last-frame",
+        name="job-video-last-frame",
+        mime_type="image/png",
+        description="The last frame of a finished video (PNG). Pass the URI as first_frame to continue from it.",
+    )
+    async def last_frame(job_id: str, index: str, ctx: Context) -> bytes:
+        return await frame(ctx, job_id, index, "last")
