@@ -50,6 +50,7 @@ def add_storyboard_commands(sub: Any) -> None:
     _joining(board)
     board.add_argument("--no-assemble", action="store_true", help="keep the shots separate (no joined MP4)")
     _waiting(board)
+    _confirming(board)
 
     retake = _command(sub, "retake", "redo one shot of a finished storyboard and join the shots again")
     retake.add_argument("job_id", help="the storyboard's job id")
@@ -58,6 +59,7 @@ def add_storyboard_commands(sub: Any) -> None:
     retake.add_argument("--duration", type=int, help="a new length for the shot (seconds)")
     retake.add_argument("--cascade", action="store_true", help="also remake the later chained shots")
     _waiting(retake)
+    _confirming(retake)
 
     join = _command(sub, "assemble", "join 2-50 videos in order into one MP4 on this machine (free)")
     join.add_argument("videos", nargs="+", metavar="VIDEO", help="paths, URLs or kling://jobs/... results")
@@ -69,6 +71,15 @@ def add_storyboard_commands(sub: Any) -> None:
 def _joining(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transition", choices=["cut", "crossfade"])
     p.add_argument("--transition-s", type=float, metavar="S", help="crossfade length (default 0.5)")
+
+
+def _confirming(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--confirm-cost-usd",
+        type=float,
+        metavar="USD",
+        help="agree to pay up to USD for the shots (needed for quotes above KLING_MCP_CONFIRM_ABOVE_USD)",
+    )
 
 
 def _waiting(p: argparse.ArgumentParser) -> None:
@@ -96,6 +107,7 @@ def _board_request(args: argparse.Namespace) -> Any:
         "transition": args.transition,
         "transition_s": args.transition_s,
         "idempotency_key": args.idempotency_key,
+        "confirm_cost_usd": args.confirm_cost_usd,
     }
     fields.update({k: v for k, v in flags.items() if v is not None})
     if args.no_assemble:
@@ -174,6 +186,7 @@ async def _make(service: Any, args: argparse.Namespace) -> int:
                 duration=args.duration,
                 cascade=args.cascade,
                 idempotency_key=args.idempotency_key,
+                confirm_cost_usd=args.confirm_cost_usd,
                 wait_seconds=0.0,
             )
         )

@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -62,7 +64,7 @@ class PlayerApps(Apps):
         return result
 
 
-def install_preview(mcp: MCPServer, video_path: Any) -> None:
+def install_preview(mcp: MCPServer, video_path: Callable[[Context, str, int], Awaitable[Path]]) -> None:
     """Serve the preview rendition; ``video_path(ctx, job_id, index)`` is the finished video's file."""
 
     @mcp.resource(
@@ -76,7 +78,7 @@ def install_preview(mcp: MCPServer, video_path: Any) -> None:
     )
     async def job_video_preview(job_id: str, index: str, ctx: Context) -> bytes:
         try:
-            path = video_path(ctx, job_id, int(index))
+            path = await video_path(ctx, job_id, int(index))
         except (errors.KlingError, ValueError) as exc:
             raise ResourceNotFoundError(f"no video {index} for job {job_id}: {exc}") from None
         from . import rendition

@@ -5,18 +5,22 @@ Part of the server layer (it knows MCP); :func:`install_storyboard` is called by
 the argument types it derives from the catalog, so these tools take the same values as the others.
 """
 
-from typing import Annotated, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.types import CallToolResult, ToolAnnotations
+from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import Field
 
 from . import errors, results
+from .jobs.model import Job
 from .requests import JobView
+from .server_apps import PLAYER_META
 from .server_checks import reporting
+from .server_confirm import with_confirmation
 from .storyboard_models import (
     MAX_ASSEMBLY_INPUTS,
     MAX_SHOTS,
@@ -27,6 +31,20 @@ from .storyboard_models import (
     ShotInput,
     StoryboardRequest,
 )
+
+R = TypeVar("R", StoryboardRequest, RetakeRequest)
+
+
+def _confirmed(
+    make: Callable[[R, Any], Awaitable[tuple[Job, str | None]]], req: R, ctx: Context
+) -> Callable[[float | None], Awaitable[tuple[Job, str | None]]]:
+    """``make(req)`` with a given ``confirm_cost_usd`` (what the user agreed to pay), with progress."""
+
+    async def attempt(confirmed_usd: float | None) -> tuple[Job, str | None]:
+        confirmed = req.model_copy(update={"confirm_cost_usd": confirmed_usd})
+        return await reporting(ctx, lambda report: make(confirmed, report), waits=req.wait_seconds != 0)
+
+    return attempt
 
 
 def install_storyboard(
@@ -40,6 +58,7 @@ def install_storyboard(
     Aspect: Any,
     Media: Any,
     Duration: Any,
+    Confirm: Any,
 ) -> None:
     """Register the storyboard tools and the frame resources on ``mcp``."""
     from .server import _job_result, _service
@@ -51,7 +70,6 @@ def install_storyboard(
 
     Transition = Annotated[Literal["cut", "crossfade"], said("How shots join.")]
     Seconds = Annotated[float, Field(gt=0, le=TRANSITION_S_MAX, allow_inf_nan=False, description="Crossfade seconds.")]
-    Confirm = Annotated[float, Field(ge=0, allow_inf_nan=False, description="The quoted total the user agreed to pay.")]
     Continuity = Annotated[
         Literal["chain", "none"], said("chain: each shot starts from the previous one's last frame.")
     ]
@@ -65,7 +83,9 @@ def install_storyboard(
     ]
     Cascade = Annotated[bool, said("Also remake the later chained shots.")]
 
-    @mcp.tool(title="Generate a storyboard", description=docs["generate_storyboard"], annotations=spending)
+    @mcp.tool(
+        title="Generate a storyboard", description=docs["generate_storyboard"], annotations=spending, meta=PLAYER_META
+    )
     async def generate_storyboard(
         shots: Annotated[
             list[ShotInput],
@@ -88,8 +108,8 @@ def install_storyboard(
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
         confirm_cost_usd: Confirm | None = None,
-    ) -> Annotated[CallToolResult, JobView]:  # plus shots: see the description
-        service = _service(ctx)
+    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:  # plus shots: see the description
+        service = await _service(ctx)
         try:
             req = StoryboardRequest(
                 shots=shots,
@@ -106,12 +126,14 @@ def install_storyboard(
                 idempotency_key=idempotency_key,
                 confirm_cost_usd=confirm_cost_usd,
             )
-            job, note = await reporting(ctx, lambda report: service.boards.create(req, report), waits=wait_seconds != 0)
+            outcome = await with_confirmation(ctx, _confirmed(service.boards.create, req, ctx), confirm_cost_usd)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
-        return await _job_result(service, job, note)
+        if isinstance(outcome, InputRequiredResult):
+            return outcome
+        return await _job_result(service, *outcome)
 
-    @mcp.tool(title="Retake a shot", description=docs["retake_shot"], annotations=spending)
+    @mcp.tool(title="Retake a shot", description=docs["retake_shot"], annotations=spending, meta=PLAYER_META)
     async def retake_shot(
         job_id: BoardId,
         shot: ShotNumber,
@@ -122,8 +144,8 @@ def install_storyboard(
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
         confirm_cost_usd: Confirm | None = None,
-    ) -> Annotated[CallToolResult, JobView]:  # plus shots: see the description
-        service = _service(ctx)
+    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:  # plus shots: see the description
+        service = await _service(ctx)
         try:
             req = RetakeRequest(
                 job_id=job_id,
@@ -135,15 +157,18 @@ def install_storyboard(
                 idempotency_key=idempotency_key,
                 confirm_cost_usd=confirm_cost_usd,
             )
-            job, note = await reporting(ctx, lambda report: service.boards.retake(req, report), waits=wait_seconds != 0)
+            outcome = await with_confirmation(ctx, _confirmed(service.boards.retake, req, ctx), confirm_cost_usd)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
-        return await _job_result(service, job, note)
+        if isinstance(outcome, InputRequiredResult):
+            return outcome
+        return await _job_result(service, *outcome)
 
     @mcp.tool(
         title="Join videos",
         description=docs["assemble_video"],
         annotations=ToolAnnotations(destructive_hint=False, open_world_hint=False),
+        meta=PLAYER_META,
     )
     async def assemble_video(
         videos: Annotated[
@@ -161,7 +186,7 @@ def install_storyboard(
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
     ) -> Annotated[CallToolResult, JobView]:
-        service = _service(ctx)
+        service = await _service(ctx)
         try:
             req = AssembleRequest(
                 videos=videos,
@@ -183,7 +208,7 @@ def install_storyboard(
 
         uri = f"kling://jobs/{job_id}/videos/{index}/{which}-frame"
         try:
-            job = await _service(ctx).lookup(job_id)
+            job = await (await _service(ctx)).lookup(job_id)
             if job is None:
                 raise errors.UnknownJob(f"no job {job_id!r} on this server.")
             path = results.finished_video(job, int(index), arg="uri", value=uri)

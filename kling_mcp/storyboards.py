@@ -28,6 +28,7 @@ from .jobs.composite import BoardRecord, ShotPlan
 from .jobs.model import Job, JobStatus, new_job_id
 from .requests import CancelResult, ErrorView, VideoSpec
 from .results import frame_uri
+from .service import require_confirmation
 from .storyboard_plan import BoardQuote, build_shots, fingerprint, quote_shots, retake_plans, spec_identity
 from .validation import check
 
@@ -131,9 +132,21 @@ class Storyboards:
         job = await self._service.wait_for(existing, wait_seconds, progress)
         return job, f"Returned the existing storyboard {job.job_id} for this idempotency_key; nothing new was billed."
 
-    async def _guard(self, quote: BoardQuote, confirm_cost_usd: float | None) -> None:
+    async def _guard(self, quote: BoardQuote, confirm_cost_usd: float | None, retake: bool = False) -> None:
+        """The budget guards and the confirmation, on the total of the shots this call makes."""
         what = f" for {len(quote.shots)} shot(s)"
         await self._service.guard_cost(quote.provider, quote.total_usd, quote.basis, what=what)
+        if quote.provider == "local":
+            return
+        kind = "retake of" if retake else "storyboard of"
+        require_confirmation(
+            self._service.settings.confirm_above_usd,
+            quote.total_usd,
+            confirm_cost_usd,
+            provider=quote.provider,
+            basis=quote.basis,
+            what=f"This {kind} {len(quote.shots)} shot(s) on {quote.provider} ({quote.tier or 'default'} tier)",
+        )
 
     # --- retakes ----------------------------------------------------------------------------------
 
@@ -171,7 +184,7 @@ class Storyboards:
             return await service.wait_for(twin, req.wait_seconds, progress), (
                 f"This retake is already running as storyboard {twin.job_id}; returned it."
             )
-        await self._guard(quote, req.confirm_cost_usd)
+        await self._guard(quote, req.confirm_cost_usd, retake=True)
         kept = sum((t.cost_usd or 0.0) for i, t in enumerate(takes) if i not in redo and t is not None)
         estimate = None if quote.total_usd is None else round(kept + quote.total_usd, 6)
         new_record = record.model_copy(update={"shots": plans, "retake_of": old.job_id})
@@ -282,6 +295,9 @@ class Storyboards:
                 "fingerprint": fingerprint("shot", board.provider, spec_identity(spec)),
             }
         )
+        latest = await self._state.get(board.job_id)
+        if latest is None or latest.terminal:  # cancelled while the frame was being prepared: spend nothing
+            return
         try:
             await service.submit_job(shot_job, [match])
         except errors.KlingError as exc:

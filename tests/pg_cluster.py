@@ -30,7 +30,10 @@ def pg_bin_dir() -> Path | None:
     override = os.environ.get("KLING_MCP_PG_BIN")
     if override:
         return Path(override)
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    def version(bin_dir: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in bin_dir.parent.name.split(".") if part.isdigit())
+
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version)
     for candidate in reversed(candidates):
         if (candidate / "initdb").exists():
             return candidate

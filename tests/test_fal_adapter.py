@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from kling_mcp import errors
-from kling_mcp.jobs.model import Job, JobStatus
+from kling_mcp.jobs.model import Job
 from kling_mcp.providers import _fal_storage as fal_storage
 from kling_mcp.providers.base import Done, Failed, ProviderContext, Running
 from kling_mcp.providers.fal import FalProvider
@@ -202,17 +202,25 @@ async def test_a_malformed_status_body_is_a_transient_error(tmp_path):
         await provider(wire, tmp_path).poll(job(remote_id=RID, **SPECS["image-to-video"]))
 
 
-@pytest.mark.parametrize(("response", "status", "stopped"), [
-    (httpx.Response(202, json={"status": "CANCELLATION_REQUESTED"}), JobStatus.SUBMITTED, True),
-    (httpx.Response(202, json={"status": "CANCELLATION_REQUESTED"}), JobStatus.RUNNING, False),  # a signal only
-    (httpx.Response(400, json={"status": "ALREADY_COMPLETED"}), JobStatus.SUBMITTED, False),
+@pytest.mark.parametrize(("status", "response", "stopped"), [
+    ({"status": "IN_QUEUE"}, httpx.Response(202, json={"status": "CANCELLATION_REQUESTED"}), True),
+    ({"status": "IN_PROGRESS"}, httpx.Response(202, json={"status": "CANCELLATION_REQUESTED"}), False),  # a signal
+    ({"status": "COMPLETED"}, httpx.Response(400, json={"status": "ALREADY_COMPLETED"}), False),
 ])
-async def test_cancel_puts_to_the_cancel_url(tmp_path, response, status, stopped):
-    wire = Wire(response)
-    j = job(remote_id=RID, data={"cancel_url": f"{REQ}/cancel"}, **SPECS["image-to-video"])
-    j = j.model_copy(update={"status": status})
+async def test_cancel_asks_the_status_then_puts_to_the_cancel_url(tmp_path, status, response, stopped):
+    wire = Wire(httpx.Response(200, json=status), response)
+    j = job(remote_id=RID, data={"status_url": f"{REQ}/status", "cancel_url": f"{REQ}/cancel"},
+            **SPECS["image-to-video"])
     assert await provider(wire, tmp_path).cancel(j) is stopped
-    assert wire.requests[0].method == "PUT" and str(wire.requests[0].url) == f"{REQ}/cancel"
+    assert [(r.method, str(r.url)) for r in wire.requests] == [("GET", f"{REQ}/status?logs=0"),
+                                                               ("PUT", f"{REQ}/cancel")]
+
+
+async def test_cancel_is_sent_even_when_the_status_request_fails_but_not_claimed(tmp_path):
+    wire = Wire(httpx.Response(503, json={"detail": "busy"}), httpx.Response(202, json={}))
+    j = job(remote_id=RID, data={"cancel_url": f"{REQ}/cancel"}, **SPECS["image-to-video"])
+    assert await provider(wire, tmp_path).cancel(j) is False
+    assert wire.requests[1].method == "PUT"
 
 
 async def test_local_files_go_to_the_upload_host_the_token_names(tmp_path, image_file, video_file):

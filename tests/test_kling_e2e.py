@@ -100,6 +100,7 @@ async def test_text_to_video(emu, tmp_path, tier, mode, duration, aspect, size):
                            "aspect_ratio": aspect, "external_task_id": view["job_id"]}
     units = {"std": 0.6, "pro": 0.8}[mode] * duration
     assert view["cost_usd"] == pytest.approx(units * USD_PER_UNIT) == view["estimated_cost_usd"]
+    assert "converted from kling's credits" in view["note"] and "inferred" in view["note"]
     assert state.count("poll") >= 3
 
 
@@ -235,6 +236,23 @@ async def test_a_submit_answer_that_is_lost_is_settled_by_the_external_id(emu, t
     assert "kling has the job" in view["note"] or "tracking it by its id" in view["note"]
     assert state.count("submit") == 1
     assert state.of("poll")[0].path.endswith("/" + view["job_id"])
+
+
+async def test_a_lost_submit_kling_never_got_is_tracked_not_claimed_then_refused_once_known(emu, tmp_path,
+                                                                                            monkeypatch):
+    """A 504 with no task behind it: right after it, Kling not knowing the external id proves nothing
+    (the task may still appear), so the job is tracked by its id, not said to be at Kling; once the
+    grace is over, the same answer means the submit never arrived: a tool error, nothing billed."""
+    base, state = emu
+    state.fail("submit", 5002)
+    view = (await call(base, tmp_path, "generate_video", {"prompt": PROMPT, "wait_seconds": 1})).structured_content
+    assert view["status"] in ("pending", "submitted") and "tracking it by its id" in view["note"], view
+    assert "has the job" not in view["note"] and state.tasks == {}
+    monkeypatch.setattr(adapter_module, "NOT_FOUND_GRACE_S", 0.0)
+    state.fail("submit", 5002)
+    result = await call(base, tmp_path, "generate_video", {"prompt": "another " + PROMPT})
+    assert result.is_error and "did not take the job" in text_of(result) and "Nothing was billed" in text_of(result)
+    assert state.count("submit") == 2 and state.tasks == {}
 
 
 async def test_429_with_retry_after_while_polling_is_waited_out(emu, tmp_path):
@@ -403,5 +421,5 @@ async def test_the_tool_descriptions_list_kling_and_say_videos_must_be_urls(emu,
         tools = {t.name: t for t in (await client.list_tools()).tools}
     for name in ("generate_video", "edit_video"):
         [line] = [line for line in (tools[name].description or "").splitlines() if line.startswith("kling ")]
-        assert line.startswith("kling (pro|standard; prompt <= 2500") and "videos as URLs only" in line, line
+        assert line.startswith("kling (pro|standard; prompt <= 2500") and "videos only as http(s) URLs" in line, line
         assert "kling" in tools[name].input_schema["properties"]["provider"]["enum"]

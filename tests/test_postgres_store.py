@@ -1,5 +1,5 @@
 """What only the PostgreSQL store must show beyond the shared contract: a change on one handle wakes a
-wait on another within about a second (LISTEN/NOTIFY, not polling), video paths are stored relative
+wait on another within about a second (LISTEN/NOTIFY, not polling), file paths are stored relative
 to the data dir, and a database that goes away gives errors that say so, loses nothing, and is used
 again when it returns (waits included)."""
 
@@ -49,18 +49,40 @@ async def test_a_change_on_one_replica_wakes_a_wait_on_another_within_a_second(p
         await b.close()
 
 
-async def test_video_paths_are_stored_relative_to_the_data_dir(pg_url, tmp_path) -> None:
+async def test_file_paths_are_stored_relative_to_the_data_dir(pg_url, tmp_path) -> None:
+    """Videos and file inputs under the data dir (however deep: a board's shots, an assembly's inputs) are
+    stored relative to it, so a replica that mounts the shared dir elsewhere finds them; files outside it
+    keep their absolute path."""
+    from kling_mcp.jobs.composite import AssemblyRecord
+    from kling_mcp.requests import MediaRef, VideoSpec
+
     here, there = tmp_path / "replica-a" / "data", tmp_path / "replica-b" / "mnt" / "shared"
+    outside = str(tmp_path / "home" / "me" / "frame.png")
     a, b = PostgresStore(pg_url, here), PostgresStore(pg_url, there)
     try:
-        video = StoredVideo(index=0, path=str(here / "videos" / "j" / "0.mp4"), size_bytes=3)
-        job, _ = await a.create(make_job(status=JobStatus.DOWNLOADING))
+        frame = MediaRef(kind="file", value=str(here / "inputs" / "ab12.png"), media="image")
+        mine = MediaRef(kind="file", value=outside, media="image")
+        link = MediaRef(kind="url", value="https://example.invalid/x.png", media="image")
+        spec = VideoSpec(operation="image", prompt="p", first_frame=frame, reference_images=[mine, link])
+        clip = MediaRef(kind="file", value=str(here / "videos" / "j" / "0.mp4"), media="video")
+        job, _ = await a.create(make_job(status=JobStatus.DOWNLOADING).model_copy(
+            update={"spec": spec, "assembly": AssemblyRecord(inputs=[clip])}))
+        video = StoredVideo(index=0, path=str(here / "videos" / job.job_id / "0.mp4"), size_bytes=3)
         await a.transition(job.job_id, lambda j: j.moved(JobStatus.SUCCEEDED, videos=[video]))
         with psycopg.connect(pg_url) as conn:
             row = conn.execute("SELECT record FROM kling_jobs WHERE job_id = %s", (job.job_id,)).fetchone()
-        assert row is not None and row[0]["videos"][0]["path"] == "videos/j/0.mp4"
+        assert row is not None
+        stored = row[0]
+        assert stored["videos"][0]["path"] == f"videos/{job.job_id}/0.mp4"
+        assert stored["spec"]["first_frame"]["value"] == "inputs/ab12.png"
+        assert [r["value"] for r in stored["spec"]["reference_images"]] == [outside, "https://example.invalid/x.png"]
+        assert stored["assembly"]["inputs"][0]["value"] == "videos/j/0.mp4"
         seen = await b.get(job.job_id)
-        assert seen is not None and Path(seen.videos[0].path) == there / "videos" / "j" / "0.mp4"
+        assert seen is not None
+        assert Path(seen.videos[0].path) == there / "videos" / job.job_id / "0.mp4"
+        assert seen.spec.first_frame is not None and Path(seen.spec.first_frame.value) == there / "inputs" / "ab12.png"
+        assert [r.value for r in seen.spec.reference_images] == [outside, "https://example.invalid/x.png"]
+        assert seen.assembly is not None and Path(seen.assembly.inputs[0].value) == there / "videos" / "j" / "0.mp4"
     finally:
         await a.close()
         await b.close()

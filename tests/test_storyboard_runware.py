@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,70 @@ async def test_assemble_video_fetches_url_inputs(emu, tmp_path, video_file):
     assert (view["status"], view["operation"], view["provider"]) == ("succeeded", "assemble", "local")
     assert view["videos"][0]["duration_s"] == pytest.approx(6.0, abs=0.15)
     assert state.files.downloads[hosted] >= 1 and state.requests == []  # fetched, and no provider call
+
+
+@pytest.mark.parametrize("era", ["auto", "legacy"])
+async def test_the_confirmation_asks_about_the_whole_board(emu, tmp_path, era):
+    from mcp.types import ElicitRequestParams, ElicitResult
+
+    base, state = emu
+    questions: list[ElicitRequestParams] = []
+
+    async def user(_context: Any, params: ElicitRequestParams) -> ElicitResult:
+        questions.append(params)
+        return ElicitResult(action="decline" if len(questions) == 1 else "accept", content={"submit": True})
+
+    board = {"shots": SHOTS, "provider": "runware", "tier": "standard", "wait_seconds": 0}
+    async with Client(create_server(Settings.from_env({
+            "RUNWARE_API_KEY": KEY, "KLING_MCP_RUNWARE_BASE_URL": f"{base}/v1",
+            "KLING_MCP_DATA_DIR": str(tmp_path / "data"), "KLING_MCP_CONFIRM_ABOVE_USD": "0.50",
+            "KLING_MCP_POLL_INTERVAL_S": "0.05"})), mode=era, elicitation_callback=user) as client:
+        declined = await client.call_tool("generate_storyboard", board)
+        assert state.requests == []                                # declining spends nothing
+        accepted = await client.call_tool("generate_storyboard", {**board, "wait_seconds": 45})
+        assert not accepted.is_error, accepted.content[0].text
+        view = await _finished(client, accepted.structured_content)
+    assert declined.is_error and "[confirmation_declined]" in declined.content[0].text
+    assert len(questions) == 2
+    message = questions[0].message
+    total = view["estimated_cost_usd"]
+    assert total > 0.5 and f"${total:.2f}" in message and "2 shot(s)" in message and "runware" in message
+    assert view["status"] == "succeeded" and len(state.sent("videoInference")) == 2
+
+
+async def test_without_elicitation_confirm_cost_usd_must_cover_the_board(emu, tmp_path):
+    base, state = emu
+    board = {"shots": SHOTS, "provider": "runware", "tier": "standard", "wait_seconds": 0}
+    async with _client(base, tmp_path, KLING_MCP_CONFIRM_ABOVE_USD="0.50") as client:
+        asked = await client.call_tool("generate_storyboard", board)
+        low = await client.call_tool("generate_storyboard", {**board, "confirm_cost_usd": 0.5})
+        assert state.requests == []
+        text = asked.content[0].text
+        quote = re.search(r"confirm_cost_usd=(\d+\.\d+)", text).group(1)  # the quote the user is shown
+        ok = await client.call_tool("generate_storyboard", {**board, "confirm_cost_usd": float(quote),
+                                                             "wait_seconds": 45})
+        assert not ok.is_error, ok.content[0].text
+        view = await _finished(client, ok.structured_content)
+    assert asked.is_error and "[confirmation_required]" in text and "storyboard of 2 shot(s)" in text
+    assert low.is_error and "below the quote" in low.content[0].text
+    assert view["status"] == "succeeded" and view["estimated_cost_usd"] == pytest.approx(float(quote))
+
+
+def test_the_storyboard_command_needs_the_confirmation_flag_above_the_threshold(emu, tmp_path, monkeypatch, capsys):
+    import json
+
+    from kling_mcp.cli import main
+
+    base, state = emu
+    for name, value in {"RUNWARE_API_KEY": KEY, "KLING_MCP_RUNWARE_BASE_URL": f"{base}/v1",
+                        "KLING_MCP_DATA_DIR": str(tmp_path / "data"), "KLING_MCP_CONFIRM_ABOVE_USD": "0.5",
+                        "KLING_MCP_POLL_INTERVAL_S": "0.05"}.items():
+        monkeypatch.setenv(name, value)
+    board = tmp_path / "board.json"
+    board.write_text(json.dumps({"shots": SHOTS, "provider": "runware", "tier": "standard"}))
+    assert main(["storyboard", str(board)]) == 1
+    err = capsys.readouterr().err
+    assert "[confirmation_required]" in err and "--confirm-cost-usd=" in err and state.requests == []
+    quote = re.search(r"--confirm-cost-usd=(\d+\.\d+)", err).group(1)
+    assert main(["storyboard", str(board), "--confirm-cost-usd", quote]) == 0, capsys.readouterr().err
+    assert len(state.sent("videoInference")) == 2

@@ -15,8 +15,8 @@ Selected by ``KLING_MCP_STORE_URL=postgresql://…``; psycopg 3 (async, with a p
 - **Idempotency keys** have a unique primary key, inserted in the job's transaction.
 - **The ledger**: a reservation sums the day and books under a transaction-scoped advisory lock on
   the day (``pg_advisory_xact_lock``), so concurrent replicas never book past the budget.
-- **Paths** of videos are stored relative to ``KLING_MCP_DATA_DIR``: every replica mounts the shared
-  data dir wherever it likes.
+- **Paths** of files under ``KLING_MCP_DATA_DIR`` (videos, file inputs) are stored relative to it: every
+  replica mounts the shared data dir wherever it likes.
 
 A database that cannot be reached raises :class:`~kling_mcp.errors.StoreUnavailable` (a tool error
 saying so); nothing is cached in the process, so nothing is lost when it returns. Pooled connections
@@ -141,26 +141,35 @@ class PostgresStore(JobStore):
         return await self._run(body)
 
     def _dump(self, job: Job) -> Any:
-        """The record as JSON, with video paths under the data dir made relative to it."""
+        """The record as JSON, with file paths under the data dir made relative to it."""
         from psycopg.types.json import Jsonb
 
-        data = job.model_dump(mode="json")
-        for key in ("videos", "remote_videos"):
-            for video in data.get(key) or []:
-                path = video.get("path")
-                if path and Path(path).is_absolute():
-                    with contextlib.suppress(ValueError):
-                        video["path"] = Path(path).resolve().relative_to(self._data_dir).as_posix()
-        return Jsonb(data)
+        return Jsonb(self._rebase(job.model_dump(mode="json"), relative=True))
 
     def _load(self, record: dict[str, Any], version: int) -> Job:
-        for key in ("videos", "remote_videos"):
-            for video in record.get(key) or []:
-                path = video.get("path")
-                if path and not Path(path).is_absolute():
-                    video["path"] = str(self._data_dir / path)
+        record = self._rebase(record, relative=False)
         record["version"] = version
         return Job.model_validate(record)
+
+    def _rebase(self, node: Any, *, relative: bool) -> Any:
+        """Every local file path in a record (videos' ``path``, file inputs' ``value``, however deep: board
+        shots, assembly inputs) made relative to the data dir, or back to this replica's absolute path."""
+        if isinstance(node, list):
+            return [self._rebase(item, relative=relative) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: self._rebase(value, relative=relative) for key, value in node.items()}
+        keys = ["path"] + (["value"] if out.get("kind") == "file" and "media" in out else [])
+        for key in keys:
+            value = out.get(key)
+            if not isinstance(value, str) or not value:
+                continue
+            if relative and Path(value).is_absolute():
+                with contextlib.suppress(ValueError):
+                    out[key] = Path(value).resolve().relative_to(self._data_dir).as_posix()
+            elif not relative and not Path(value).is_absolute():
+                out[key] = str(self._data_dir / value)
+        return out
 
     # --- jobs ----------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .. import errors, validation
-from ..jobs.model import Job, JobStatus, RemoteVideo
+from ..jobs.model import Job, RemoteVideo
 from ..requests import MediaRef
 from . import _http
 from ._fal_storage import FalStorage
@@ -155,14 +155,21 @@ class FalProvider:
 
     async def cancel(self, job: Job) -> bool:
         """``PUT {cancel_url}``. fal removes a queued request; one in progress only gets a signal the
-        model may ignore, so that is not reported as stopped (it may still finish and be billed)."""
+        model may ignore, so only a request fal still had queued just before is reported as stopped
+        (the job's own status is already ``cancelled`` in the store by now, so fal is asked)."""
         if not job.remote_id:
             return False
+        urls = self._job_urls(job)
         try:
-            await self._call("PUT", self._job_urls(job)["cancel_url"])
+            data = await self._call("GET", urls["status_url"], params={"logs": "0"})
+            queued = isinstance(data, dict) and str(data.get("status", "")).upper() == "IN_QUEUE"
+        except errors.ProviderError:
+            queued = False  # unknown: send the cancel all the same, but do not claim it stopped
+        try:
+            await self._call("PUT", urls["cancel_url"])
         except errors.ProviderRejected:  # 400 ALREADY_COMPLETED: nothing left to stop
             return False
-        return job.status != JobStatus.RUNNING
+        return queued
 
     # --- request body -------------------------------------------------------------------------
 

@@ -113,6 +113,7 @@ class FalState:
     faults: list[HttpFault] = field(default_factory=list)
     malformed_next: int = 0
     video_seconds: float = 1.0
+    video_size: tuple[int, int] = (320, 180)
     result_ttl_s: float = 3600.0
     files: FileHost = field(default_factory=FileHost)
     tokens: set[str] = field(default_factory=set)
@@ -285,7 +286,8 @@ class _Emulator:
             return JSONResponse({"detail": POLICY_DETAIL}, status_code=422,
                                 headers={"X-Fal-Error-Type": "content_policy_violation"})
         if job.file_name is None:
-            job.file_name = self.state.files.add(mp4_bytes(self.state.video_seconds), ttl_s=self.state.result_ttl_s)
+            video = mp4_bytes(self.state.video_seconds, *self.state.video_size)
+            job.file_name = self.state.files.add(video, ttl_s=self.state.result_ttl_s)
         data = self.state.files.files[job.file_name].data
         url = f"{str(request.base_url).rstrip('/')}/files/{job.file_name}"
         return JSONResponse({"video": {"url": url, "content_type": "video/mp4", "file_name": "output.mp4",
