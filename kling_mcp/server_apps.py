@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -62,7 +64,7 @@ class PlayerApps(Apps):
         return result
 
 
-def install_preview(mcp: MCPServer, video_path: Any) -> None:
+def install_preview(mcp: MCPServer, video_path: Callable[[Context, str, int], Awaitable[Path]]) -> None:
     """Serve the preview rendition; ``video_path(ctx, job_id, index)`` is the finished video's file."""
 
     @mcp.resource(

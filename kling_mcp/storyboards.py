@@ -295,6 +295,9 @@ class Storyboards:
                 "fingerprint": fingerprint("shot", board.provider, spec_identity(spec)),
             }
         )
+        latest = await self._state.get(board.job_id)
+        if latest is None or latest.terminal:  # cancelled while the frame was being prepared: spend nothing
+            return
         try:
             await service.submit_job(shot_job, [match])
         except errors.KlingError as exc:

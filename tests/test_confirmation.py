@@ -29,6 +29,7 @@ from kling_mcp.server import create_server
 from kling_mcp.service import require_confirmation
 from tests.emulators._server import serve
 from tests.emulators.runware import RunwareState, create_app
+from tests.test_budgets import runpod  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.anyio
 
@@ -257,3 +258,66 @@ async def test_estimate_cost_says_when_the_user_will_be_asked(emu, tmp_path):
     assert "KLING_MCP_CONFIRM_ABOVE_USD ($0.50)" in above["next_action"]
     assert "confirm_cost_usd" in above["next_action"]
     assert "CONFIRM" not in below["next_action"]  # $0.42
+
+
+@pytest.mark.parametrize("confirmed", ["runware's quote", "runpod's quote"])
+async def test_failover_never_spends_more_than_the_user_confirmed(runpod, tmp_path, confirmed):  # noqa: F811
+    from tests.test_budgets import job_args
+    from tests.test_budgets import settings as runpod_settings
+
+    base, state = runpod
+    with socket.socket() as sock:  # runware (the cheapest) refuses connections: auto fails over to runpod
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    s = runpod_settings(tmp_path, base, RUNWARE_API_KEY="rw-confirm-key", KLING_MCP_RUNWARE_BASE_URL=closed,
+                        KLING_MCP_CONFIRM_ABOVE_USD="0.1")
+    args = {**job_args(base, state, 5), "provider": "auto"}
+    async with Client(create_server(s)) as client:
+        quotes = {q["provider"]: q["cost_usd"] for q in
+                  (await client.call_tool("estimate_cost", args)).structured_content["quotes"] if q["supported"]}
+        agreed = quotes["runware"] if confirmed == "runware's quote" else quotes["runpod"]
+        result = await client.call_tool("generate_video", {**args, "wait_seconds": 0, "confirm_cost_usd": agreed})
+    assert quotes["runware"] < quotes["runpod"]
+    if confirmed == "runware's quote":
+        assert result.is_error and "[provider_unavailable]" in text_of(result)
+        assert state.submissions() == []  # runpod's higher quote was never agreed to
+    else:
+        assert not result.is_error, text_of(result)
+        assert result.structured_content["provider"] == "runpod" and len(state.submissions()) == 1
+
+
+@pytest.mark.parametrize("keys", ["shared", "each its own"])
+async def test_an_answer_given_to_one_replica_is_honoured_by_another_that_shares_the_request_state_key(
+        emu, tmp_path, keys):
+    """2026-07-28: the question comes from replica A, the repeated call with the answer lands on replica B.
+    The asked quote rides in request_state, sealed by the SDK: B opens it only with A's key."""
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import ElicitResult, InputRequiredResult
+
+    from kling_mcp.server_confirm import QUESTION_KEY
+
+    base, state = emu
+    key_a, key_b = "a" * 64, ("a" if keys == "shared" else "b") * 64
+
+    def replica(key: str):
+        return create_server(Settings.from_env({
+            "RUNWARE_API_KEY": KEY, "KLING_MCP_RUNWARE_BASE_URL": f"{base}/v1",
+            "KLING_MCP_DATA_DIR": str(tmp_path / "data"), "KLING_MCP_CONFIRM_ABOVE_USD": "0.5",
+            "KLING_MCP_REQUEST_STATE_KEYS": key}))
+
+    async with Client(replica(key_a), elicitation_callback=User("accept")) as a:
+        asked = await a.session.call_tool("generate_video", TEN_S_PRO, allow_input_required=True)
+    assert isinstance(asked, InputRequiredResult) and QUESTION_KEY in asked.input_requests
+    answer = {QUESTION_KEY: ElicitResult(action="accept", content={"submit": True})}
+    user_at_b = User("decline")  # were B to ask again, the call would be declined
+    async with Client(replica(key_b), elicitation_callback=user_at_b) as b:
+        if keys == "shared":
+            done = await b.call_tool("generate_video", TEN_S_PRO, input_responses=answer,
+                                     request_state=asked.request_state)
+            assert not done.is_error, text_of(done)
+            assert user_at_b.questions == [] and len(state.sent("videoInference")) == 1
+        else:
+            with pytest.raises(MCPError, match="requestState"):
+                await b.call_tool("generate_video", TEN_S_PRO, input_responses=answer,
+                                  request_state=asked.request_state)
+            assert state.sent("videoInference") == []

@@ -137,7 +137,7 @@ def test_client_configs_launch_the_server():
     provider_vars = {e.env_key for e in PROVIDERS.values() if e.env_key}
     provider_vars |= {var for e in PROVIDERS.values() for group in e.credential_sets for var in group}
     known = provider_vars | {"KLING_MCP_MAX_JOB_COST_USD", "KLING_MCP_DAILY_BUDGET_USD"}
-    assert {"FAL_KEY", "REPLICATE_API_TOKEN"} <= set(server["env"])
+    assert {"FAL_KEY", "REPLICATE_API_TOKEN", "KLING_ACCESS_KEY", "KLING_SECRET_KEY"} <= set(server["env"])
     assert set(server["env"]) <= known
     guide = (ROOT / "examples" / "claude_code.md").read_text()
     assert "kling -- kling-mcp serve" in guide

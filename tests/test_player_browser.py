@@ -147,11 +147,12 @@ def host_url(host_bundle: bytes, tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def runware_site(host_bundle: bytes, tmp_path_factory) -> Iterator[tuple[str, Any]]:
-    """The host page in front of a server whose provider is the Runware emulator (real quotes, real failures)."""
+    """The host page in front of a server whose provider is the Runware emulator (real quotes, real failures),
+    asking for a confirmation above $0.40 (the test host, like many, has no elicitation: confirm_cost_usd)."""
     app = runware_app()
     with serve(app) as emulator, _kling_server(
         tmp_path_factory.mktemp("runware"), RUNWARE_API_KEY=RUNWARE_KEY, KLING_MCP_RUNWARE_BASE_URL=f"{emulator}/v1",
-        KLING_MCP_POLL_INTERVAL_S="1", KLING_MCP_POLL_MAX_INTERVAL_S="1",
+        KLING_MCP_POLL_INTERVAL_S="1", KLING_MCP_POLL_MAX_INTERVAL_S="1", KLING_MCP_CONFIRM_ABOVE_USD="0.4",
     ) as upstream, serve(_host_app(host_bundle, upstream)) as base:
         yield base, app
 
@@ -335,7 +336,7 @@ def test_a_refused_request_shows_the_error_and_its_hint(host, tmp_path):
 def test_a_paid_job_shows_provider_quote_and_partial_progress(runware):
     host, state = runware
     started = host.show("generate_video", {"prompt": PROMPT, "provider": "runware", "tier": "pro", "duration": 5,
-                                           "num_videos": 4, "wait_seconds": 0})
+                                           "num_videos": 4, "wait_seconds": 0, "confirm_cost_usd": 2.24})
     assert started["structuredContent"]["estimated_cost_usd"] == pytest.approx(2.24)
     shown = _running_snapshot(host, min_progress=25)
     assert shown["provider"] == "runware" and shown["costlabel"] == "Quote" and shown["cost"] == "$2.24"
@@ -350,7 +351,7 @@ def test_a_failed_job_shows_the_providers_error_and_the_hint(runware):
     host, state = runware
     state.task_error_code = "contentPolicyViolation"
     host.show("generate_video", {"prompt": "A crowded night market, lanterns swaying", "provider": "runware",
-                                 "duration": 5, "wait_seconds": 0})
+                                 "duration": 5, "wait_seconds": 0, "confirm_cost_usd": 0.42})
     host.app.wait_for_function("() => document.getElementById('status').textContent === 'Failed'", timeout=60_000)
     assert host.text("errcode") == "content_policy"
     assert host.text("errhint").startswith("What to do: ") and "prompt" in host.text("errhint")
@@ -359,3 +360,93 @@ def test_a_failed_job_shows_the_providers_error_and_the_hint(runware):
     host.screenshot("failed-job.png")
     host.assert_offline_and_clean()
 
+
+
+SHOTS = [
+    {"prompt": "Dawn over a fishing village, boats still moored, mist on the water", "duration": 3},
+    {"prompt": "A fisherman unties his boat and pushes off from the jetty", "duration": 3},
+    {"prompt": "The boat glides out past the lighthouse as the sun rises", "duration": 3},
+]
+
+
+def _tiles(host: Host) -> list[dict[str, Any]]:
+    return host.app.evaluate("""() => [...document.querySelectorAll('#strip .shot')].map(t => ({
+        shot: t.dataset.shot, status: t.querySelector('.pill').textContent, meta: t.querySelector('.meta').textContent,
+        retake: !!t.querySelector('.retake') && !t.querySelector('.retake').disabled}))""")
+
+
+def test_a_storyboard_shows_its_shots_plays_the_cut_and_a_retake_makes_a_new_take(host):
+    started = host.show("generate_storyboard", {"shots": SHOTS, "provider": "local", "aspect_ratio": "16:9",
+                                                "wait_seconds": 0})
+    assert not started["isError"], started
+    board_id = started["structuredContent"]["job_id"]
+    host.app.wait_for_function("() => document.querySelectorAll('#strip .shot').length === 3")
+    host.wait_for_video(timeout_s=240)  # the assembled cut plays once every shot is done
+    host.app.wait_for_function("() => document.getElementById('status').textContent === 'Succeeded'")
+    tiles = _tiles(host)
+    assert [t["status"] for t in tiles] == ["succeeded"] * 3 and all(t["retake"] for t in tiles)
+    assert host.text("badge") == "Full cut"
+    reads = [e["uri"] for e in host.log() if e["kind"] == "resources/read"]
+    assert f"kling://jobs/{board_id}/videos/0/preview" in reads
+    time.sleep(0.5)
+    host.screenshot("storyboard.png")
+
+    host.app.click("#strip .shot[data-shot='2'] .retake")
+    host.app.wait_for_function(f"() => document.getElementById('jobid').textContent !== {board_id!r}", timeout=60_000)
+    retake_id = host.text("jobid")
+    calls = [e for e in host.log() if e["kind"] == "tools/call" and e["name"] == "retake_shot"]
+    assert [(c["arguments"]["job_id"], c["arguments"]["shot"]) for c in calls] == [(board_id, 2)]
+    host.app.wait_for_function("() => document.getElementById('status').textContent === 'Succeeded'", timeout=240_000)
+    tiles = _tiles(host)
+    assert "take 2" in tiles[1]["meta"] and "take" not in tiles[0]["meta"]
+    host.wait_for_video(timeout_s=120)
+    reads = [e["uri"] for e in host.log() if e["kind"] == "resources/read"]
+    assert f"kling://jobs/{retake_id}/videos/0/preview" in reads  # the new cut
+    host.app.click("#strip .shot[data-shot='2']")  # play one shot on its own
+    host.app.wait_for_function("() => document.querySelector('#strip .shot.selected')?.dataset.shot === '2'")
+    host.app.wait_for_function("() => document.getElementById('badge').textContent === 'Shot 2'")
+    host.wait_for_video(timeout_s=60)
+    time.sleep(0.5)
+    host.screenshot("storyboard-retake.png")
+    host.assert_offline_and_clean()
+
+
+def test_a_running_storyboard_then_a_retake_the_user_pays_for_from_the_strip(runware):
+    host, state = runware
+    shots = [{"prompt": "A heron stands in the shallows at first light", "duration": 5},
+             {"prompt": "The heron lifts off and skims across the lake", "duration": 5}]
+    started = host.show("generate_storyboard", {"shots": shots, "provider": "runware", "tier": "standard",
+                                                "aspect_ratio": "16:9", "wait_seconds": 0, "confirm_cost_usd": 0.84})
+    assert not started["isError"], started
+    host.app.wait_for_function("() => document.querySelectorAll('#strip .shot').length === 2")
+    deadline = time.monotonic() + 90
+    while True:
+        tiles = _tiles(host)
+        if host.text("status") == "Running" and tiles[0]["status"] in ("submitted", "running"):
+            host.screenshot("storyboard-running.png")
+            break
+        assert host.text("status") != "Succeeded", "the board finished before the page showed it running"
+        assert time.monotonic() < deadline, tiles
+        time.sleep(0.05)
+    assert tiles[1]["status"] == "pending" and not any(t["retake"] for t in tiles)  # retakes wait for the end
+    assert host.text("costlabel") == "Quote" and host.text("cost") == "$0.84"
+    assert host.text("big") == "0 / 2" and "shot 1 rendering on runware" in host.text("small")
+    host.wait_for_video(timeout_s=120)
+    host.app.wait_for_function("() => document.getElementById('status').textContent === 'Succeeded'")
+    assert [t["status"] for t in _tiles(host)] == ["succeeded", "succeeded"]
+    assert len(state.sent("videoInference")) == 2
+
+    # A retake is quoted above the threshold: the server refuses it with the quote, the tile offers to pay it.
+    board_id = host.text("jobid")
+    host.app.click("#strip .shot[data-shot='1'] .retake")
+    pay = "#strip .shot[data-shot='1'] .retake"
+    host.app.wait_for_function(f"() => document.querySelector({pay!r}).textContent === 'Retake for $0.42'")
+    assert "costs $0.42" in host.text("notice") and len(state.sent("videoInference")) == 2
+    host.screenshot("storyboard-retake-confirm.png")
+    host.app.click(pay)
+    host.app.wait_for_function(f"() => document.getElementById('jobid').textContent !== {board_id!r}", timeout=60_000)
+    host.app.wait_for_function("() => document.getElementById('status').textContent === 'Succeeded'", timeout=120_000)
+    calls = [e["arguments"] for e in host.log() if e["kind"] == "tools/call" and e["name"] == "retake_shot"]
+    assert [c.get("confirm_cost_usd") for c in calls] == [None, 0.42]
+    assert len(state.sent("videoInference")) == 3 and "take 2" in _tiles(host)[0]["meta"]
+    host.assert_offline_and_clean()
