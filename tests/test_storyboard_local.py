@@ -244,6 +244,9 @@ async def test_results_are_inputs_and_their_frames_are_resources(tmp_path, era, 
         follow = await _call(client, "generate_video", {"prompt": "the boat reaches the bank", "duration": 3,
                                                         "first_frame": f"{uri}/last-frame", "wait_seconds": 30})
         assert follow["operation"] == "image" and follow["status"] == "succeeded"
+        ref = await _call(client, "generate_video", {"prompt": "the same boat at sea", "duration": 3,
+                                                     "reference_images": [f"{uri}/first-frame"], "wait_seconds": 30})
+        assert ref["operation"] == "reference" and ref["status"] == "succeeded"
         edit = await _call(client, "edit_video", {"prompt": "make it night", "video": uri, "wait_seconds": 30})
         assert edit["operation"] == "edit" and edit["status"] == "succeeded"
         assert edit["videos"][0]["duration_s"] == pytest.approx(3.0, abs=0.1)
