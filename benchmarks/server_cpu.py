@@ -67,8 +67,9 @@ class ServerCpuReport:
 
 async def run_server_cpu(jobs: int = 200, poll_s: float = 0.5, max_poll_s: float = 2.0,
                          deadline_s: float = 180.0, profile: Path | None = None) -> ServerCpuReport:
-    from kling_mcp.jobs.store import JobStore
     from mcp import Client, StdioServerParameters
+
+    from kling_mcp.jobs.diskcache_store import DiskcacheStore as JobStore
 
     emulators = {name: Emulator(name) for name in PROVIDERS}
     try:
@@ -102,13 +103,13 @@ async def run_server_cpu(jobs: int = 200, poll_s: float = 0.5, max_poll_s: float
                 watcher = JobStore(data)
                 try:
                     with anyio.fail_after(deadline_s):
-                        while watcher.unfinished():
+                        while await watcher.unfinished():
                             await anyio.sleep(0.25)
                     wall_s, cpu_s = time.perf_counter() - started, _cpu_s(pid) - cpu0
                     emulator_cpu_s = sum(e.cpu_s() for e in emulators.values()) - emu0
-                    finished = [watcher.get(job_id) for job_id in job_ids]
+                    finished = [await watcher.get(job_id) for job_id in job_ids]
                 finally:
-                    watcher.close()
+                    await watcher.close()
     finally:
         for emu in emulators.values():
             emu.close()

@@ -241,14 +241,19 @@ def _seek(container: Any, stream: Any, seconds: float) -> bool:
     return True
 
 
-def _png(image: Any, compress_level: int = 6) -> bytes:
+def _png(image: Any) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=compress_level)
+    image.save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
 
 
 def poster_png(video_path: str | Path, max_side: int = 320) -> bytes:
     """A frame from about a third into the video, long side <= ``max_side``, as PNG bytes."""
+    return _png(poster_image(video_path, max_side))
+
+
+def poster_image(video_path: str | Path, max_side: int = 320) -> Any:
+    """A frame from about a third into the video, long side <= ``max_side``, as a Pillow RGB image."""
     import av
 
     with _open_video(video_path) as container:
@@ -267,10 +272,9 @@ def poster_png(video_path: str | Path, max_side: int = 320) -> bytes:
             raise _invalid(video_path, "is a video without a decodable frame: it is truncated or corrupt")
         # Scaled by swscale straight from YUV: far cheaper than a full-size RGB image shrunk by Pillow.
         scale = min(1.0, max_side / max(chosen.width, chosen.height))
-        image = chosen.reformat(
+        return chosen.reformat(
             width=max(1, round(chosen.width * scale)), height=max(1, round(chosen.height * scale)), format="rgb24"
         ).to_image()
-    return _png(image, compress_level=1)  # a thumbnail: fast compression costs a few KB at most
 
 
 def first_frame_png(video_path: str | Path) -> bytes:

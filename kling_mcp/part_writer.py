@@ -1,12 +1,12 @@
-"""Append downloaded bytes to a file and hash them in a worker thread, overlapped with the network.
+"""Append downloaded bytes to a file and hash them in worker threads, overlapped with the network.
 
 :func:`part_writer` yields a :class:`PartWriter` that takes chunks from the event loop, groups them
 into batches of about :data:`BATCH_BYTES` (or :data:`BATCH_SECONDS` of a slow download) and hands each
-batch to one worker thread that writes it (one
-``writev`` call) and hashes it (``hashlib`` and ``write`` release the GIL), while the event loop already
-receives the next batch. At most :data:`QUEUED_BATCHES` batches wait, so memory stays flat whatever the
-file size, and a slow disk slows the download down instead of filling memory. Every
-:data:`WRITEBACK_BYTES` the kernel is asked to start writing the file out (``posix_fadvise(DONTNEED)``),
+batch to two worker threads: one writes it (one ``writev`` call), the other hashes it (``hashlib`` and
+``write`` release the GIL), while the event loop already receives the next batch. At most
+:data:`QUEUED_BATCHES` batches wait for each, so memory stays flat whatever the file size, and a slow
+disk slows the download down instead of filling memory. Every :data:`WRITEBACK_BYTES` the kernel is
+asked to start writing the new stretch out and to drop the one before (``posix_fadvise(DONTNEED)``),
 so the final ``fsync`` has little left to wait for and one download does not fill the page cache.
 
 ``written`` counts the bytes that are in the file *and* in the hash, the only figure a resume may trust.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -38,19 +38,25 @@ _ADVISE = getattr(os, "posix_fadvise", None)  # Linux and most Unixes; not macOS
 class PartWriter:
     """What :func:`part_writer` yields: ``write`` chunks to it; ``written`` is what is in the file and the hash."""
 
-    def __init__(self, fd: int, hasher: hashlib._Hash, send: MemoryObjectSendStream[list[bytes]]) -> None:
+    def __init__(self, fd: int, hasher: hashlib._Hash, sends: list[MemoryObjectSendStream[list[bytes]]]) -> None:
         self.fd = fd
         self.hasher = hasher
-        self.written = 0
-        self._send = send
+        self._sends = sends
         self._batch: list[bytes] = []
         self._batch_bytes = 0
-        self._error: OSError | None = None
-        self._unsynced = 0
+        self._error: Exception | None = None
+        self._written = self._hashed = 0
+        self._start = os.lseek(fd, 0, os.SEEK_END)  # where this call's bytes start in the file
+        self._window = self._previous_window = self._start
         self._batch_started = time.monotonic()
 
+    @property
+    def written(self) -> int:
+        """Bytes in the file and in the hash (equal once :func:`part_writer` has returned)."""
+        return min(self._written, self._hashed)
+
     async def write(self, chunk: bytes) -> None:
-        """Queue ``chunk``; waits only when the worker is :data:`QUEUED_BATCHES` batches behind.
+        """Queue ``chunk``; waits only when a worker is :data:`QUEUED_BATCHES` batches behind.
 
         Raises the ``OSError`` of a failed earlier write.
         """
@@ -65,26 +71,29 @@ class PartWriter:
     async def _flush(self) -> None:
         if self._batch and self._error is None:
             batch, self._batch, self._batch_bytes = self._batch, [], 0
-            await self._send.send(batch)
+            for send in self._sends:
+                await send.send(batch)
 
     def _raise_error(self) -> None:
         if self._error is not None:
             raise self._error
 
-    async def _drain(self, receive: MemoryObjectReceiveStream[list[bytes]]) -> None:
-        """Write the batches in the worker thread until the send side closes. Shielded, so a cancelled
-        download still ends with ``written`` true; never raises (a write error is kept for the caller)."""
+    async def _drain(
+        self, receive: MemoryObjectReceiveStream[list[bytes]], work: Callable[[list[bytes]], None]
+    ) -> None:
+        """Run ``work`` on each batch in a worker thread until the send side closes. Shielded, so a
+        cancelled download still ends with ``written`` true; never raises (an error is kept)."""
         with anyio.CancelScope(shield=True):
             async with receive:
                 async for batch in receive:
                     if self._error is None:
                         try:
-                            await anyio.to_thread.run_sync(self._write_batch, batch)
-                        except OSError as exc:
+                            await anyio.to_thread.run_sync(work, batch)
+                        except Exception as exc:  # kept, raised by the next write or on leaving
                             self._error = exc
 
     def _write_batch(self, batch: list[bytes]) -> None:
-        """In the worker thread: write the whole batch, then hash it."""
+        """In the writing thread: the whole batch, in one writev where it fits."""
         for start in range(0, len(batch), _IOV_MAX):
             part = batch[start : start + _IOV_MAX]
             total = sum(len(b) for b in part)
@@ -93,16 +102,19 @@ class PartWriter:
                 rest = memoryview(b"".join(part))[done:]
                 while rest:
                     rest = rest[os.write(self.fd, rest) :]
+        self._written += sum(len(b) for b in batch)
+        end = self._start + self._written
+        if end - self._window >= WRITEBACK_BYTES and _ADVISE is not None:
+            # Start writing this stretch to disk now (asynchronously) rather than all of it in the
+            # final fsync, and drop the stretch before it, written out by now, from the page cache.
+            _ADVISE(self.fd, self._previous_window, end - self._previous_window, os.POSIX_FADV_DONTNEED)
+            self._previous_window, self._window = self._window, end
+
+    def _hash_batch(self, batch: list[bytes]) -> None:
+        """In the hashing thread (hashlib releases the GIL for large updates)."""
         for chunk in batch:
             self.hasher.update(chunk)
-        size = sum(len(b) for b in batch)
-        self.written += size
-        self._unsynced += size
-        if self._unsynced >= WRITEBACK_BYTES and _ADVISE is not None:
-            # Start writing the file to disk now (asynchronously) rather than all of it in the final
-            # fsync, and keep the page cache from filling with our dirty pages.
-            _ADVISE(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            self._unsynced = 0
+        self._hashed += sum(len(b) for b in batch)
 
 
 @asynccontextmanager
@@ -112,11 +124,13 @@ async def part_writer(fd: int, hasher: hashlib._Hash) -> AsyncIterator[PartWrite
     On leaving, every chunk already given to ``write`` is written and hashed (or the first write error
     is raised, when the block itself succeeded).
     """
-    send, receive = anyio.create_memory_object_stream[list[bytes]](QUEUED_BATCHES)
-    writer = PartWriter(fd, hasher, send)
+    writes, to_write = anyio.create_memory_object_stream[list[bytes]](QUEUED_BATCHES)
+    hashes, to_hash = anyio.create_memory_object_stream[list[bytes]](QUEUED_BATCHES)
+    writer = PartWriter(fd, hasher, [writes, hashes])
     failure: BaseException | None = None
     async with anyio.create_task_group() as tg:
-        tg.start_soon(writer._drain, receive)
+        tg.start_soon(writer._drain, to_write, writer._write_batch)
+        tg.start_soon(writer._drain, to_hash, writer._hash_batch)
         try:
             yield writer
         except BaseException as exc:  # re-raised below as it is, not wrapped in the task group's ExceptionGroup
@@ -124,7 +138,8 @@ async def part_writer(fd: int, hasher: hashlib._Hash) -> AsyncIterator[PartWrite
         finally:
             with anyio.CancelScope(shield=True):  # bytes that arrived before an error or a cancel are kept
                 await writer._flush()
-            send.close()  # the drain task writes what is queued, then ends
+            writes.close()  # the drain tasks finish what is queued, then end
+            hashes.close()
     if failure is not None:
         raise failure
     writer._raise_error()

@@ -44,7 +44,7 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
     cancellable = [name for name, entry in catalog.PROVIDERS.items() if entry.can_cancel]
     money = (
         "Checked against the provider's limits before anything is billed; 'auto' picks the cheapest provider that "
-        "accepts it; the same idempotency_key, or an identical request still running, returns that job instead of "
+        "accepts it; the same idempotency_key, or an identical running request, returns that job instead of "
         "billing twice. A finished job gives the file path, a kling:// link and a poster frame."
     )
     if settings.confirm_above_usd is not None:
@@ -53,10 +53,14 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
             "call fails with [confirmation_required] and the quote: repeat it with confirm_cost_usd=<the quote> only "
             "once the user agreed."
         )
-    legend = "Per provider (tiers; options, others unsupported): operation, seconds, images, USD/s by tier:"
+    legend = (
+        "Per provider (tiers; options, else 1 video, no seed/negative_prompt): operation, seconds, images, "
+        "USD/s by tier (~ inferred):"
+    )
+    edit_legend = "Per provider (tiers; options): input length, images, USD/s by tier (~ inferred):"
     return {
         "generate_video": (
-            "Generate a video with Kling Video O1 (1-5 minutes). The inputs choose the mode: none = text-to-video; "
+            "Generate a video with Kling Video O1 (1-5 minutes). Inputs set the mode: none = text-to-video; "
             "first_frame (+ last_frame) = image-to-video; reference_images/reference_video = reference-to-video. "
             "Images and videos: http(s) URLs, data: URIs, local paths or results (kling://jobs/ID/videos/N; "
             ".../last-frame as an image). "
@@ -66,7 +70,7 @@ def tool_descriptions(settings: Settings) -> dict[str, str]:
             "Edit a video with an instruction (restyle, replace, add or remove things); the output has the input's "
             "length. reference_images guide the new look. Inputs, waiting, checks, 'auto', idempotency_key and "
             "confirm_cost_usd work as in generate_video.\n"
-            f"{legend}\n{_providers_text(settings, EDIT_OPS)}"
+            f"{edit_legend}\n{_providers_text(settings, EDIT_OPS)}"
         ),
         "check_job": (
             "Get a job's status, progress, cost and videos; wait_seconds waits for it to finish, with progress "

@@ -3,11 +3,11 @@ imports mcp. Tool schemas (enums, minimum/maximum) and descriptions are derived 
 and the configured providers when the server is built.
 """
 
+import base64
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import anyio
 from mcp.server import MCPServer
@@ -26,6 +26,7 @@ from pydantic import Field, WithJsonSchema
 
 from . import __version__, catalog, errors, server_checks
 from .config import WAIT_DEFAULT_S, WAIT_MAX_S, Settings
+from .estimate_text import estimate_text
 from .inputs import MAX_ARG_CHARS
 from .jobs.model import Job
 from .prompts_text import INSTRUCTIONS, STORYBOARD, tool_descriptions
@@ -42,55 +43,94 @@ from .requests import (
 from .server_apps import PLAYER_META, PlayerApps, install_preview
 from .server_checks import install_checks, reporting
 from .server_confirm import with_confirmation
-from .service import VideoService
 from .tool_limits import EDIT_OPS, GENERATE_OPS, Bounds, bounds, limit_providers, offering
-from .tool_schemas import compact_tool_schemas, share_output_schema
+from .tool_schemas import compact_tool_schemas, share_output_schema, summarize_items
+
+if TYPE_CHECKING:  # the service's modules load in a worker thread after start-up (AppState.open)
+    from .service import VideoService
 
 log = logging.getLogger("kling_mcp.server")
 
 
-@dataclass
 class AppState:
-    service: VideoService
+    """What the lifespan yields. The service (its modules, the job store, the runner) is built in a
+    worker thread once the first request (``initialize``) is answered, or after a second without one,
+    so answering it never waits for the store or shares the CPU with building it; a request that needs
+    the service waits for it (once, for a few tens of milliseconds)."""
+
+    def __init__(self) -> None:
+        self._ready = anyio.Event()
+        self._answered = anyio.Event()
+        self._built: VideoService | None = None
+
+    def request_answered(self) -> None:
+        """Called by the middleware after each request: the first one lets the service open."""
+        self._answered.set()
+
+    async def service(self) -> "VideoService":
+        if not self._ready.is_set():
+            await self._ready.wait()
+        assert self._built is not None
+        return self._built
+
+    async def open(self, settings: Settings, tg: anyio.abc.TaskGroup) -> None:
+        """Build the service off the event loop, then resume unfinished jobs; a failure stops the server."""
+
+        def build() -> None:
+            from .service import VideoService  # its HTTP client is built on first use
+
+            self._built = VideoService(settings)
+
+        with anyio.move_on_after(1.0):
+            await self._answered.wait()
+        await anyio.sleep(0.01)  # the answer's write goes first
+        await anyio.to_thread.run_sync(build)
+        assert self._built is not None
+        resumed = await self._built.runner.start(tg)
+        if resumed:
+            log.info("resumed %d unfinished job(s)", resumed)
+        self._ready.set()
+
+    async def aclose(self) -> None:
+        if self._built is not None:
+            await self._built.aclose()
 
 
 def _lifespan(settings: Settings) -> Callable[[MCPServer], Any]:
     @asynccontextmanager
     async def lifespan(_server: MCPServer) -> AsyncIterator[AppState]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        service = VideoService(settings)  # its HTTP client is built on first use, not before initialize
+        state = AppState()
         try:
             async with anyio.create_task_group() as tg:
-                resumed = await service.runner.start(tg)
-                if resumed:
-                    log.info("resumed %d unfinished job(s)", resumed)
+                tg.start_soon(state.open, settings, tg)
                 try:
-                    yield AppState(service)
+                    yield state
                 finally:
                     tg.cancel_scope.cancel()
         finally:
-            await service.aclose()
+            await state.aclose()
 
     return lifespan
 
 
-def _service(ctx: Context) -> VideoService:
-    return cast(AppState, ctx.request_context.lifespan_context).service
+async def _service(ctx: Context) -> "VideoService":
+    return await cast(AppState, ctx.request_context.lifespan_context).service()
 
 
-async def _poster(service: VideoService, job: Job) -> ImageContent | None:
+async def _poster(service: "VideoService", job: Job) -> ImageContent | None:
     if not job.videos:
         return None
-    try:
-        from . import media
+    from . import poster
 
-        png = await anyio.to_thread.run_sync(media.poster_png_cached, job.videos[0].path)
-    except Exception:
-        log.warning("no poster for job %s", job.job_id)
-        return None
-    import base64
-
-    return ImageContent(type="image", data=base64.b64encode(png).decode(), mime_type="image/png")
+    data = poster.remembered(job.videos[0].path)
+    if data is None:
+        try:
+            data = await anyio.to_thread.run_sync(poster.poster_jpeg_cached, job.videos[0].path)
+        except Exception:
+            log.warning("no poster for job %s", job.job_id)
+            return None
+    return ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=poster.MIME_TYPE)
 
 
 def _summary(view: JobView) -> str:
@@ -117,7 +157,7 @@ def _summary(view: JobView) -> str:
     return "\n".join(lines)
 
 
-async def _job_result(service: VideoService, job: Job, note: str | None = None) -> CallToolResult:
+async def _job_result(service: "VideoService", job: Job, note: str | None = None) -> CallToolResult:
     view = await service.view(job, note)
     content: list[Any] = [TextContent(type="text", text=_summary(view))]
     # A storyboard without an assembled video links its shots' videos instead.
@@ -139,7 +179,7 @@ async def _job_result(service: VideoService, job: Job, note: str | None = None) 
 
 
 def _submitter(
-    service: VideoService, req: GenerateRequest | EditRequest, ctx: Context
+    service: "VideoService", req: GenerateRequest | EditRequest, ctx: Context
 ) -> Callable[[float | None], Awaitable[tuple[Job, str | None]]]:
     """``req`` submitted with a given ``confirm_cost_usd`` (what the user agreed to pay)."""
 
@@ -289,7 +329,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         idempotency_key: Key | None = None,
         confirm_cost_usd: ConfirmCost | None = None,
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
-        service = _service(ctx)
+        service = await _service(ctx)
         try:
             req = GenerateRequest(
                 prompt=prompt,
@@ -329,7 +369,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         idempotency_key: Annotated[Key, As] | None = None,
         confirm_cost_usd: Annotated[ConfirmCost, As] | None = None,
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
-        service = _service(ctx)
+        service = await _service(ctx)
         try:
             req = EditRequest(
                 prompt=prompt,
@@ -355,7 +395,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         ctx: Context,
         wait_seconds: CheckWait | None = None,  # type: ignore[valid-type]
     ) -> Annotated[CallToolResult, JobView]:
-        service = _service(ctx)
+        service = await _service(ctx)
         try:
             job = await reporting(
                 ctx, lambda report: service.check(job_id, wait_seconds, report), waits=bool(wait_seconds)
@@ -390,9 +430,9 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         num_videos: same(count(gen), "integer") = 1,  # type: ignore[valid-type]
         keep_original_sound: same(Sound, "boolean") | None = None,  # type: ignore[valid-type]
         fast: same(Fast, "boolean", "edit_video") = False,  # type: ignore[valid-type]
-    ) -> Estimate:
+    ) -> Annotated[CallToolResult, Estimate]:
         try:
-            return await _service(ctx).estimate(
+            est = await (await _service(ctx)).estimate(
                 EstimateRequest(
                     prompt=prompt,
                     first_frame=first_frame,
@@ -414,6 +454,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             )
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
+        return CallToolResult(content=[TextContent(type="text", text=estimate_text(est))], structured_content=dump(est))
 
     @mcp.tool(title="List jobs", description=docs["list_jobs"], annotations=reading)
     async def list_jobs(
@@ -425,7 +466,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         | None = None,
         limit: Annotated[int, Field(ge=1, le=500, description="At most this many jobs.")] = 50,
     ) -> JobList:
-        return await _service(ctx).list_jobs(status, limit)
+        return await (await _service(ctx)).list_jobs(status, limit)
 
     @mcp.tool(
         title="Cancel a job",
@@ -434,7 +475,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     )
     async def cancel_job(job_id: JobId, ctx: Context) -> CancelResult:
         try:
-            return await _service(ctx).cancel(job_id)
+            return await (await _service(ctx)).cancel(job_id)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
 
@@ -446,13 +487,16 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     )
     async def job_video(job_id: str, index: str, ctx: Context) -> bytes | str:
         try:
-            path = await _service(ctx).video_path(job_id, int(index))
+            path = await (await _service(ctx)).video_path(job_id, int(index))
         except (errors.KlingError, ValueError) as exc:
             raise ResourceNotFoundError(f"no video {index} for job {job_id}: {exc}") from None
         too_big = server_checks.too_big_to_read(path, f"kling://jobs/{job_id}/videos/{index}")
         return too_big if too_big is not None else await anyio.Path(path).read_bytes()
 
-    install_preview(mcp, lambda ctx, job_id, index: _service(ctx).video_path(job_id, index))
+    async def video_path(ctx: Context, job_id: str, index: int) -> Any:
+        return await (await _service(ctx)).video_path(job_id, index)
+
+    install_preview(mcp, video_path)
 
     @mcp.resource(
         "kling://catalog",
@@ -474,14 +518,15 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     install_storyboard(
         mcp,
         docs,
-        Wait=Wait,
-        Key=Key,
-        Tier=Tier,
+        # The shared arguments say "As in generate_video." there: each is described once.
+        Wait=Annotated[Wait, As],
+        Key=Annotated[Key, As],
+        Tier=Annotated[Tier, As],
         Provider=provider_arg(GENERATE_OPS),
-        Aspect=aspect(gen),
+        Aspect=Annotated[aspect(gen), As],
         Media=media(""),
         Duration=duration(gen),
-        Confirm=ConfirmCost,
+        Confirm=Annotated[ConfirmCost, As],
     )
     _forbid_unknown_arguments(mcp)
     from .server_extras import install_extras
@@ -490,6 +535,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     install_checks(mcp, settings.configured)
     compact_tool_schemas(mcp)
     share_output_schema(mcp, owner="check_job")
+    summarize_items(mcp, "estimate_cost", "quotes")
     return mcp
 
 

@@ -43,6 +43,14 @@ def install_checks(mcp: Any, configured: list[str]) -> None:
         raise RuntimeError("mcp SDK layout changed: cannot reach the tool manager or the middleware list")
 
     async def checks(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+        try:
+            return await _checked(ctx, call_next)
+        finally:
+            answered = getattr(getattr(ctx, "lifespan_context", None), "request_answered", None)
+            if callable(answered):
+                answered()  # the server's AppState opens the job store after the first answer
+
+    async def _checked(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
         params = ctx.params if isinstance(ctx.params, Mapping) else {}
         if ctx.method == "prompts/get":
             await _check_prompt(mcp, params)

@@ -100,8 +100,8 @@ def _connection(session: Any) -> Any:
 class _Live:
     """Per-lifespan state: the extras' task group and who asked for logs and updates."""
 
-    def __init__(self, service: Any, tg: anyio.abc.TaskGroup, bus: Any, secrets: tuple[str, ...]) -> None:
-        self.service = service
+    def __init__(self, state: Any, tg: anyio.abc.TaskGroup, bus: Any, secrets: tuple[str, ...]) -> None:
+        self.state = state  # the server's AppState: ``await state.service()`` once the store is open
         self.tg = tg
         self.bus = bus
         self.secrets = secrets
@@ -158,10 +158,11 @@ class _Live:
 
     async def _watch(self, job_id: str) -> None:
         try:
+            service = await self.state.service()
             job = None
             while job is None or not job.terminal:
                 try:
-                    job = await (self.service.get(job_id) if job is None else self.service.runner.wait(job_id, 3600.0))
+                    job = await (service.get(job_id) if job is None else service.runner.wait(job_id, 3600.0))
                 except errors.StoreUnavailable:  # the database is away: keep watching once it is back
                     await anyio.sleep(2.0)
         except errors.KlingError:
@@ -247,7 +248,7 @@ def install_extras(mcp: Any, settings: Any) -> None:
     @asynccontextmanager
     async def lifespan(server: Any) -> AsyncIterator[Any]:
         async with inner(server) as state, anyio.create_task_group() as tg:
-            live = _Live(state.service, tg, mcp._subscriptions, settings.secrets())
+            live = _Live(state, tg, mcp._subscriptions, settings.secrets())
             lives[id(state)] = live
             _attach(live)
             tg.start_soon(live.forward_logs)
@@ -269,7 +270,7 @@ def install_extras(mcp: Any, settings: Any) -> None:
         return EmptyResult()
 
     async def complete(ctx: Any, params: CompleteRequestParams) -> CompleteResult:
-        return CompleteResult(completion=await _complete(live_of(ctx).service, params))
+        return CompleteResult(completion=await _complete(await live_of(ctx).state.service(), params))
 
     def video_uri(uri: str) -> tuple[str, int]:
         match = _VIDEO_URI.match(str(uri))
@@ -287,7 +288,7 @@ def install_extras(mcp: Any, settings: Any) -> None:
         live = live_of(ctx)
         job_id, index = video_uri(str(params.uri))
         try:
-            job = await live.service.get(job_id)
+            job = await (await live.state.service()).get(job_id)
         except errors.KlingError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"cannot subscribe to {params.uri}: {exc}") from None
         has = [v.index for v in job.videos] if job.terminal else list(range(job.spec.num_videos))
@@ -315,7 +316,7 @@ def install_extras(mcp: Any, settings: Any) -> None:
             wanted = (ctx.params.get("notifications") or {}).get("resourceSubscriptions") or []
             for uri in wanted if isinstance(wanted, list) else []:
                 match = _VIDEO_URI.match(str(uri))
-                job = await live.service.store.get(match["job_id"]) if match else None
+                job = await (await live.state.service()).store.get(match["job_id"]) if match else None
                 if job is not None and not job.terminal:
                     live.listened.add(str(uri))
                     live.watch(job.job_id)

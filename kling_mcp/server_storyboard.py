@@ -109,7 +109,7 @@ def install_storyboard(
         idempotency_key: Key | None = None,
         confirm_cost_usd: Confirm | None = None,
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:  # plus shots: see the description
-        service = _service(ctx)
+        service = await _service(ctx)
         try:
             req = StoryboardRequest(
                 shots=shots,
@@ -145,7 +145,7 @@ def install_storyboard(
         idempotency_key: Key | None = None,
         confirm_cost_usd: Confirm | None = None,
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:  # plus shots: see the description
-        service = _service(ctx)
+        service = await _service(ctx)
         try:
             req = RetakeRequest(
                 job_id=job_id,
@@ -186,7 +186,7 @@ def install_storyboard(
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
     ) -> Annotated[CallToolResult, JobView]:
-        service = _service(ctx)
+        service = await _service(ctx)
         try:
             req = AssembleRequest(
                 videos=videos,
@@ -208,7 +208,7 @@ def install_storyboard(
 
         uri = f"kling://jobs/{job_id}/videos/{index}/{which}-frame"
         try:
-            job = await _service(ctx).lookup(job_id)
+            job = await (await _service(ctx)).lookup(job_id)
             if job is None:
                 raise errors.UnknownJob(f"no job {job_id!r} on this server.")
             path = results.finished_video(job, int(index), arg="uri", value=uri)

@@ -12,9 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from . import errors, inputs
 from .catalog import OPERATION_LABELS, PROVIDERS, REAL_PROVIDERS
@@ -39,6 +37,9 @@ from .requests import (
 from .submission import Submitter, today
 from .validation import Match, check, structural_problems
 from .views import job_view
+
+if TYPE_CHECKING:  # httpx is imported with the first provider call, not before initialize
+    import httpx
 
 log = logging.getLogger("kling_mcp.service")
 
@@ -88,6 +89,8 @@ class VideoService:
     def client(self) -> httpx.AsyncClient:
         """The shared HTTP client, built on first use (building it costs ~0.1 s of start-up)."""
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
         return self._client
 

@@ -83,8 +83,8 @@ def _prices(prices: Sequence[Price | None]) -> str:
     amounts = list(dict.fromkeys(f"{p.usd_per_second:g}" for p in known))
     if amounts == ["0"]:
         return "free"
-    basis = {p.basis for p in known} - {"published"}
-    return "$" + "|".join(amounts) + "/s" + (f" {'/'.join(sorted(basis))}" if basis else "")
+    estimated = any(p.basis != "published" for p in known)
+    return ("~$" if estimated else "$") + "|".join(amounts) + "/s"
 
 
 def _op_limits(op: str, s: OperationSpec) -> str:
@@ -93,12 +93,13 @@ def _op_limits(op: str, s: OperationSpec) -> str:
         lo, hi = s.input_video_s or (0, 0)
         return f"input video {lo:g}-{hi:g} s, <= {s.reference_images_with_video} images"
     text = f"{_SHORT[op]} {_seconds(s.durations)}"
-    if op == "image" and s.last_frame:
-        text += " (+last_frame)"
+    if op == "image" and not s.last_frame:
+        text += " (no last_frame)"
     if op == "reference":
         text += f", {s.reference_images[0]}-{s.reference_images[1]} images"
         if s.reference_video != "no":
-            text += f", video {s.reference_video} (then <= {s.reference_images_with_video} images)"
+            video = "+video" if s.reference_video == "optional" else "video required"
+            text += f", {video} (<= {s.reference_images_with_video} images)"
     return text
 
 
@@ -126,17 +127,12 @@ def _operation(op: str, variants: Sequence[ModelVariant]) -> str:
 def _features(specs: Sequence[OperationSpec], ops: Sequence[str]) -> str:
     bits = []
     if "edit" not in ops:
-        bits.append(f"num_videos <= {max(s.max_videos for s in specs)}")
-        bits += [
-            name
-            for name, ok in (
-                ("seed", any(s.seed for s in specs)),
-                ("negative_prompt", any(s.negative_prompt for s in specs)),
-            )
-            if ok
-        ]
-    if any(s.keep_original_sound for s in specs) and "edit" in ops:
-        bits.append("keep_original_sound")
+        most = max(s.max_videos for s in specs)
+        bits += [f"num_videos <= {most}"] if most > 1 else []
+        bits += ["seed"] if any(s.seed for s in specs) else []
+        bits += ["negative_prompt"] if any(s.negative_prompt for s in specs) else []
+    elif not any(s.keep_original_sound for s in specs):
+        bits.append("no keep_original_sound")
     return ", ".join(bits)
 
 
@@ -161,7 +157,7 @@ def provider_lines(providers: Sequence[str], ops: Sequence[str], *, local_too: b
     """The lines of ``providers`` for ``ops``; ``local`` in one short line when ``local_too``."""
     lines = [line for name in providers if name != "local" and (line := provider_line(name, ops))]
     if local_too and lines:
-        lines.append("local: a free preview made on this machine (not Kling), for any request the above allow.")
+        lines.append("local: a free preview made on this machine (not Kling), within the limits above.")
     elif local_too:
         lines.append(f"{provider_line('local', ops)}. A preview rendered on this machine, not Kling.")
     return "\n".join(lines)

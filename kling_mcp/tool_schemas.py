@@ -127,14 +127,14 @@ def _fold_null(node: dict[str, Any], *, output: bool) -> None:
     node.update(merged)
 
 
-_KEPT = ("job_id", "status", "next_action")  # what a stub still spells out
+_KEPT = ("job_id",)  # what a stub still spells out
 
 
 def share_output_schema(mcp: Any, owner: str) -> None:
     """State ``owner``'s output schema once: in the other tools, the same object becomes a stub.
 
     A tool whose whole output is ``owner``'s object (``generate_video`` answers what ``check_job``
-    answers) publishes ``job_id``, ``status`` and ``next_action`` and says where the rest is described;
+    answers) publishes ``job_id`` and says where the rest is described;
     the same object nested in another output (``list_jobs``' items) becomes an object that says so. Both
     still validate every result (other properties are allowed). Call after :func:`compact_tool_schemas`.
     """
@@ -179,3 +179,19 @@ def _drop_unused_defs(schema: dict[str, Any]) -> None:
             del defs[k]
     if not defs:
         del schema["$defs"]
+
+
+def summarize_items(mcp: Any, tool: str, field: str) -> None:
+    """Describe the objects of ``tool``'s output array ``field`` in one line instead of a schema.
+
+    ``estimate_cost`` answers one quote per provider: a line naming the fields (enums in brackets)
+    reads as well as their schema, costs a fifth of it in tools/list, and a client that validates
+    ``structuredContent`` no longer walks every field of every quote.
+    """
+    schema = mcp._tool_manager._tools[tool].fn_metadata.output_schema
+    items = schema["properties"][field]["items"]
+    names = [
+        name + (f" ({'|'.join(map(str, spec['enum']))})" if isinstance(spec, dict) and "enum" in spec else "")
+        for name, spec in items.get("properties", {}).items()
+    ]
+    schema["properties"][field]["items"] = {"type": "object", "description": "Each: " + ", ".join(names) + "."}

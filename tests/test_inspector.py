@@ -137,7 +137,7 @@ def test_client_configs_launch_the_server():
     provider_vars = {e.env_key for e in PROVIDERS.values() if e.env_key}
     provider_vars |= {var for e in PROVIDERS.values() for group in e.credential_sets for var in group}
     known = provider_vars | {"KLING_MCP_MAX_JOB_COST_USD", "KLING_MCP_DAILY_BUDGET_USD"}
-    assert {"FAL_KEY", "REPLICATE_API_TOKEN"} <= set(server["env"])
+    assert {"FAL_KEY", "REPLICATE_API_TOKEN", "KLING_ACCESS_KEY", "KLING_SECRET_KEY"} <= set(server["env"])
     assert set(server["env"]) <= known
     guide = (ROOT / "examples" / "claude_code.md").read_text()
     assert "kling -- kling-mcp serve" in guide
@@ -154,5 +154,5 @@ def test_benchmark_script_quick_smoke_run(tmp_path):
     assert report["quick"] is True and report["machine"]["nproc"] >= 1
     sections = {r["section"].split(" (")[0] for r in report["results"]}
     assert sections == {"cold start", "tool latency", "check_job vs store size", "20 concurrent jobs",
-                        "download 20 MB", "assembly"}
+                        "20 concurrent jobs, server on stdio", "download 20 MB", "assembly"}
     assert all(r["median"] and r["median"] > 0 for r in report["results"])

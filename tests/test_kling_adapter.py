@@ -302,7 +302,7 @@ async def test_statuses_map_to_running_then_done_with_the_billed_units(adapter, 
     assert await adapter.poll(job) == Running(queued=True)
     assert await adapter.poll(job) == Running()
     done = await adapter.poll(job)
-    assert isinstance(done, Done) and done.cost_usd == pytest.approx(4 * 0.14)
+    assert isinstance(done, Done) and done.cost_usd == pytest.approx(4 * 0.14) and done.cost_basis == "inferred"
     assert [(v.url, v.remote_key) for v in done.videos] == [("https://cdn.kling.test/out.mp4", "v1")]
     assert [str(r.url) for r in wire.requests] == [f"{API}/v1/videos/omni-video/{TASK_ID}"] * 3
 

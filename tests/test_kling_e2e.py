@@ -100,6 +100,7 @@ async def test_text_to_video(emu, tmp_path, tier, mode, duration, aspect, size):
                            "aspect_ratio": aspect, "external_task_id": view["job_id"]}
     units = {"std": 0.6, "pro": 0.8}[mode] * duration
     assert view["cost_usd"] == pytest.approx(units * USD_PER_UNIT) == view["estimated_cost_usd"]
+    assert "converted from kling's credits" in view["note"] and "inferred" in view["note"]
     assert state.count("poll") >= 3
 
 

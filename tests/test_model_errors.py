@@ -4,6 +4,7 @@ prompts/get failures as -32602, progress that strictly increases with a heartbea
 from __future__ import annotations
 
 import base64
+import io
 import os
 import time
 from collections.abc import Iterator
@@ -153,3 +154,32 @@ async def test_reading_a_video_over_the_cap_answers_its_path_and_preview_not_its
     assert large.mime_type == "text/plain"
     assert str(path) in large.text and f"{uri}/preview" in large.text and "50 MB" in large.text
     assert len(large.text) < 400
+
+
+async def test_a_finished_job_carries_a_small_jpeg_poster(tmp_path: Path) -> None:
+    from PIL import Image
+
+    async with Client(create_server(settings(tmp_path))) as client:
+        done = await client.call_tool(
+            "generate_video", {"prompt": "a kite", "provider": "local", "duration": 3, "wait_seconds": 45})
+        again = await client.call_tool("check_job", {"job_id": done.structured_content["job_id"]})
+    for result in (done, again):
+        images = [c for c in result.content if getattr(c, "type", "") == "image"]
+        assert len(images) == 1 and images[0].mime_type == "image/jpeg"
+        data = base64.b64decode(images[0].data)
+        assert len(data) < 30_000
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.format == "JPEG" and max(image.size) == 320
+    assert images[0].data == next(c for c in done.content if getattr(c, "type", "") == "image").data
+
+
+async def test_estimate_cost_answers_one_line_per_provider_beside_its_structured_quotes(tmp_path: Path) -> None:
+    async with Client(create_server(settings(tmp_path, RUNWARE_API_KEY="k"))) as client:
+        result = await client.call_tool("estimate_cost", {"prompt": "a kite", "duration": 5})
+    lines = result.content[0].text.splitlines()
+    quotes = result.structured_content["quotes"]
+    assert lines[0] == "Quote for a 5 s text-to-video; auto picks runware."
+    assert "runware standard: $0.420 (published)" in lines
+    assert any(line.startswith("runpod standard: no (runpod does not offer text-to-video") for line in lines)
+    assert len(lines) == len(quotes) + 3 and lines[-1].startswith("Next: ")
+    assert not result.content[0].text.lstrip().startswith("{")  # not the JSON again

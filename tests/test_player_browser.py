@@ -147,11 +147,12 @@ def host_url(host_bundle: bytes, tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def runware_site(host_bundle: bytes, tmp_path_factory) -> Iterator[tuple[str, Any]]:
-    """The host page in front of a server whose provider is the Runware emulator (real quotes, real failures)."""
+    """The host page in front of a server whose provider is the Runware emulator (real quotes, real failures),
+    asking for a confirmation above $0.40 (the test host, like many, has no elicitation: confirm_cost_usd)."""
     app = runware_app()
     with serve(app) as emulator, _kling_server(
         tmp_path_factory.mktemp("runware"), RUNWARE_API_KEY=RUNWARE_KEY, KLING_MCP_RUNWARE_BASE_URL=f"{emulator}/v1",
-        KLING_MCP_POLL_INTERVAL_S="1", KLING_MCP_POLL_MAX_INTERVAL_S="1",
+        KLING_MCP_POLL_INTERVAL_S="1", KLING_MCP_POLL_MAX_INTERVAL_S="1", KLING_MCP_CONFIRM_ABOVE_USD="0.4",
     ) as upstream, serve(_host_app(host_bundle, upstream)) as base:
         yield base, app
 
@@ -335,7 +336,7 @@ def test_a_refused_request_shows_the_error_and_its_hint(host, tmp_path):
 def test_a_paid_job_shows_provider_quote_and_partial_progress(runware):
     host, state = runware
     started = host.show("generate_video", {"prompt": PROMPT, "provider": "runware", "tier": "pro", "duration": 5,
-                                           "num_videos": 4, "wait_seconds": 0})
+                                           "num_videos": 4, "wait_seconds": 0, "confirm_cost_usd": 2.24})
     assert started["structuredContent"]["estimated_cost_usd"] == pytest.approx(2.24)
     shown = _running_snapshot(host, min_progress=25)
     assert shown["provider"] == "runware" and shown["costlabel"] == "Quote" and shown["cost"] == "$2.24"
@@ -350,7 +351,7 @@ def test_a_failed_job_shows_the_providers_error_and_the_hint(runware):
     host, state = runware
     state.task_error_code = "contentPolicyViolation"
     host.show("generate_video", {"prompt": "A crowded night market, lanterns swaying", "provider": "runware",
-                                 "duration": 5, "wait_seconds": 0})
+                                 "duration": 5, "wait_seconds": 0, "confirm_cost_usd": 0.42})
     host.app.wait_for_function("() => document.getElementById('status').textContent === 'Failed'", timeout=60_000)
     assert host.text("errcode") == "content_policy"
     assert host.text("errhint").startswith("What to do: ") and "prompt" in host.text("errhint")
@@ -410,12 +411,12 @@ def test_a_storyboard_shows_its_shots_plays_the_cut_and_a_retake_makes_a_new_tak
     host.assert_offline_and_clean()
 
 
-def test_a_running_storyboard_shows_each_shots_state_and_the_boards_quote(runware):
+def test_a_running_storyboard_then_a_retake_the_user_pays_for_from_the_strip(runware):
     host, state = runware
     shots = [{"prompt": "A heron stands in the shallows at first light", "duration": 5},
              {"prompt": "The heron lifts off and skims across the lake", "duration": 5}]
     started = host.show("generate_storyboard", {"shots": shots, "provider": "runware", "tier": "standard",
-                                                "aspect_ratio": "16:9", "wait_seconds": 0})
+                                                "aspect_ratio": "16:9", "wait_seconds": 0, "confirm_cost_usd": 0.84})
     assert not started["isError"], started
     host.app.wait_for_function("() => document.querySelectorAll('#strip .shot').length === 2")
     deadline = time.monotonic() + 90
@@ -434,4 +435,18 @@ def test_a_running_storyboard_shows_each_shots_state_and_the_boards_quote(runwar
     host.app.wait_for_function("() => document.getElementById('status').textContent === 'Succeeded'")
     assert [t["status"] for t in _tiles(host)] == ["succeeded", "succeeded"]
     assert len(state.sent("videoInference")) == 2
+
+    # A retake is quoted above the threshold: the server refuses it with the quote, the tile offers to pay it.
+    board_id = host.text("jobid")
+    host.app.click("#strip .shot[data-shot='1'] .retake")
+    pay = "#strip .shot[data-shot='1'] .retake"
+    host.app.wait_for_function(f"() => document.querySelector({pay!r}).textContent === 'Retake for $0.42'")
+    assert "costs $0.42" in host.text("notice") and len(state.sent("videoInference")) == 2
+    host.screenshot("storyboard-retake-confirm.png")
+    host.app.click(pay)
+    host.app.wait_for_function(f"() => document.getElementById('jobid').textContent !== {board_id!r}", timeout=60_000)
+    host.app.wait_for_function("() => document.getElementById('status').textContent === 'Succeeded'", timeout=120_000)
+    calls = [e["arguments"] for e in host.log() if e["kind"] == "tools/call" and e["name"] == "retake_shot"]
+    assert [c.get("confirm_cost_usd") for c in calls] == [None, 0.42]
+    assert len(state.sent("videoInference")) == 3 and "take 2" in _tiles(host)[0]["meta"]
     host.assert_offline_and_clean()

@@ -69,13 +69,15 @@ async def test_each_tool_states_only_its_own_operations_once_per_provider(tmp_pa
     tools = await tools_of(tmp_path, **every_key())
     generate, edit = tools["generate_video"]["description"], tools["edit_video"]["description"]
     assert "input video" not in generate and "fast=true" not in generate
-    assert "text " not in edit.split("USD/s by tier:")[1] and "reference " not in edit.split("USD/s by tier:")[1]
+    edit_lines = edit.split("(~ inferred):")[1]
+    assert "text " not in edit_lines and "reference " not in edit_lines
     for text in (generate, edit):
         starts = [line.split(" ", 1)[0].rstrip(":") for line in text.splitlines()[2:]]
         assert len(starts) == len(set(starts)), starts  # no provider listed twice
     assert "with video $0.168|0.126/s" in generate  # runware's price with a reference video, by tier
-    assert "fast=true (pro only): input 6-20 s $0.168/s" in edit  # runware's fast edit
-    assert "runpod (standard; prompt <= 2500; num_videos <= 1, seed, negative_prompt)" in generate
+    assert "fast=true (pro only): input 6-20 s ~$0.168/s" in edit  # runware's fast edit (an inferred price)
+    assert "runpod (standard; prompt <= 2500; seed, negative_prompt)" in generate
+    assert "runware (pro|standard; prompt <= 2500; num_videos <= 4)" in generate
     # runpod has no edit: edit_video neither lists nor offers it
     assert "runpod" not in edit
     assert "runpod" not in tools["edit_video"]["inputSchema"]["properties"]["provider"]["enum"]

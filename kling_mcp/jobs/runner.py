@@ -18,20 +18,22 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
-import httpx
 
 from .. import errors, media
 from ..catalog import PROVIDERS, variant_for_model
 from ..config import Settings
-from ..download import download
 from ..providers.base import Done, Failed, PollResult, VideoProvider
 from ..requests import ErrorView
 from .backend import JobStore
 from .leases import LeaseKeeper
 from .model import Job, JobStatus, StoredVideo
+
+if TYPE_CHECKING:  # httpx and the downloader load with the first download, not at start-up
+    import httpx
 
 log = logging.getLogger("kling_mcp.runner")
 
@@ -307,6 +309,8 @@ class JobRunner:
             elif not dest.exists():
                 raise errors.DownloadFailed(f"{job.provider} reported a file that is gone: {path}")
         elif url:
+            from ..download import download
+
             fetched = await download(
                 self._client,
                 url,

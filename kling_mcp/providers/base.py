@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..jobs.model import Job, RemoteVideo
+
+if TYPE_CHECKING:  # httpx is imported when a provider is first used, not at start-up
+    import httpx
 
 
 class KeyValue(Protocol):

@@ -183,6 +183,7 @@ class KlingProvider:
         return Done(
             videos=[RemoteVideo(url=v.url, remote_key=v.id or f"{task.task_id}-{n}") for n, v in enumerate(videos)],
             cost_usd=None if units is None else round(units * USD_PER_UNIT, 4),
+            cost_basis="inferred",  # resource-pack units at an assumed $ per unit, not a bill in dollars
         )
 
     def _unknown_external_id(self, job: Job) -> PollResult:
