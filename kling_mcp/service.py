@@ -473,15 +473,14 @@ class VideoService:
         """Cancel in the store first, so the cancel wins over any concurrent poll in any process; then at the
         provider. A job already downloading has finished at the provider (and is paid for): it is kept.
         A storyboard cancels its unfinished shots; an assembly stops its join."""
-        current = await self.get(job_id)
-        if current.kind != "video" and not current.terminal:
-            return await (
-                self.boards.cancel(current) if current.kind == "storyboard" else self.assemblies.cancel(current)
-            )
+        before = await self.get(job_id)
+        if before.kind != "video" and not before.terminal:
+            return await (self.boards.cancel(before) if before.kind == "storyboard" else self.assemblies.cancel(before))
         won = False
 
         def cancelled(cur: Job) -> Job | None:
-            nonlocal won
+            nonlocal won, before
+            before = cur  # what the provider is told about: the job as it was when cancelled
             won = not (cur.terminal or cur.status == JobStatus.DOWNLOADING)
             return cur.moved(JobStatus.CANCELLED, note="Cancelled by the caller.") if won else None
 
@@ -493,7 +492,7 @@ class VideoService:
         stopped = False
         if job.remote_id is not None and entry.can_cancel:
             try:
-                stopped = await self.provider(job.provider).cancel(job)
+                stopped = await self.provider(job.provider).cancel(before)
             except errors.ProviderError as exc:
                 log.warning("cancel %s at %s failed: %s", job_id, job.provider, exc.code)
         if stopped:

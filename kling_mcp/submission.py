@@ -56,6 +56,14 @@ class Refused(Exception):
         self.error = error
 
 
+class Stopped(Exception):
+    """The job ended (a cancel) before it was sent: nothing more is submitted."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job.job_id)
+        self.job = job
+
+
 class Submitter:
     def __init__(
         self,
@@ -137,6 +145,9 @@ class Submitter:
                     accepted = await self._send(job, deadline)
                 except errors.ProviderError as exc:  # acceptance unknown: settled by a poll, or never failed over
                     return await self._unknown(job, exc), " ".join(notes) or None
+            except Stopped as stopped:  # cancelled before anything reached a provider
+                await self.store.release(job.job_id)
+                return stopped.job, " ".join(notes) or None
             except Refused as refusal:
                 error = refusal.error
                 nxt = matches[i + 1] if i + 1 < len(matches) else None
@@ -161,6 +172,9 @@ class Submitter:
         provider = self._provider_for(job.provider)
         pause = _FIRST_RATE_WAIT_S
         while True:
+            current = await self.store.get(job.job_id)
+            if current is None or current.terminal:  # cancelled meanwhile (a 429 wait, a failover)
+                raise Stopped(current or job)
             try:
                 return await provider.submit(job)
             except errors.ProviderError as exc:
@@ -214,7 +228,9 @@ class Submitter:
             try:
                 await self._provider_for(job.provider).cancel(job)
             except errors.ProviderError as exc:
-                log.warning("cancel %s at %s after its submit failed: %s", job.job_id, job.provider, exc.code)
+                log.warning(
+                    "cancel %s at %s (cancelled while submitting) failed: %s", job.job_id, job.provider, exc.code
+                )
         return job
 
     async def _refused(self, job: Job, exc: errors.KlingError) -> None:
@@ -232,7 +248,7 @@ class Submitter:
             except errors.ProviderError:
                 result = None
             if isinstance(result, Running) and not result.confirmed:
-                result = None  # the provider does not know the job yet: no proof either way
+                result = None  # the provider does not know it yet: still unknown, not proof either way
             if isinstance(result, Failed) and result.code == "interrupted":
                 # It has no task with our id: the submit never arrived, nothing was billed.
                 raise Refused(

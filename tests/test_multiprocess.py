@@ -259,3 +259,32 @@ async def test_when_one_of_two_servers_is_killed_the_other_finishes_its_jobs_wit
     # Taken over at once (the dead process is on this machine) or at worst after the lease, plus the
     # remaining ~6 s of polling; never a second submission.
     assert finished_in < LEASE_S * 1.5 + 6 * 0.3 + 20, finished_in
+
+
+async def test_a_stalled_server_loses_its_jobs_after_the_lease_and_leaves_them_alone_when_it_wakes(runpod, tmp_path):
+    """SIGSTOP (the process is alive, so only the lease's expiry frees its jobs), take-over, then SIGCONT."""
+    base, state = runpod
+    state.progression = ("IN_QUEUE", *["IN_PROGRESS"] * 20, "COMPLETED")
+    env = env_for(base, tmp_path / "data")
+    async with AsyncExitStack() as stack:
+        survivor = await stack.enter_async_context(stdio_server(env, "auto"))
+        with raw_server(env) as stalled:
+            job_id = stalled.request("tools/call", {"name": "generate_video",
+                                                    "arguments": job_args(base, state, "stall test")}
+                                     )["structuredContent"]["job_id"]
+            await anyio.sleep(0.8)
+            stalled.proc.send_signal(signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            try:
+                view = await wait_done(survivor, job_id, seconds=60)
+                taken_in = time.monotonic() - stopped_at
+            finally:
+                stalled.proc.send_signal(signal.SIGCONT)
+            await anyio.sleep(LEASE_S)  # the woken server finds the job finished and someone else's
+            after = await call(survivor, "check_job", {"job_id": job_id})
+    assert_intact(view, state)
+    assert after["status"] == "succeeded" and after["videos"] == view["videos"]
+    assert_intact(after, state)
+    assert len(state.submissions()) == 1
+    assert taken_in > LEASE_S * 0.5  # not before the stalled server's lease could expire
+    assert all(count == 1 for count in state.files.downloads.values() if count), state.files.downloads

@@ -76,10 +76,15 @@ def _shot_inputs(tmp_path: Path) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("era", ERAS)
 async def test_a_chained_board_runs_shot_after_shot_from_the_last_frame_and_assembles(tmp_path, era):
+    updates: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        updates.append(progress)
+
     async with _client(tmp_path, era) as client:
         result = await client.call_tool("generate_storyboard", {
             "shots": SHOTS, "aspect_ratio": "16:9", "style": "watercolour, soft light", "wait_seconds": 45,
-            "idempotency_key": "fox-board"})
+            "idempotency_key": "fox-board"}, progress_callback=on_progress)
         assert not result.is_error, result.content[0].text
         board = await _finished(client, result.structured_content)
         assert board["status"] == "succeeded", board
@@ -112,6 +117,7 @@ async def test_a_chained_board_runs_shot_after_shot_from_the_last_frame_and_asse
         listed = (await _call(client, "list_jobs", {}))["jobs"]
     assert sum(1 for j in listed if j["operation"] == "storyboard") == 1
     assert sorted(j["shot"] for j in listed if j["storyboard_id"] == board["job_id"]) == [1, 2, 3]
+    assert len(set(updates)) >= 3 and updates == sorted(updates), updates  # the board's progress, rising
     # Shots 2 and 3 were given exactly the previous shot's last frame as their first frame.
     specs = _shot_inputs(tmp_path)
     for n in (2, 3):
@@ -238,6 +244,9 @@ async def test_results_are_inputs_and_their_frames_are_resources(tmp_path, era, 
         follow = await _call(client, "generate_video", {"prompt": "the boat reaches the bank", "duration": 3,
                                                         "first_frame": f"{uri}/last-frame", "wait_seconds": 30})
         assert follow["operation"] == "image" and follow["status"] == "succeeded"
+        ref = await _call(client, "generate_video", {"prompt": "the same boat at sea", "duration": 3,
+                                                     "reference_images": [f"{uri}/first-frame"], "wait_seconds": 30})
+        assert ref["operation"] == "reference" and ref["status"] == "succeeded"
         edit = await _call(client, "edit_video", {"prompt": "make it night", "video": uri, "wait_seconds": 30})
         assert edit["operation"] == "edit" and edit["status"] == "succeeded"
         assert edit["videos"][0]["duration_s"] == pytest.approx(3.0, abs=0.1)

@@ -259,3 +259,23 @@ async def test_a_check_during_the_submit_leaves_the_job_to_its_submitter(emulato
         done = await svc.runner.wait(pending.job_id, 30)
     assert seen.status.value == "pending" and seen.error is None
     assert done.status.value == "succeeded" and len(runpod.state.submissions()) == 1
+
+
+async def test_a_cancel_during_a_429_wait_submits_nothing(emulator, tmp_path):
+    aiml = emulator("aimlapi")
+    aiml.state.fail_next(429, on="submit", retry_after="2")
+    async with service(settings(tmp_path, aiml), timeout_s=30) as svc:
+        results: list[Any] = []
+
+        async def generate() -> None:
+            results.append(await svc.generate(GenerateRequest(**args_for(aiml, wait_seconds=0))))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(generate)
+            await anyio.sleep(0.7)  # the first submit was answered 429; the retry waits 2 s
+            (job,) = await svc.store.list_jobs()
+            cancel = await svc.cancel(job.job_id)
+        ((final, _),) = results
+        entry = await svc.store.ledger_entry(job.job_id)
+    assert cancel.status == "cancelled" and final.status.value == "cancelled"
+    assert aiml.state.generations == {} and entry is None  # nothing submitted, nothing booked

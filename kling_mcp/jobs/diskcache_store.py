@@ -41,8 +41,9 @@ from .backend import (
 )
 from .model import Job, JobStatus
 
-#: How often a waiter re-reads a job's version to see another process's change.
-WAIT_POLL_S = 0.25
+#: At most this long between a waiter's reads of a job's version (to see another process's change); the
+#: first read comes sooner. A change in this process wakes its waiters at once.
+WAIT_POLL_S = 1.0
 _EPSILON = 1e-9
 
 
@@ -177,6 +178,7 @@ class DiskcacheStore(JobStore):
 
     async def wait_for_change(self, job_id: str, version: int, timeout: float) -> Job | None:
         deadline = time.monotonic() + max(0.0, timeout)
+        pause = self._wait_poll_s / 2
         while True:
             current = self._cache.get(f"ver:{job_id}")
             remaining = deadline - time.monotonic()
@@ -184,8 +186,9 @@ class DiskcacheStore(JobStore):
                 return self._load(job_id)
             # Woken at once by a change in this process; a change by another process is seen on the next read.
             event = self._events.setdefault(job_id, anyio.Event())
-            with anyio.move_on_after(min(remaining, self._wait_poll_s)):
+            with anyio.move_on_after(min(remaining, pause)):
                 await event.wait()
+            pause = min(pause * 1.5, self._wait_poll_s)
 
     # --- leases ----------------------------------------------------------------------------
 

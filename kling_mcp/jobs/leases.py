@@ -50,6 +50,8 @@ def new_owner() -> str:
 def owner_is_dead(owner: str) -> bool:
     """True only when ``owner`` certainly ran on this machine and its process is gone (a restart after
     a crash then takes its jobs over at once instead of after the lease)."""
+    if os.name != "posix":  # elsewhere signal 0 is not a liveness probe (on Windows it is CTRL_C_EVENT)
+        return False
     parts = owner.rsplit(":", 2)
     if len(parts) != 3 or parts[0] != _machine() or not parts[1].isdigit():
         return False
@@ -104,6 +106,10 @@ class LeaseKeeper:
         scope = self._driving.get(job_id)
         if scope is not None:
             scope.cancel()
+
+    async def holds(self, job_id: str) -> bool:
+        """Whether this process (still) holds the job's lease, renewing it; False once another has taken it."""
+        return await self.store.claim_lease(job_id, self.owner, self.lease_s)
 
     def driving(self, job_id: str) -> bool:
         return job_id in self._driving

@@ -270,7 +270,12 @@ class JobRunner:
         return max(exc.retry_after or 0.0, backoff)
 
     async def _collect(self, job: Job, done: Done) -> bool:
-        """Download every result; True when the job reached a terminal state."""
+        """Download every result; True when the job reached a terminal state (or is no longer ours to drive)."""
+        if not await self.leases.holds(job.job_id):
+            # This process stalled past its lease and another took the job over: two writers on one file
+            # would corrupt it, so only the lease holder downloads.
+            log.warning("job %s: lease lost before downloading; left to its new driver", job.job_id)
+            return True
         out_dir = self._settings.data_dir / "videos" / job.job_id
         out_dir.mkdir(parents=True, exist_ok=True)
         stored: list[StoredVideo] = []
