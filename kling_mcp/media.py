@@ -21,6 +21,7 @@ import io
 import mimetypes
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -221,7 +222,8 @@ def save_data_uri(uri: str, dest_dir: str | Path) -> Path:
     dest = Path(dest_dir) / f"{hashlib.sha256(raw).hexdigest()}{ext}"
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(dest.name + f".{os.getpid()}.part")
+        # Unique per thread too: two concurrent calls in one process may save the same data URI.
+        part = dest.with_name(f"{dest.name}.{os.getpid()}-{threading.get_ident()}.part")
         part.write_bytes(raw)
         os.replace(part, dest)
     return dest

@@ -291,13 +291,7 @@ def install_extras(mcp: Any, settings: Any) -> None:
             job = await (await live.state.service()).get(job_id)
         except errors.KlingError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"cannot subscribe to {params.uri}: {exc}") from None
-        has = [v.index for v in job.videos] if job.terminal else list(range(job.spec.num_videos))
-        if index not in has:
-            raise MCPError(
-                code=INVALID_PARAMS,
-                message=f"cannot subscribe to {params.uri}: job {job_id} "
-                + (f"has videos {', '.join(map(str, has))} only." if has else "has no videos."),
-            )
+        _refuse_missing_index(str(params.uri), job, index)
         if not job.terminal:  # a finished job's videos never change: nothing to notify
             live.subscribers.setdefault(str(params.uri), {})[_connection(ctx.session)] = ctx.session
             live.watch(job_id)
@@ -317,6 +311,8 @@ def install_extras(mcp: Any, settings: Any) -> None:
             for uri in wanted if isinstance(wanted, list) else []:
                 match = _VIDEO_URI.match(str(uri))
                 job = await (await live.state.service()).store.get(match["job_id"]) if match else None
+                if job is not None and match is not None:
+                    _refuse_missing_index(str(uri), job, int(match["index"]))
                 if job is not None and not job.terminal:
                     live.listened.add(str(uri))
                     live.watch(job.job_id)
@@ -327,6 +323,17 @@ def install_extras(mcp: Any, settings: Any) -> None:
     low.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
     low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
     mcp.middleware.append(on_listen)
+
+
+def _refuse_missing_index(uri: str, job: Any, index: int) -> None:
+    """A subscription to a video index the job does not have (will not have) is refused: -32602."""
+    has = [v.index for v in job.videos] if job.terminal else list(range(job.spec.num_videos))
+    if index not in has:
+        raise MCPError(
+            code=INVALID_PARAMS,
+            message=f"cannot subscribe to {uri}: job {job.job_id} "
+            + (f"has videos {', '.join(map(str, has))} only." if has else "has no videos."),
+        )
 
 
 async def _complete(service: Any, params: CompleteRequestParams) -> Completion:

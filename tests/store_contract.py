@@ -275,6 +275,18 @@ async def test_a_lease_is_held_by_one_owner_until_released(store: JobStore) -> N
     assert await store.claim_lease(job.job_id, "b", 30)
 
 
+async def test_live_leases_lists_the_unexpired_leases_of_unfinished_jobs(store: JobStore) -> None:
+    held, _ = await store.create(make_job(status=JobStatus.RUNNING), lease_owner="a", lease_s=30)
+    lapsed, _ = await store.create(make_job(status=JobStatus.RUNNING), lease_owner="b", lease_s=0.05)
+    free, _ = await store.create(make_job(status=JobStatus.RUNNING))
+    done, _ = await store.create(make_job(status=JobStatus.RUNNING), lease_owner="c", lease_s=30)
+    await store.transition(done.job_id, lambda j: j.moved(JobStatus.FAILED))
+    await anyio.sleep(0.2)
+    leases = await store.live_leases()
+    assert [(lease.job_id, lease.owner) for lease in leases] == [(held.job_id, "a")], (free, lapsed)
+    assert leases[0].expires_at > time.time() + 20
+
+
 async def test_create_may_take_the_new_jobs_lease_in_the_same_step(store: JobStore) -> None:
     job, _ = await store.create(make_job(), lease_owner="submitter", lease_s=30)
     lease = await store.lease(job.job_id)

@@ -246,6 +246,15 @@ async def test_listen_notifies_when_the_job_finishes(tmp_path):
         assert status.structured_content["status"] == "succeeded"
 
 
+async def test_listen_refuses_a_video_index_the_job_does_not_have(tmp_path):
+    async with Client(create_server(settings(tmp_path))) as client:
+        job_id = await running_job(client)
+        with pytest.raises(MCPError, match=r"has videos 0 only") as refused:
+            async with client.listen(resource_subscriptions=[f"kling://jobs/{job_id}/videos/2"]):
+                pass
+        assert refused.value.error.code == -32602
+
+
 # --- the official conformance suite ----------------------------------------------------------------
 
 @pytest.fixture

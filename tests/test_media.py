@@ -312,3 +312,14 @@ def test_render_rejects_odd_sizes_and_unknown_operations(tmp_path):
     with pytest.raises(ValueError, match="first_frame"):
         preview.render_preview(tmp_path / "a.mp4", width=64, height=64, seconds=1, prompt="p", operation="image")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_data_uri_saved_by_many_threads_at_once_lands_once(tmp_path):
+    """Concurrent calls in one process (two tool calls with the same inline image) must not share a .part."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    uri = "data:image/png;base64," + base64.b64encode(png_bytes(32, 24, (10, 200, 30))).decode()
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda _: media.save_data_uri(uri, tmp_path / "inputs"), range(64)))
+    assert len(set(paths)) == 1 and paths[0].exists()
+    assert [p.name for p in (tmp_path / "inputs").iterdir()] == [paths[0].name]

@@ -224,6 +224,11 @@ class JobStore(ABC):
     async def claimable(self, owner: str) -> list[Job]:
         """Non-terminal jobs whose lease is free, expired or ``owner``'s, oldest first."""
 
+    async def live_leases(self) -> list[Lease]:
+        """The live leases of every unfinished job (one read where the backend can; here, one per job)."""
+        leases = [await self.lease(job.job_id) for job in await self.unfinished()]
+        return [lease for lease in leases if lease is not None]
+
     # the spend ledger -------------------------------------------------------------------------------
 
     @abstractmethod

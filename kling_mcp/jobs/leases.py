@@ -139,11 +139,15 @@ class LeaseKeeper:
     async def sweep(self) -> int:
         """Start driving every job whose lease is free or expired (in a server; else only wanted ones)."""
         taken = 0
-        for job in await self.store.unfinished():
-            lease = await self.store.lease(job.job_id)
-            if lease is not None and lease.owner != self.owner and owner_is_dead(lease.owner):
-                log.info("job %s: its driver %s is gone; taking it over", job.job_id, lease.owner)
-                await self.store.release_lease(job.job_id, lease.owner)
+        dead: dict[str, bool] = {}
+        for lease in await self.store.live_leases():
+            if lease.owner == self.owner:
+                continue
+            if lease.owner not in dead:
+                dead[lease.owner] = owner_is_dead(lease.owner)
+            if dead[lease.owner]:
+                log.info("job %s: its driver %s is gone; taking it over", lease.job_id, lease.owner)
+                await self.store.release_lease(lease.job_id, lease.owner)
         for job in await self.store.claimable(self.owner):
             busy = job.job_id in self._driving or job.job_id in self._submitting
             if busy or not (self._adopt or job.job_id in self._wanted):

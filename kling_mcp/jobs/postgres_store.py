@@ -364,6 +364,14 @@ class PostgresStore(JobStore):
         # Expressed on this machine's clock, as the interface promises.
         return Lease(job_id=job_id, owner=row[0], expires_at=time.time() + (float(row[1]) - float(row[2])))
 
+    async def live_leases(self) -> list[Lease]:
+        rows = await self._all(
+            f"SELECT job_id, lease_owner, lease_expires - {_NOW} FROM kling_jobs WHERE status NOT IN {_TERMINAL_SQL} "
+            f"AND lease_owner IS NOT NULL AND lease_expires > {_NOW}"
+        )
+        now = time.time()
+        return [Lease(job_id=r[0], owner=r[1], expires_at=now + float(r[2])) for r in rows]
+
     async def claimable(self, owner: str) -> list[Job]:
         rows = await self._all(
             f"SELECT record, version FROM kling_jobs WHERE status NOT IN {_TERMINAL_SQL} "
