@@ -2,7 +2,7 @@
 
 The service refuses a request quoted above ``KLING_MCP_CONFIRM_ABOVE_USD`` with
 :class:`errors.ConfirmationRequired` unless ``confirm_cost_usd`` covers the quote
-(``service.require_confirmation``). This module turns that refusal into a question when the client
+(``spending.require_confirmation``). This module turns that refusal into a question when the client
 supports form elicitation, in both protocol eras:
 
 - up to 2025-11-25 the question is an ``elicitation/create`` request sent during the call;
@@ -30,7 +30,7 @@ from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field
 
 from . import errors
-from .service import usd
+from .spending import usd
 
 log = logging.getLogger("kling_mcp.confirm")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import errors, inputs
+from .cancelling import cancel_job
 from .catalog import OPERATION_LABELS, PROVIDERS, REAL_PROVIDERS
 from .config import WAIT_DEFAULT_S, WAIT_MAX_S, Settings
 from .jobs import open_store
@@ -34,6 +35,7 @@ from .requests import (
     MediaRef,
     VideoSpec,
 )
+from .spending import require_confirmation, usd
 from .submission import Submitter, today
 from .validation import Match, check, structural_problems
 from .views import job_view
@@ -470,73 +472,8 @@ class VideoService:
         )
 
     async def cancel(self, job_id: str) -> CancelResult:
-        """Cancel in the store first, so the cancel wins over any concurrent poll in any process; then at the
-        provider. A job already downloading has finished at the provider (and is paid for): it is kept.
-        A storyboard cancels its unfinished shots; an assembly stops its join."""
-        before = await self.get(job_id)
-        if before.kind != "video" and not before.terminal:
-            return await (self.boards.cancel(before) if before.kind == "storyboard" else self.assemblies.cancel(before))
-        won = False
-
-        def cancelled(cur: Job) -> Job | None:
-            nonlocal won, before
-            before = cur  # what the provider is told about: the job as it was when cancelled
-            won = not (cur.terminal or cur.status == JobStatus.DOWNLOADING)
-            return cur.moved(JobStatus.CANCELLED, note="Cancelled by the caller.") if won else None
-
-        job = await self.store.transition(job_id, cancelled)
-        if not won:
-            return self._not_cancelled(job)
-        self.runner.stop_tracking(job_id)
-        entry = PROVIDERS[job.provider]
-        stopped = False
-        if job.remote_id is not None and entry.can_cancel:
-            try:
-                stopped = await self.provider(job.provider).cancel(before)
-            except errors.ProviderError as exc:
-                log.warning("cancel %s at %s failed: %s", job_id, job.provider, exc.code)
-        if stopped:
-            message = f"Cancelled job {job_id} at {job.provider}."
-        elif job.remote_id is None:
-            message = (
-                f"Cancelled job {job_id} before {job.provider} acknowledged it; if the submit still reaches "
-                f"{job.provider}, it is cancelled there where {job.provider} allows it."
-            )
-        elif not entry.can_cancel:
-            message = (
-                f"Stopped tracking job {job_id}. {entry.cancel_note} Any result it produces will not be downloaded."
-            )
-        else:
-            message = (
-                f"Stopped tracking job {job_id}, but {job.provider} did not confirm the cancel: it may "
-                "still run and be billed."
-            )
-        job = await self.store.transition(job_id, lambda cur: cur.updated(note=message))
-        return CancelResult(
-            job_id=job_id,
-            status=job.status.value,
-            cancelled_at_provider=stopped,
-            message=message,
-            next_action="Nothing more will happen for this job.",
-        )
-
-    def _not_cancelled(self, job: Job) -> CancelResult:
-        if job.status == JobStatus.DOWNLOADING:
-            message = (
-                f"job {job.job_id} had already finished at {job.provider} (and is paid for); its video is being "
-                "downloaded and is kept, not cancelled."
-            )
-            next_action = f"Call check_job with job_id={job.job_id!r} to get the video."
-        else:
-            message = f"job {job.job_id} had already finished ({job.status.value}); nothing to cancel."
-            next_action = "Nothing to do."
-        return CancelResult(
-            job_id=job.job_id,
-            status=job.status.value,
-            cancelled_at_provider=False,
-            message=message,
-            next_action=next_action,
-        )
+        """Cancel a job, a storyboard's unfinished shots or an assembly: see :func:`cancelling.cancel_job`."""
+        return await cancel_job(self, job_id)
 
     async def video_path(self, job_id: str, index: int) -> Path:
         job = await self.get(job_id)
@@ -546,56 +483,6 @@ class VideoService:
                 if path.is_relative_to(self.settings.data_dir) and path.is_file():
                     return path
         raise errors.UnknownJob(f"job {job_id} has no video {index}.", hint="Call check_job to see its videos.")
-
-
-def usd(amount: float) -> str:
-    """``$0.56``, ``$1.1235``: every digit a quote has (at most 4 decimals), at least cents."""
-    text = f"{amount:.4f}".rstrip("0")
-    return "$" + (text + "0" * (2 - len(text.split(".")[1])))
-
-
-def require_confirmation(
-    threshold_usd: float | None,
-    cost_usd: float | None,
-    confirmed_usd: float | None,
-    *,
-    provider: str,
-    basis: str,
-    what: str,
-) -> None:
-    """The confirmation guard (``KLING_MCP_CONFIRM_ABOVE_USD``), beside the budget guard.
-
-    Raises :class:`errors.ConfirmationRequired` when ``cost_usd`` is above ``threshold_usd`` and the
-    user has not agreed to pay at least that much (``confirmed_usd``, the ``confirm_cost_usd``
-    argument). A request without a price needs a confirmation too; any ``confirmed_usd`` covers it.
-    ``what`` names the request for the user ("This 10 s text-to-video on runware (...)", "This
-    4-shot storyboard"). Nothing happens when no threshold is set.
-    """
-    if threshold_usd is None:
-        return
-    if cost_usd is not None and cost_usd <= threshold_usd:
-        return
-    if confirmed_usd is not None and (cost_usd is None or confirmed_usd + 1e-9 >= cost_usd):
-        return
-    quote = f"is quoted at {usd(cost_usd)}" if cost_usd is not None else "has no price"
-    again = (
-        f"repeat the same call with confirm_cost_usd={usd(cost_usd)[1:]}"
-        if cost_usd is not None
-        else "repeat the same call with confirm_cost_usd set to the most they agree to pay"
-    )
-    refused = f" confirm_cost_usd={usd(confirmed_usd)[1:]} is below the quote." if confirmed_usd is not None else ""
-    raise errors.ConfirmationRequired(
-        f"{what} {quote} (basis: {basis}), above KLING_MCP_CONFIRM_ABOVE_USD={usd(threshold_usd)}, so it was "
-        f"not submitted.{refused}",
-        hint=f"Ask the user whether to spend it; if they agree, {again}. Nothing was billed.",
-        details={
-            "cost_usd": cost_usd,
-            "provider": provider,
-            "basis": basis,
-            "threshold_usd": threshold_usd,
-            "what": what,
-        },
-    )
 
 
 def request_fingerprint(req: GenerateRequest | EditRequest) -> RequestFingerprint:

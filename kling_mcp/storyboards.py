@@ -28,7 +28,7 @@ from .jobs.composite import BoardRecord, ShotPlan
 from .jobs.model import Job, JobStatus, new_job_id
 from .requests import CancelResult, ErrorView, VideoSpec
 from .results import frame_uri
-from .service import require_confirmation
+from .spending import require_confirmation
 from .storyboard_plan import BoardQuote, build_shots, fingerprint, quote_shots, retake_plans, spec_identity
 from .validation import check
 

@@ -26,7 +26,7 @@ from mcp.types import ElicitRequestParams, ElicitResult
 from kling_mcp import errors
 from kling_mcp.config import Settings
 from kling_mcp.server import create_server
-from kling_mcp.service import require_confirmation
+from kling_mcp.spending import require_confirmation
 from tests.emulators._server import serve
 from tests.emulators.runware import RunwareState, create_app
 from tests.test_budgets import runpod  # noqa: F401 - a fixture
