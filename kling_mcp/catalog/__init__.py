@@ -51,7 +51,6 @@ __all__ = [
     "ProviderEntry",
     "bounds",
     "catalog_json",
-    "describe_provider",
     "provider",
     "variant_for_model",
     "variants",
@@ -93,39 +92,6 @@ def bounds() -> dict[str, Any]:
         "prompt_max": max(v.max_prompt_chars for p in PROVIDERS.values() for v in p.variants),
         "aspect_ratios": ASPECT_RATIOS,
     }
-
-
-def _range_text(values: tuple[int, ...]) -> str:
-    if not values:
-        return "follows the input video"
-    if len(values) > 2 and list(values) == list(range(values[0], values[-1] + 1)):
-        return f"{values[0]}-{values[-1]} s"
-    return "|".join(str(v) for v in values) + " s"
-
-
-def describe_provider(entry: ProviderEntry) -> str:
-    """One line per variant operation: the limits a model needs to choose arguments."""
-    lines = []
-    for v in entry.variants:
-        ops = []
-        for op, s in v.operations.items():
-            bits = [OPERATION_LABELS[op]]
-            if s.durations:
-                bits.append(_range_text(s.durations))
-            if op == "reference":
-                bits.append(f"{s.reference_images[0]}-{s.reference_images[1]} images")
-                if s.reference_video != "no":
-                    bits.append(f"video {s.reference_video} (<= {s.reference_images_with_video} images with it)")
-            if op == "edit" and s.input_video_s:
-                lo, hi = s.input_video_s
-                bits.append(f"input {lo:g}-{hi:g} s, <= {s.reference_images_with_video} images")
-                if s.input_video_s_fast:
-                    bits.append(f"fast: input {s.input_video_s_fast[0]:g}-{s.input_video_s_fast[1]:g} s")
-            if s.price.usd_per_second is not None:
-                bits.append(f"${s.price.usd_per_second:g}/s ({s.price.basis})")
-            ops.append(", ".join(bits))
-        lines.append(f"{entry.name} {v.tier} ({v.model}; prompt <= {v.max_prompt_chars}): " + "; ".join(ops))
-    return "\n".join(lines)
 
 
 def catalog_json() -> dict[str, Any]:
