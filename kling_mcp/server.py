@@ -3,11 +3,8 @@ imports mcp. Tool schemas (enums, minimum/maximum) and descriptions are derived 
 and the configured providers when the server is built.
 """
 
-import base64
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
 from mcp.server import MCPServer
@@ -16,9 +13,7 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.request_state import RequestStateSecurity
 from mcp.types import (
     CallToolResult,
-    ImageContent,
     InputRequiredResult,
-    ResourceLink,
     TextContent,
     ToolAnnotations,
 )
@@ -28,7 +23,6 @@ from . import __version__, catalog, errors, server_checks
 from .config import WAIT_DEFAULT_S, WAIT_MAX_S, Settings
 from .estimate_text import estimate_text
 from .inputs import MAX_ARG_CHARS
-from .jobs.model import Job
 from .prompts_text import INSTRUCTIONS, STORYBOARD, tool_descriptions
 from .requests import (
     CancelResult,
@@ -46,151 +40,14 @@ from .requests import (
 from .server_apps import PLAYER_META, PlayerApps, install_preview
 from .server_checks import install_checks, reporting
 from .server_confirm import with_confirmation
+from .server_results import job_result, lifespan_for, service_of, submitter
 from .tool_limits import EDIT_OPS, GENERATE_OPS, Bounds, bounds, limit_providers, offering
 from .tool_schemas import compact_tool_schemas, share_output_schema, summarize_items
 
 if TYPE_CHECKING:  # the service's modules load in a worker thread after start-up (AppState.open)
-    from .service import VideoService
+    pass
 
 log = logging.getLogger("kling_mcp.server")
-
-
-class AppState:
-    """What the lifespan yields. The service (its modules, the job store, the runner) is built in a
-    worker thread once the first request (``initialize``) is answered, or after a second without one,
-    so answering it never waits for the store or shares the CPU with building it; a request that needs
-    the service waits for it (once, for a few tens of milliseconds)."""
-
-    def __init__(self) -> None:
-        self._ready = anyio.Event()
-        self._answered = anyio.Event()
-        self._built: VideoService | None = None
-
-    def request_answered(self) -> None:
-        """Called by the middleware after each request: the first one lets the service open."""
-        self._answered.set()
-
-    async def service(self) -> "VideoService":
-        if not self._ready.is_set():
-            await self._ready.wait()
-        assert self._built is not None
-        return self._built
-
-    async def open(self, settings: Settings, tg: anyio.abc.TaskGroup) -> None:
-        """Build the service off the event loop, then resume unfinished jobs; a failure stops the server."""
-
-        def build() -> None:
-            from .service import VideoService  # its HTTP client is built on first use
-
-            self._built = VideoService(settings)
-
-        with anyio.move_on_after(1.0):
-            await self._answered.wait()
-        await anyio.sleep(0.01)  # the answer's write goes first
-        await anyio.to_thread.run_sync(build)
-        assert self._built is not None
-        resumed = await self._built.runner.start(tg)
-        if resumed:
-            log.info("resumed %d unfinished job(s)", resumed)
-        self._ready.set()
-
-    async def aclose(self) -> None:
-        if self._built is not None:
-            await self._built.aclose()
-
-
-def _lifespan(settings: Settings) -> Callable[[MCPServer], Any]:
-    @asynccontextmanager
-    async def lifespan(_server: MCPServer) -> AsyncIterator[AppState]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        state = AppState()
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(state.open, settings, tg)
-                try:
-                    yield state
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            await state.aclose()
-
-    return lifespan
-
-
-async def _service(ctx: Context) -> "VideoService":
-    return await cast(AppState, ctx.request_context.lifespan_context).service()
-
-
-async def _poster(service: "VideoService", job: Job) -> ImageContent | None:
-    if not job.videos:
-        return None
-    from . import poster
-
-    data = poster.remembered(job.videos[0].path)
-    if data is None:
-        try:
-            data = await anyio.to_thread.run_sync(poster.poster_jpeg_cached, job.videos[0].path)
-        except Exception:
-            log.warning("no poster for job %s", job.job_id)
-            return None
-    return ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=poster.MIME_TYPE)
-
-
-def _summary(view: JobView) -> str:
-    cost = (
-        f"${view.cost_usd:.3f} billed"
-        if view.cost_usd is not None
-        else (f"~${view.estimated_cost_usd:.3f} estimated" if view.estimated_cost_usd is not None else "cost unknown")
-    )
-    head = (
-        f"Job {view.job_id}: {view.status} ({view.provider} {view.model}, {view.operation}, "
-        f"{view.progress:.0f}%, {cost})."
-    )
-    lines = [head]
-    if view.note:
-        lines.append(view.note)
-    for v in view.videos:
-        lines.append(f"Video: {v.path} ({v.width}x{v.height}, {v.duration_s} s) resource {v.uri}")
-    for shot in getattr(view, "shots", []):  # a storyboard
-        made = f" {shot.videos[0].uri}" if shot.videos else ""
-        lines.append(f"Shot {shot.shot}: {shot.status} ({shot.operation}, job {shot.job_id}){made}")
-    if view.error:
-        lines.append(f"Error [{view.error.code}]: {view.error.message}")
-    lines.append(f"Next: {view.next_action}")
-    return "\n".join(lines)
-
-
-async def _job_result(service: "VideoService", job: Job, note: str | None = None) -> CallToolResult:
-    view = await service.view(job, note)
-    content: list[Any] = [TextContent(type="text", text=_summary(view))]
-    # A storyboard without an assembled video links its shots' videos instead.
-    for v in view.videos or [v for shot in getattr(view, "shots", []) for v in shot.videos]:
-        content.append(
-            ResourceLink(
-                type="resource_link",
-                uri=v.uri,
-                name=f"{view.job_id}-{v.uri.rsplit('/', 1)[1]}.mp4",
-                mime_type=v.mime_type,
-                size=v.size_bytes,
-                description=f"{view.provider} video for: {view.prompt}",
-            )
-        )
-    poster = await _poster(service, job) if job.videos else None
-    if poster is not None:
-        content.append(poster)
-    return CallToolResult(content=content, structured_content=dump(view))
-
-
-def _submitter(
-    service: "VideoService", req: GenerateRequest | EditRequest, ctx: Context
-) -> Callable[[float | None], Awaitable[tuple[Job, str | None]]]:
-    """``req`` submitted with a given ``confirm_cost_usd`` (what the user agreed to pay)."""
-
-    async def submit(confirmed_usd: float | None) -> tuple[Job, str | None]:
-        confirmed = req.model_copy(update={"confirm_cost_usd": confirmed_usd})
-        return await reporting(ctx, lambda report: service.generate(confirmed, report), waits=req.wait_seconds != 0)
-
-    return submit
 
 
 def create_server(settings: Settings | None = None) -> MCPServer:
@@ -295,7 +152,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         "kling-mcp",
         version=__version__,
         instructions=INSTRUCTIONS,
-        lifespan=_lifespan(settings),
+        lifespan=lifespan_for(settings),
         # Replicas must share the keys that seal request state (a retry may land on another replica).
         request_state_security=RequestStateSecurity(keys=list(settings.request_state_keys))
         if settings.request_state_keys
@@ -327,15 +184,15 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         idempotency_key: Key | None = None,
         confirm_cost_usd: ConfirmCost | None = None,
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
-        service = await _service(ctx)
+        service = await service_of(ctx)
         try:
             req = request_from(GenerateRequest, locals())  # the arguments are the request fields
-            outcome = await with_confirmation(ctx, _submitter(service, req, ctx), confirm_cost_usd)
+            outcome = await with_confirmation(ctx, submitter(service, req, ctx), confirm_cost_usd)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
         if isinstance(outcome, InputRequiredResult):
             return outcome
-        return await _job_result(service, *outcome)
+        return await job_result(service, *outcome)
 
     @mcp.tool(title="Edit a video", description=docs["edit_video"], annotations=spending, meta=PLAYER_META)
     async def edit_video(
@@ -351,15 +208,15 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         idempotency_key: Annotated[Key, As] | None = None,
         confirm_cost_usd: Annotated[ConfirmCost, As] | None = None,
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
-        service = await _service(ctx)
+        service = await service_of(ctx)
         try:
             req = request_from(EditRequest, locals())
-            outcome = await with_confirmation(ctx, _submitter(service, req, ctx), confirm_cost_usd)
+            outcome = await with_confirmation(ctx, submitter(service, req, ctx), confirm_cost_usd)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
         if isinstance(outcome, InputRequiredResult):
             return outcome
-        return await _job_result(service, *outcome)
+        return await job_result(service, *outcome)
 
     @mcp.tool(title="Check a job", description=docs["check_job"], annotations=reading, meta=PLAYER_META)
     async def check_job(
@@ -367,14 +224,14 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         ctx: Context,
         wait_seconds: CheckWait | None = None,  # type: ignore[valid-type]
     ) -> Annotated[CallToolResult, JobView]:
-        service = await _service(ctx)
+        service = await service_of(ctx)
         try:
             job = await reporting(
                 ctx, lambda report: service.check(job_id, wait_seconds, report), waits=bool(wait_seconds)
             )
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
-        return await _job_result(service, job)
+        return await job_result(service, job)
 
     @mcp.tool(title="Estimate the cost", description=docs["estimate_cost"], annotations=reading)
     async def estimate_cost(
@@ -404,7 +261,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         fast: same(Fast, "boolean", "edit_video") = False,  # type: ignore[valid-type]
     ) -> Annotated[CallToolResult, Estimate]:
         try:
-            est = await (await _service(ctx)).estimate(request_from(EstimateRequest, locals()))
+            est = await (await service_of(ctx)).estimate(request_from(EstimateRequest, locals()))
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
         return CallToolResult(content=[TextContent(type="text", text=estimate_text(est))], structured_content=dump(est))
@@ -419,7 +276,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         | None = None,
         limit: Annotated[int, Field(ge=1, le=500, description="At most this many jobs.")] = 50,
     ) -> JobList:
-        return await (await _service(ctx)).list_jobs(status, limit)
+        return await (await service_of(ctx)).list_jobs(status, limit)
 
     @mcp.tool(
         title="Cancel a job",
@@ -428,7 +285,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     )
     async def cancel_job(job_id: JobId, ctx: Context) -> CancelResult:
         try:
-            return await (await _service(ctx)).cancel(job_id)
+            return await (await service_of(ctx)).cancel(job_id)
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
 
@@ -440,14 +297,14 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     )
     async def job_video(job_id: str, index: str, ctx: Context) -> bytes | str:
         try:
-            path = await (await _service(ctx)).video_path(job_id, int(index))
+            path = await (await service_of(ctx)).video_path(job_id, int(index))
         except (errors.KlingError, ValueError) as exc:
             raise ResourceNotFoundError(f"no video {index} for job {job_id}: {exc}") from None
         too_big = server_checks.too_big_to_read(path, f"kling://jobs/{job_id}/videos/{index}")
         return too_big if too_big is not None else await anyio.Path(path).read_bytes()
 
     async def video_path(ctx: Context, job_id: str, index: int) -> Any:
-        return await (await _service(ctx)).video_path(job_id, index)
+        return await (await service_of(ctx)).video_path(job_id, index)
 
     install_preview(mcp, video_path)
 

@@ -61,7 +61,7 @@ def install_storyboard(
     Confirm: Any,
 ) -> None:
     """Register the storyboard tools and the frame resources on ``mcp``."""
-    from .server import _job_result, _service
+    from .server_results import job_result, service_of
 
     spending = ToolAnnotations(destructive_hint=False)
 
@@ -111,7 +111,7 @@ def install_storyboard(
         idempotency_key: Key | None = None,
         confirm_cost_usd: Confirm | None = None,
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:  # plus shots: see the description
-        service = await _service(ctx)
+        service = await service_of(ctx)
         try:
             req = request_from(StoryboardRequest, locals())  # the arguments are the request fields
             outcome = await with_confirmation(ctx, _confirmed(service.boards.create, req, ctx), confirm_cost_usd)
@@ -119,7 +119,7 @@ def install_storyboard(
             raise ToolError(str(exc)) from None
         if isinstance(outcome, InputRequiredResult):
             return outcome
-        return await _job_result(service, *outcome)
+        return await job_result(service, *outcome)
 
     @mcp.tool(title="Retake a shot", description=docs["retake_shot"], annotations=spending, meta=PLAYER_META)
     async def retake_shot(
@@ -133,7 +133,7 @@ def install_storyboard(
         idempotency_key: Key | None = None,
         confirm_cost_usd: Confirm | None = None,
     ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:  # plus shots: see the description
-        service = await _service(ctx)
+        service = await service_of(ctx)
         try:
             req = request_from(RetakeRequest, locals())
             outcome = await with_confirmation(ctx, _confirmed(service.boards.retake, req, ctx), confirm_cost_usd)
@@ -141,7 +141,7 @@ def install_storyboard(
             raise ToolError(str(exc)) from None
         if isinstance(outcome, InputRequiredResult):
             return outcome
-        return await _job_result(service, *outcome)
+        return await job_result(service, *outcome)
 
     @mcp.tool(
         title="Join videos",
@@ -165,7 +165,7 @@ def install_storyboard(
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
     ) -> Annotated[CallToolResult, JobView]:
-        service = await _service(ctx)
+        service = await service_of(ctx)
         try:
             req = request_from(AssembleRequest, locals())
             job, note = await reporting(
@@ -173,14 +173,14 @@ def install_storyboard(
             )
         except errors.KlingError as exc:
             raise ToolError(str(exc)) from None
-        return await _job_result(service, job, note)
+        return await job_result(service, job, note)
 
     async def frame(ctx: Context, job_id: str, index: str, which: Literal["first", "last"]) -> bytes:
         from . import frames
 
         uri = f"kling://jobs/{job_id}/videos/{index}/{which}-frame"
         try:
-            job = await (await _service(ctx)).lookup(job_id)
+            job = await (await service_of(ctx)).lookup(job_id)
             if job is None:
                 raise errors.UnknownJob(f"no job {job_id!r} on this server.")
             path = results.finished_video(job, int(index), arg="uri", value=uri)
