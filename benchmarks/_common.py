@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import statistics
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -96,3 +100,28 @@ def machine() -> dict[str, Any]:
 
 def to_json(rows: list[Row]) -> list[dict[str, Any]]:
     return [asdict(r) for r in rows]
+
+
+def serve_with_stats(app: Any, stats_path: str, stats: Callable[[], Any]) -> None:
+    """Serve ``app`` on a free loopback port, answering ``GET stats_path`` with ``stats()`` as JSON; print
+    ``READY <url>`` once listening, then serve until killed (the emulator subprocess of a benchmark)."""
+    import uvicorn
+    from starlette.responses import JSONResponse
+
+    async def with_stats(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == stats_path:
+            return await JSONResponse(stats())(scope, receive, send)
+        return await app(scope, receive, send)
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(with_stats, log_level="warning", lifespan="off", access_log=False))
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.01)
+        print(f"READY http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run(sockets=[sock])

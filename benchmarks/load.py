@@ -23,12 +23,10 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,9 +60,6 @@ def _stats(name: str, state: Any) -> dict[str, Any]:
 
 def serve_emulator(name: str) -> None:
     """Run one emulator on a free loopback port; print ``READY <url>`` (the --serve-emulator mode)."""
-    import uvicorn
-    from starlette.responses import JSONResponse
-
     if name == "runpod":
         from tests.emulators.runpod import RunpodState, create_app
 
@@ -75,23 +70,9 @@ def serve_emulator(name: str) -> None:
         state = AimlState(api_key=KEY)
     app = create_app(state)
 
-    async def with_stats(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == STATS_PATH:
-            return await JSONResponse(_stats(name, state))(scope, receive, send)
-        return await app(scope, receive, send)
+    from benchmarks._common import serve_with_stats  # lazily, like percentile below
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(with_stats, log_level="warning", lifespan="off", access_log=False))
-
-    def announce() -> None:
-        while not server.started and not server.should_exit:
-            time.sleep(0.01)
-        print(f"READY http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-
-    threading.Thread(target=announce, daemon=True).start()
-    server.run(sockets=[sock])
+    serve_with_stats(app, STATS_PATH, lambda: _stats(name, state))
 
 
 class Emulator:

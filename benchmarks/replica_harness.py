@@ -13,10 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks._common import clean_env, serve_with_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "rw-replica-key"
@@ -31,9 +32,6 @@ def serve_emulator(processing_polls: int) -> None:
 
     ``GET /_replicas/stats``: ``{taskUUID: {"submissions": n, "polls": [wall-clock times]}}``.
     """
-    import uvicorn
-    from starlette.responses import JSONResponse
-
     from tests.emulators.runware import RunwareState, create_app
 
     class Timed(list):  # type: ignore[type-arg]
@@ -61,29 +59,7 @@ def serve_emulator(processing_polls: int) -> None:
                 entry["polls"].append(at)
         return out
 
-    async def with_stats(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == STATS_PATH:
-            return await JSONResponse(stats())(scope, receive, send)
-        return await app(scope, receive, send)
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(with_stats, log_level="warning", lifespan="off", access_log=False))
-
-    def announce() -> None:
-        while not server.started and not server.should_exit:
-            time.sleep(0.01)
-        print(f"READY http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-
-    threading.Thread(target=announce, daemon=True).start()
-    server.run(sockets=[sock])
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("KLING_MCP_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    return {**env, **extra}
+    serve_with_stats(app, STATS_PATH, stats)
 
 
 class Emulator:
@@ -92,7 +68,7 @@ class Emulator:
     def __init__(self, processing_polls: int = 3) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.replica_harness", str(processing_polls)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=clean_env(),
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
@@ -155,7 +131,7 @@ class Replica:
             argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', name, *argv]
         self.proc = subprocess.Popen(
             argv,
-            env=_env(**env), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
+            env=clean_env(**env), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
         )
 
     @property
