@@ -261,7 +261,7 @@ async def test_estimate_cost_says_when_the_user_will_be_asked(emu, tmp_path):
 
 
 @pytest.mark.parametrize("confirmed", ["runware's quote", "runpod's quote"])
-async def test_failover_never_spends_more_than_the_user_confirmed(runpod, tmp_path, confirmed):  # noqa: F811
+async def test_failover_never_spends_more_than_the_user_confirmed(runpod, tmp_path, confirmed):
     from tests.test_budgets import job_args
     from tests.test_budgets import settings as runpod_settings
 

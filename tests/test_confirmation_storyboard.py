@@ -3,47 +3,21 @@ in-memory client in both protocol eras against the Runware emulator, counting wh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client
 
-from kling_mcp.config import Settings
-from kling_mcp.server import create_server
-from tests.emulators._server import serve
-from tests.emulators.runware import RunwareState, create_app
-from tests.test_confirmation import ERAS, User, text_of
+from tests.test_confirmation import ERAS, User, _server, emu, server, text_of  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.anyio
 
-KEY = "rw-confirm-board-key-31"
 SHOTS = [{"prompt": "A paper lantern drifts over a quiet harbour at dusk", "duration": 5},
          {"prompt": "The lantern rises above the masts as the lights come on", "duration": 5}]
 BOARD = {"shots": SHOTS, "provider": "runware", "tier": "standard", "aspect_ratio": "16:9", "wait_seconds": 0}
 TOTAL = "0.84"  # two 5 s standard shots at Runware's published $0.084/s
 
 
-@pytest.fixture(scope="module")
-def _server() -> Iterator[tuple[str, Any]]:
-    app = create_app()
-    with serve(app) as base:
-        yield base, app
-
-
-@pytest.fixture
-def emu(_server) -> tuple[str, RunwareState]:
-    base, app = _server
-    app.state.emulator = RunwareState(api_keys={KEY})
-    return base, app.state.emulator
-
-
-def server(base: str, tmp_path: Path, threshold: str = "0.5"):
-    return create_server(Settings.from_env({
-        "RUNWARE_API_KEY": KEY, "KLING_MCP_RUNWARE_BASE_URL": f"{base}/v1",
-        "KLING_MCP_DATA_DIR": str(tmp_path / "data"), "KLING_MCP_CONFIRM_ABOVE_USD": threshold,
-        "KLING_MCP_POLL_INTERVAL_S": "0.05", "KLING_MCP_POLL_MAX_INTERVAL_S": "0.2"}))
 
 
 async def finished(client: Client, view: dict[str, Any]) -> dict[str, Any]:

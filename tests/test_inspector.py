@@ -43,7 +43,7 @@ def inspect(bin_dir: Path, data_dir: Path, *args: str) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
-def test_tools_list_has_every_tool_with_schemas(node_tools, tmp_path):  # noqa: F811
+def test_tools_list_has_every_tool_with_schemas(node_tools, tmp_path):
     listed = inspect(node_tools, tmp_path / "data", "--method", "tools/list")
     tools = {t["name"]: t for t in listed["tools"]}
     assert set(tools) == TOOLS
@@ -54,7 +54,7 @@ def test_tools_list_has_every_tool_with_schemas(node_tools, tmp_path):  # noqa: 
     assert "job_id" in tools["generate_video"]["outputSchema"]["properties"]
 
 
-def test_generate_check_and_read_the_video(node_tools, tmp_path):  # noqa: F811
+def test_generate_check_and_read_the_video(node_tools, tmp_path):
     data = tmp_path / "data"
     started = inspect(node_tools, data, "--method", "tools/call", "--tool-name", "generate_video",
                       "--tool-arg", "prompt=a paper boat crossing a moonlit lake", "provider=local", "duration=3",
@@ -84,7 +84,7 @@ def test_generate_check_and_read_the_video(node_tools, tmp_path):  # noqa: F811
     assert len(mp4) == video["size_bytes"] == Path(video["path"]).stat().st_size
 
 
-def test_unknown_video_is_a_clear_error(node_tools, tmp_path):  # noqa: F811
+def test_unknown_video_is_a_clear_error(node_tools, tmp_path):
     command = [str(node_tools / "mcp-inspector"), "--cli", "-e", f"KLING_MCP_DATA_DIR={tmp_path}",
                sys.executable, "-m", "kling_mcp", "serve", "--method", "resources/read",
                "--uri", "kling://jobs/nope/videos/0"]

@@ -24,7 +24,7 @@ TOOLS = {"generate_video", "edit_video", "check_job", "estimate_cost", "list_job
 
 
 @pytest.fixture(scope="session")
-def node22(node_tools: Path) -> Path:  # noqa: F811 - node_tools runs the install script
+def node22(node_tools: Path) -> Path:
     """The Node 22 tree; returns its root. The TypeScript client script is copied in so it resolves the SDK."""
     node = NODE22 / "node_modules" / "node" / "bin" / "node"
     assert node.exists(), "scripts/install-node-tools.sh did not install Node 22 into .tools/node22"
@@ -58,7 +58,7 @@ def test_typescript_sdk_client_over_stdio(node22: Path, tmp_path: Path) -> None:
     assert_clean_session(ts_client(node22, tmp_path / "data", "stdio", sys.executable, str(tmp_path / "data")))
 
 
-def test_typescript_sdk_client_over_streamable_http(node22: Path, http_server: str, tmp_path: Path) -> None:  # noqa: F811
+def test_typescript_sdk_client_over_streamable_http(node22: Path, http_server: str, tmp_path: Path) -> None:
     assert_clean_session(ts_client(node22, tmp_path / "data", "http", http_server))
 
 
@@ -81,7 +81,7 @@ def test_newest_inspector_cli(node22: Path, tmp_path: Path) -> None:
     assert "a fox" in json.dumps(prompt)
 
 
-def test_newest_conformance_suite(node22: Path, http_server: str, tmp_path: Path) -> None:  # noqa: F811
+def test_newest_conformance_suite(node22: Path, http_server: str, tmp_path: Path) -> None:
     done = subprocess.run(
         [str(node22 / "node_modules" / ".bin" / "conformance"), "server", "--url", http_server, "--expected-failures",
          str(ROOT / "tests" / "conformance-expected-failures.yml"), "-o", str(tmp_path / "results")],
