@@ -3,8 +3,8 @@ file from the same loopback HTTP server (``python -m http.server`` in a subproce
 
 Each client runs as its own process so its peak RSS (VmHWM) is its own: curl's is sampled while it
 runs, the kling-mcp child reports its own, with its growth during the download (after the imports)
-and, in a separate run, the tracemalloc peak (Python heap). Our download hashes (sha256) and fsyncs
-as it goes; curl does neither.
+and, in a separate run, the tracemalloc peak (Python heap). Our download fsyncs the file before it
+returns (a job is marked succeeded only once its video is durable); curl does not.
 
 ``python -m benchmarks.download_bench child URL DEST [--tracemalloc]`` is the child's entry point.
 """
@@ -123,7 +123,7 @@ def run(size_mb: int, runs: int) -> list[Row]:
     mb = float(size_mb)
     base = Row(section, "curl -o", "MB/s", round(mb / statistics.median(curl_s), 1),
                None, runs, extra={"peak_rss_mb": round(max(curl_rss), 1)})
-    ours = Row(section, "kling_mcp.download (sha256 + fsync)", "MB/s",
+    ours = Row(section, "kling_mcp.download (fsync)", "MB/s",
                round(mb / statistics.median(r["seconds"] for r in child), 1), None, runs,
                extra={"budget": ">= 0.8x", "with_process_start_MBps": round(mb / statistics.median(ours_s), 1),
                       "peak_rss_mb": round(max(ours_rss), 1),

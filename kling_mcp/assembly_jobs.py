@@ -109,7 +109,6 @@ async def join_videos(
         raise errors.AssemblyFailed(f"joining the videos failed: {type(exc).__name__}: {exc}") from None
     finally:
         _STOPS.pop(job_id, None)
-    sha = await anyio.to_thread.run_sync(media.sha256_file, dest)
     stored = StoredVideo(
         index=0,
         path=str(dest),
@@ -117,7 +116,6 @@ async def join_videos(
         height=height,
         duration_s=duration_s,
         size_bytes=dest.stat().st_size,
-        sha256=sha,
     )
     return stored, mode
 

@@ -1,6 +1,6 @@
 """Streamed, resumable, size-capped downloads of provider result files into the data dir.
 
-:func:`download` writes ``<dest>.part`` while hashing it, resumes it with ``Range`` after a dropped
+:func:`download` writes ``<dest>.part``, resumes it with ``Range`` after a dropped
 connection (or in a later process, from a ``.part`` left behind), and renames it onto ``dest`` only
 when it is complete and fsynced, so a partial file is never at ``dest``.
 
@@ -19,17 +19,16 @@ same path concurrently.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
 
 from kling_mcp import errors
+from kling_mcp.http_reads import larger_socket_reads
 from kling_mcp.part_writer import PartWriter, part_writer
 
 __all__ = ["DownloadResult", "download"]
@@ -47,34 +46,14 @@ _CAP_HINT = (
     "or lower-tier video."
 )
 _REFUSED_HINT = "The provider's link cannot be downloaded as given; call check_job again, or report the job id."
-_READ_BYTES = 256 * 1024  # asyncio's own socket read size
-
-
-def _read_in_larger_pieces() -> None:
-    """Let httpcore read HTTP/1.1 bodies 256 KiB at a time instead of 64 KiB.
-
-    Every read costs the same Python work (h11, httpcore, httpx) whatever its size, so this cuts a
-    download's CPU by about half; a read returns whatever has arrived, so small answers are unchanged.
-    httpcore has no per-client setting for it: the class attribute is the knob (checked, not assumed).
-    """
-    import httpcore
-
-    connection: Any = getattr(httpcore, "AsyncHTTP11Connection", None)
-    current = getattr(connection, "READ_NUM_BYTES", None)
-    if isinstance(current, int) and current < _READ_BYTES:
-        connection.READ_NUM_BYTES = _READ_BYTES
-
-
-_read_in_larger_pieces()
 
 
 @dataclass(frozen=True)
 class DownloadResult:
-    """A completed download: the file at ``path`` is whole and hashes to ``sha256`` (hex)."""
+    """A completed download: the file at ``path`` is whole and fsynced."""
 
     path: Path
     size_bytes: int
-    sha256: str
     resumed: bool
     content_type: str | None
 
@@ -87,7 +66,6 @@ async def download(
     root: Path,
     max_bytes: int,
     attempts: int = 3,
-    chunk_size: int = 1 << 16,
     secrets: tuple[str, ...] = (),
 ) -> DownloadResult:
     """Download ``url`` to ``dest`` (which must lie inside ``root``) and return what was written.
@@ -95,8 +73,7 @@ async def download(
     Streams to ``dest + ".part"`` with flat memory, gives up after ``attempts`` failed requests (with a
     short backoff between them; one unusable answer to a Range request costs one extra request, not
     an attempt), resumes with ``Range`` where the server allows it, and refuses bodies over
-    ``max_bytes``. Bytes are written as they arrive from the network; ``chunk_size`` is the read size
-    when re-hashing a ``.part`` left by an earlier call. ``secrets`` are scrubbed from error messages;
+    ``max_bytes``. Bytes are written as they arrive from the network. ``secrets`` are scrubbed from error messages;
     signed URLs are shown without their query string.
 
     Raises:
@@ -104,9 +81,7 @@ async def download(
         errors.DownloadFailed: the download failed; ``retryable`` says whether calling again can help.
     """
     target = _confine(Path(dest), Path(root))
-    job = _Download(
-        client, url, target, max_bytes=max_bytes, attempts=max(1, attempts), chunk_size=chunk_size, secrets=secrets
-    )
+    job = _Download(client, url, target, max_bytes=max_bytes, attempts=max(1, attempts), secrets=secrets)
     return await job.run()
 
 
@@ -124,7 +99,6 @@ class _Progress:
 
     part: Path
     offset: int = 0
-    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
     total: int | None = None
     ranges: bool | None = None  # None: not yet known whether the server honours Range
     validator: str | None = None  # strong ETag or Last-Modified, sent as If-Range when resuming
@@ -133,7 +107,7 @@ class _Progress:
 
     def restart(self) -> None:
         self.part.write_bytes(b"")
-        self.offset, self.hasher, self.total, self.validator, self.resumed = 0, hashlib.sha256(), None, None, False
+        self.offset, self.total, self.validator, self.resumed = 0, None, None, False
 
 
 class _Download:
@@ -145,11 +119,10 @@ class _Download:
         *,
         max_bytes: int,
         attempts: int,
-        chunk_size: int,
         secrets: tuple[str, ...],
     ) -> None:
         self.client, self.url, self.target = client, url, target
-        self.max_bytes, self.attempts, self.chunk_size, self.secrets = max_bytes, attempts, chunk_size, secrets
+        self.max_bytes, self.attempts, self.secrets = max_bytes, attempts, secrets
         self.shown = _public_url(url)
         self.progress = _Progress(target.with_name(target.name + ".part"))
 
@@ -170,7 +143,7 @@ class _Download:
         try:
             try:
                 self.target.parent.mkdir(parents=True, exist_ok=True)
-                await self._load_leftover()
+                self._load_leftover()
                 await self._transfer()
                 await anyio.to_thread.run_sync(_commit, p.part, self.target)
             except OSError as exc:
@@ -183,7 +156,6 @@ class _Download:
         return DownloadResult(
             path=self.target,
             size_bytes=p.offset,
-            sha256=p.hasher.hexdigest(),
             resumed=p.resumed,
             content_type=p.content_type,
         )
@@ -231,8 +203,8 @@ class _Download:
                 hint="Pass the http(s) URL the provider returned.",
             )
 
-    async def _load_leftover(self) -> None:
-        """Adopt a .part left by an earlier call or process: hash it so a resume hashes the whole file."""
+    def _load_leftover(self) -> None:
+        """Adopt a .part left by an earlier call or process: its bytes are where a resume starts."""
         p = self.progress
         try:
             size = p.part.stat().st_size
@@ -241,7 +213,7 @@ class _Download:
         if size > self.max_bytes:
             p.part.unlink()
             return
-        p.hasher, p.offset = await anyio.to_thread.run_sync(_hash_file, p.part, self.chunk_size)
+        p.offset = size
 
     async def _attempt(self) -> None:
         p = self.progress
@@ -319,7 +291,8 @@ class _Download:
 
         fd = os.open(p.part, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            await self._stream_body(response, fd)
+            with larger_socket_reads(response):
+                await self._stream_body(response, fd)
             if expected is not None and p.offset < expected:
                 raise _Transient(f"the body ended at byte {p.offset} of {expected}")
             if expected is not None and p.offset > expected:
@@ -333,16 +306,16 @@ class _Download:
             os.close(fd)
 
     async def _stream_body(self, response: httpx.Response, fd: int) -> None:
-        """Append the body to ``fd``, written and hashed in a worker thread while the next bytes arrive.
+        """Append the body to ``fd``, written in a worker thread while the next bytes arrive.
 
-        ``p.offset`` ends as the bytes in the file and in the hash, also when the connection breaks or
+        ``p.offset`` ends as the bytes in the file, also when the connection breaks or
         the download is cancelled: everything received before that is written first, for the resume.
         """
         p = self.progress
         received = p.offset
         writer: PartWriter | None = None
         try:
-            async with part_writer(fd, p.hasher) as writer:
+            async with part_writer(fd) as writer:
                 # No chunk_size here: httpx's re-chunker drops its buffered tail when the connection
                 # breaks, and that tail is exactly what a resume must not lose.
                 async for chunk in response.aiter_bytes():
@@ -404,15 +377,6 @@ def _validator(response: httpx.Response) -> str | None:
     if etag and not etag.startswith("W/"):  # If-Range needs a strong validator
         return etag
     return response.headers.get("last-modified")
-
-
-def _hash_file(path: Path, chunk_size: int) -> tuple[hashlib._Hash, int]:
-    hasher, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while block := f.read(chunk_size):
-            hasher.update(block)
-            size += len(block)
-    return hasher, size
 
 
 def _commit(part: Path, target: Path) -> None:

@@ -39,11 +39,10 @@ def can_transition(src: JobStatus, dst: JobStatus) -> bool:
 
 
 class StoredVideo(VideoFile):
-    """A downloaded (or locally rendered) result video: the file (see :class:`VideoFile`), its place in
-    the job's results and its checksum."""
+    """A downloaded (or locally rendered) result video: the file (see :class:`VideoFile`) and its place
+    in the job's results. (Records from earlier versions also hold a ``sha256``, ignored when read.)"""
 
     index: int
-    sha256: str | None = None
 
 
 class RemoteVideo(BaseModel):

@@ -307,7 +307,6 @@ class JobRunner:
 
     async def _fetch(self, job: Job, n: int, url: str | None, path: str | None, out_dir: Path) -> StoredVideo:
         dest = out_dir / f"{n}.mp4"
-        sha: str | None = None  # a download hashes as it writes; a local render is hashed below
         if path:
             if Path(path) != dest and Path(path).exists():
                 os.replace(path, dest)  # a local render: move it into place (atomic)
@@ -316,7 +315,7 @@ class JobRunner:
         elif url:
             from ..download import download
 
-            fetched = await download(
+            await download(
                 self._client,
                 url,
                 dest,
@@ -324,7 +323,6 @@ class JobRunner:
                 max_bytes=self._settings.max_download_bytes,
                 secrets=self._settings.secrets(),
             )
-            sha = fetched.sha256
         elif not dest.exists():
             raise errors.DownloadFailed(f"{job.provider} reported a result without a link.", retryable=False)
         try:
@@ -332,8 +330,6 @@ class JobRunner:
         except errors.InvalidInputFile:
             dest.unlink(missing_ok=True)
             raise errors.DownloadFailed(f"the file {job.provider} delivered is not a playable video.") from None
-        if sha is None:
-            sha = await anyio.to_thread.run_sync(media.sha256_file, dest)
         return StoredVideo(
             index=n,
             path=str(dest),
@@ -342,7 +338,6 @@ class JobRunner:
             height=info.height,
             duration_s=info.duration_s,
             size_bytes=dest.stat().st_size,
-            sha256=sha,
         )
 
 
