@@ -40,30 +40,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ``kling-mcp serve``, as the parser reads it. That and a bare ``kling-mcp`` (how MCP clients start the
+# server) are read without building every command's parser or importing the commands' modules;
+# tests/test_cli.py checks that the parser agrees.
+PLAIN_SERVE: dict[str, object] = {
+    "log_level": "INFO",
+    "command": "serve",
+    "transport": "stdio",
+    "host": "127.0.0.1",
+    "port": 8000,
+    "stateless_http": False,
+}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line ``argv`` (default: ``sys.argv[1:]``) as the parser reads it."""
+    given = sys.argv[1:] if argv is None else argv
+    if given == ["serve"]:
+        return argparse.Namespace(**PLAIN_SERVE)
+    if not given:
+        return argparse.Namespace(log_level=PLAIN_SERVE["log_level"], command=None)
+    return _parser().parse_args(given)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse(argv)
     logging.basicConfig(
         stream=sys.stderr, level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     command = args.command or "serve"
-    from .cli_commands import COMMANDS
-
-    if command in COMMANDS:
-        from .cli_commands import run
-
-        return run(args)
-    from .cli_storyboard import STORYBOARD_COMMANDS
-
-    if command in STORYBOARD_COMMANDS:
-        from .cli_storyboard import run as run_storyboard
-
-        return run_storyboard(args)
-    if command == "demo":
-        from .demo import run_demo
-
-        return run_demo(prompt=args.prompt, duration=args.duration, aspect_ratio=args.aspect_ratio)
+    if command != "serve":
+        return _run_command(command, args)
     from . import errors
     from .config import Settings
 
@@ -99,3 +108,24 @@ def main(argv: list[str] | None = None) -> int:
         )
     server.run("stdio")
     return 0
+
+
+def _run_command(command: str, args: argparse.Namespace) -> int:
+    """Everything but ``serve``: the tools without an MCP client, the storyboard commands, the demo."""
+    from .cli_commands import COMMANDS
+
+    if command in COMMANDS:
+        from .cli_commands import run
+
+        return run(args)
+    from .cli_storyboard import STORYBOARD_COMMANDS
+
+    if command in STORYBOARD_COMMANDS:
+        from .cli_storyboard import run as run_storyboard
+
+        return run_storyboard(args)
+    if command == "demo":
+        from .demo import run_demo
+
+        return run_demo(prompt=args.prompt, duration=args.duration, aspect_ratio=args.aspect_ratio)
+    raise AssertionError(f"the parser accepted an unknown command {command!r}")
