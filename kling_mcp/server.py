@@ -4,7 +4,7 @@ and the configured providers when the server is built.
 """
 
 import logging
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server import MCPServer
@@ -22,9 +22,9 @@ from pydantic import Field, WithJsonSchema
 from . import __version__, catalog, errors, server_checks
 from .config import WAIT_DEFAULT_S, WAIT_MAX_S, Settings
 from .estimate_text import estimate_text
-from .inputs import MAX_ARG_CHARS
 from .prompts_text import INSTRUCTIONS, STORYBOARD, tool_descriptions
 from .requests import (
+    MAX_ARG_CHARS,
     CancelResult,
     EditRequest,
     Estimate,
@@ -43,9 +43,6 @@ from .server_confirm import with_confirmation
 from .server_results import job_result, lifespan_for, service_of, submitter
 from .tool_limits import EDIT_OPS, GENERATE_OPS, Bounds, bounds, limit_providers, offering
 from .tool_schemas import compact_tool_schemas, share_output_schema, summarize_items
-
-if TYPE_CHECKING:  # the service's modules load in a worker thread after start-up (AppState.open)
-    pass
 
 log = logging.getLogger("kling_mcp.server")
 

@@ -6,7 +6,7 @@ the argument types it derives from the catalog, so these tools take the same val
 """
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import anyio
 from mcp.server import MCPServer
@@ -15,8 +15,7 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from . import errors, results
-from .jobs.model import Job
+from . import errors
 from .requests import JobView, request_from, said
 from .server_apps import PLAYER_META
 from .server_checks import reporting
@@ -32,15 +31,18 @@ from .storyboard_models import (
     StoryboardRequest,
 )
 
+if TYPE_CHECKING:  # loaded with the service, after start-up
+    from .jobs.model import Job
+
 R = TypeVar("R", StoryboardRequest, RetakeRequest)
 
 
 def _confirmed(
-    make: Callable[[R, Any], Awaitable[tuple[Job, str | None]]], req: R, ctx: Context
-) -> Callable[[float | None], Awaitable[tuple[Job, str | None]]]:
+    make: Callable[[R, Any], Awaitable[tuple["Job", str | None]]], req: R, ctx: Context
+) -> Callable[[float | None], Awaitable[tuple["Job", str | None]]]:
     """``make(req)`` with a given ``confirm_cost_usd`` (what the user agreed to pay), with progress."""
 
-    async def attempt(confirmed_usd: float | None) -> tuple[Job, str | None]:
+    async def attempt(confirmed_usd: float | None) -> tuple["Job", str | None]:
         confirmed = req.model_copy(update={"confirm_cost_usd": confirmed_usd})
         return await reporting(ctx, lambda report: make(confirmed, report), waits=req.wait_seconds != 0)
 
@@ -176,7 +178,7 @@ def install_storyboard(
         return await job_result(service, job, note)
 
     async def frame(ctx: Context, job_id: str, index: str, which: Literal["first", "last"]) -> bytes:
-        from . import frames
+        from . import frames, results
 
         uri = f"kling://jobs/{job_id}/videos/{index}/{which}-frame"
         try:
