@@ -46,6 +46,10 @@ from .tool_schemas import compact_tool_schemas, share_output_schema, summarize_i
 
 log = logging.getLogger("kling_mcp.server")
 
+# The tools that answer a job as check_job does (validated against JobView): registered without an output
+# schema, they get check_job's output model and a short schema that points to it (share_output_schema).
+ANSWER_JOBS = ("generate_video", "edit_video", "generate_storyboard", "retake_shot", "assemble_video")
+
 
 def create_server(settings: Settings | None = None) -> MCPServer:
     """Build the server for ``settings`` (default: from the environment)."""
@@ -180,7 +184,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         wait_seconds: Wait | None = None,  # type: ignore[valid-type]
         idempotency_key: Key | None = None,
         confirm_cost_usd: ConfirmCost | None = None,
-    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
+    ) -> CallToolResult | InputRequiredResult:  # the job: see ANSWER_JOBS
         service = await service_of(ctx)
         try:
             req = request_from(GenerateRequest, locals())  # the arguments are the request fields
@@ -204,7 +208,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         wait_seconds: Annotated[Wait, As] | None = None,  # type: ignore[valid-type]
         idempotency_key: Annotated[Key, As] | None = None,
         confirm_cost_usd: Annotated[ConfirmCost, As] | None = None,
-    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
+    ) -> CallToolResult | InputRequiredResult:  # the job: see ANSWER_JOBS
         service = await service_of(ctx)
         try:
             req = request_from(EditRequest, locals())
@@ -341,7 +345,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     install_extras(mcp, settings)
     install_checks(mcp, settings.configured)
     compact_tool_schemas(mcp)
-    share_output_schema(mcp, owner="check_job")
+    share_output_schema(mcp, owner="check_job", answering=ANSWER_JOBS)
     summarize_items(mcp, "estimate_cost", "quotes")
     return mcp
 

@@ -16,7 +16,7 @@ from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from . import errors
-from .requests import JobView, request_from, said
+from .requests import request_from, said
 from .server_apps import PLAYER_META
 from .server_checks import reporting
 from .server_confirm import with_confirmation
@@ -112,7 +112,7 @@ def install_storyboard(
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
         confirm_cost_usd: Confirm | None = None,
-    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:  # plus shots: see the description
+    ) -> CallToolResult | InputRequiredResult:  # the job, plus shots: see server.ANSWER_JOBS and the description
         service = await service_of(ctx)
         try:
             req = request_from(StoryboardRequest, locals())  # the arguments are the request fields
@@ -134,7 +134,7 @@ def install_storyboard(
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
         confirm_cost_usd: Confirm | None = None,
-    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:  # plus shots: see the description
+    ) -> CallToolResult | InputRequiredResult:  # the job, plus shots: see server.ANSWER_JOBS and the description
         service = await service_of(ctx)
         try:
             req = request_from(RetakeRequest, locals())
@@ -166,7 +166,7 @@ def install_storyboard(
         aspect_ratio: Annotated[Aspect, said_by(AssembleRequest, "aspect_ratio")] | None = None,
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
-    ) -> Annotated[CallToolResult, JobView]:
+    ) -> CallToolResult:  # the job: see server.ANSWER_JOBS
         service = await service_of(ctx)
         try:
             req = request_from(AssembleRequest, locals())
