@@ -64,6 +64,9 @@ def time_initialize(command: list[str], env: dict[str, str]) -> float:
 def run(runs: int) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="kling-bench-") as tmp:
         env = clean_env(KLING_MCP_DATA_DIR=str(Path(tmp) / "data"))
+        # An installed package has its .pyc files: with PYTHONDONTWRITEBYTECODE set (some CI and agent
+        # shells), the warm-up could not write them and every run would compile kling_mcp from source.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         kling = [sys.executable, "-m", "kling_mcp", "serve"]
         bare = [sys.executable, str(ROOT / "benchmarks" / "bare_server.py")]
         time_initialize(kling, env)            # warm-up: page cache, .pyc files, the data dir

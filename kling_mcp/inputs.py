@@ -17,10 +17,9 @@ from urllib.parse import urlsplit
 import anyio
 
 from . import errors, media, results
-from .requests import MediaRef
+from .requests import MAX_ARG_CHARS, MediaRef
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]{1,15}):")
-MAX_ARG_CHARS = 300 * 1024 * 1024
 
 
 async def resolve(

@@ -15,10 +15,12 @@ from .vocabulary import JobOperation, JobStatusName, Operation
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use: a request is validated in a tool call, never to start the server.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 _R = TypeVar("_R", bound=BaseModel)
+MAX_ARG_CHARS = 300 * 1024 * 1024  # an image or video argument (a data URI, at most): a cap against abuse
 
 
 # The request fields, each declared once with the one-line description every surface states: the MCP tools'

@@ -4,7 +4,7 @@ and the configured providers when the server is built.
 """
 
 import logging
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server import MCPServer
@@ -22,9 +22,9 @@ from pydantic import Field, WithJsonSchema
 from . import __version__, catalog, errors, server_checks
 from .config import WAIT_DEFAULT_S, WAIT_MAX_S, Settings
 from .estimate_text import estimate_text
-from .inputs import MAX_ARG_CHARS
 from .prompts_text import INSTRUCTIONS, STORYBOARD, tool_descriptions
 from .requests import (
+    MAX_ARG_CHARS,
     CancelResult,
     EditRequest,
     Estimate,
@@ -44,10 +44,11 @@ from .server_results import job_result, lifespan_for, service_of, submitter
 from .tool_limits import EDIT_OPS, GENERATE_OPS, Bounds, bounds, limit_providers, offering
 from .tool_schemas import compact_tool_schemas, share_output_schema, summarize_items
 
-if TYPE_CHECKING:  # the service's modules load in a worker thread after start-up (AppState.open)
-    pass
-
 log = logging.getLogger("kling_mcp.server")
+
+# The tools that answer a job as check_job does (validated against JobView): registered without an output
+# schema, they get check_job's output model and a short schema that points to it (share_output_schema).
+ANSWER_JOBS = ("generate_video", "edit_video", "generate_storyboard", "retake_shot", "assemble_video")
 
 
 def create_server(settings: Settings | None = None) -> MCPServer:
@@ -183,7 +184,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         wait_seconds: Wait | None = None,  # type: ignore[valid-type]
         idempotency_key: Key | None = None,
         confirm_cost_usd: ConfirmCost | None = None,
-    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
+    ) -> CallToolResult | InputRequiredResult:  # the job: see ANSWER_JOBS
         service = await service_of(ctx)
         try:
             req = request_from(GenerateRequest, locals())  # the arguments are the request fields
@@ -207,7 +208,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         wait_seconds: Annotated[Wait, As] | None = None,  # type: ignore[valid-type]
         idempotency_key: Annotated[Key, As] | None = None,
         confirm_cost_usd: Annotated[ConfirmCost, As] | None = None,
-    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:
+    ) -> CallToolResult | InputRequiredResult:  # the job: see ANSWER_JOBS
         service = await service_of(ctx)
         try:
             req = request_from(EditRequest, locals())
@@ -344,7 +345,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     install_extras(mcp, settings)
     install_checks(mcp, settings.configured)
     compact_tool_schemas(mcp)
-    share_output_schema(mcp, owner="check_job")
+    share_output_schema(mcp, owner="check_job", answering=ANSWER_JOBS)
     summarize_items(mcp, "estimate_cost", "quotes")
     return mcp
 

@@ -28,8 +28,6 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 from pydantic import ValidationError
 
-from .argument_errors import describe
-
 HEARTBEAT_S = 4.0
 MAX_INLINE_VIDEO_BYTES = 50 * 2**20  # resources/read of a larger video answers a note, not the bytes
 _NOTE_PREFIX = "This video is"
@@ -100,6 +98,8 @@ def _strip_prefix(result: dict[str, Any], prefix: str) -> None:
 
 def _argument_error(tool: Any, arguments: dict[str, Any], configured: list[str]) -> str | None:
     """Our error text when ``arguments`` fail ``tool``'s argument model; None when they pass."""
+    from .argument_errors import describe  # only when a call was refused
+
     metadata = tool.fn_metadata
     try:
         metadata.arg_model.model_validate(metadata.pre_parse_json(arguments))

@@ -17,11 +17,11 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, ImageContent, ResourceLink, TextContent
 
 from .config import Settings
-from .jobs.model import Job
 from .requests import EditRequest, GenerateRequest, JobView, dump
 from .server_checks import reporting
 
-if TYPE_CHECKING:  # the service's modules load in a worker thread after start-up (AppState.open)
+if TYPE_CHECKING:  # the service's modules and the job model load in a worker thread after start-up (AppState.open)
+    from .jobs.model import Job
     from .service import VideoService
 
 log = logging.getLogger("kling_mcp.server")
@@ -93,7 +93,7 @@ async def service_of(ctx: Context) -> "VideoService":
     return await cast(AppState, ctx.request_context.lifespan_context).service()
 
 
-async def _poster(service: "VideoService", job: Job) -> ImageContent | None:
+async def _poster(service: "VideoService", job: "Job") -> ImageContent | None:
     if not job.videos:
         return None
     from . import poster
@@ -132,7 +132,7 @@ def _summary(view: JobView) -> str:
     return "\n".join(lines)
 
 
-async def job_result(service: "VideoService", job: Job, note: str | None = None) -> CallToolResult:
+async def job_result(service: "VideoService", job: "Job", note: str | None = None) -> CallToolResult:
     view = await service.view(job, note)
     content: list[Any] = [TextContent(type="text", text=_summary(view))]
     # A storyboard without an assembled video links its shots' videos instead.
@@ -155,10 +155,10 @@ async def job_result(service: "VideoService", job: Job, note: str | None = None)
 
 def submitter(
     service: "VideoService", req: GenerateRequest | EditRequest, ctx: Context
-) -> Callable[[float | None], Awaitable[tuple[Job, str | None]]]:
+) -> Callable[[float | None], Awaitable[tuple["Job", str | None]]]:
     """``req`` submitted with a given ``confirm_cost_usd`` (what the user agreed to pay)."""
 
-    async def submit(confirmed_usd: float | None) -> tuple[Job, str | None]:
+    async def submit(confirmed_usd: float | None) -> tuple["Job", str | None]:
         confirmed = req.model_copy(update={"confirm_cost_usd": confirmed_usd})
         return await reporting(ctx, lambda report: service.generate(confirmed, report), waits=req.wait_seconds != 0)
 

@@ -6,7 +6,7 @@ the argument types it derives from the catalog, so these tools take the same val
 """
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import anyio
 from mcp.server import MCPServer
@@ -15,9 +15,8 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from . import errors, results
-from .jobs.model import Job
-from .requests import JobView, request_from, said
+from . import errors
+from .requests import request_from, said
 from .server_apps import PLAYER_META
 from .server_checks import reporting
 from .server_confirm import with_confirmation
@@ -32,15 +31,18 @@ from .storyboard_models import (
     StoryboardRequest,
 )
 
+if TYPE_CHECKING:  # loaded with the service, after start-up
+    from .jobs.model import Job
+
 R = TypeVar("R", StoryboardRequest, RetakeRequest)
 
 
 def _confirmed(
-    make: Callable[[R, Any], Awaitable[tuple[Job, str | None]]], req: R, ctx: Context
-) -> Callable[[float | None], Awaitable[tuple[Job, str | None]]]:
+    make: Callable[[R, Any], Awaitable[tuple["Job", str | None]]], req: R, ctx: Context
+) -> Callable[[float | None], Awaitable[tuple["Job", str | None]]]:
     """``make(req)`` with a given ``confirm_cost_usd`` (what the user agreed to pay), with progress."""
 
-    async def attempt(confirmed_usd: float | None) -> tuple[Job, str | None]:
+    async def attempt(confirmed_usd: float | None) -> tuple["Job", str | None]:
         confirmed = req.model_copy(update={"confirm_cost_usd": confirmed_usd})
         return await reporting(ctx, lambda report: make(confirmed, report), waits=req.wait_seconds != 0)
 
@@ -110,7 +112,7 @@ def install_storyboard(
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
         confirm_cost_usd: Confirm | None = None,
-    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:  # plus shots: see the description
+    ) -> CallToolResult | InputRequiredResult:  # the job, plus shots: see server.ANSWER_JOBS and the description
         service = await service_of(ctx)
         try:
             req = request_from(StoryboardRequest, locals())  # the arguments are the request fields
@@ -132,7 +134,7 @@ def install_storyboard(
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
         confirm_cost_usd: Confirm | None = None,
-    ) -> Annotated[CallToolResult, JobView] | InputRequiredResult:  # plus shots: see the description
+    ) -> CallToolResult | InputRequiredResult:  # the job, plus shots: see server.ANSWER_JOBS and the description
         service = await service_of(ctx)
         try:
             req = request_from(RetakeRequest, locals())
@@ -164,7 +166,7 @@ def install_storyboard(
         aspect_ratio: Annotated[Aspect, said_by(AssembleRequest, "aspect_ratio")] | None = None,
         wait_seconds: Wait | None = None,
         idempotency_key: Key | None = None,
-    ) -> Annotated[CallToolResult, JobView]:
+    ) -> CallToolResult:  # the job: see server.ANSWER_JOBS
         service = await service_of(ctx)
         try:
             req = request_from(AssembleRequest, locals())
@@ -176,7 +178,7 @@ def install_storyboard(
         return await job_result(service, job, note)
 
     async def frame(ctx: Context, job_id: str, index: str, which: Literal["first", "last"]) -> bytes:
-        from . import frames
+        from . import frames, results
 
         uri = f"kling://jobs/{job_id}/videos/{index}/{which}-frame"
         try:

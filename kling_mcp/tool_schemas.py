@@ -19,6 +19,7 @@ accept an explicit ``null`` as before) and results by their output models.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 _NULL = {"type": "null"}
@@ -130,13 +131,15 @@ def _fold_null(node: dict[str, Any], *, output: bool) -> None:
 _KEPT = ("job_id",)  # what a stub still spells out
 
 
-def share_output_schema(mcp: Any, owner: str) -> None:
+def share_output_schema(mcp: Any, owner: str, answering: Sequence[str] = ()) -> None:
     """State ``owner``'s output schema once: in the other tools, the same object becomes a stub.
 
-    A tool whose whole output is ``owner``'s object (``generate_video`` answers what ``check_job``
-    answers) publishes ``job_id`` and says where the rest is described;
-    the same object nested in another output (``list_jobs``' items) becomes an object that says so. Both
-    still validate every result (other properties are allowed). Call after :func:`compact_tool_schemas`.
+    The tools in ``answering`` answer ``owner``'s whole object (``generate_video`` answers what ``check_job``
+    answers). They are registered without an output schema (pydantic would derive the same one again for
+    each, at start-up) and get ``owner``'s output model here, with a schema that publishes ``job_id`` and says
+    where the rest is described. The same object nested in another output (``list_jobs``' items) becomes an
+    object that says so. Every result is still validated against the whole model (other properties are
+    allowed). Call after :func:`compact_tool_schemas`.
     """
     tools = mcp._tool_manager._tools
     full = tools[owner].fn_metadata.output_schema
@@ -144,13 +147,19 @@ def share_output_schema(mcp: Any, owner: str) -> None:
         return
     body = {k: v for k, v in full.items() if k != "$defs"}
     note = f"The job, as {owner}'s outputSchema describes it."
+    kept = {k: body["properties"][k] for k in _KEPT if k in body.get("properties", {})}
+    for name in answering:
+        metadata = tools[name].fn_metadata
+        if metadata.output_schema is not None:
+            raise RuntimeError(f"{name} was registered with an output schema of its own")
+        metadata.output_model = tools[owner].fn_metadata.output_model
+        metadata.output_schema = {"type": "object", "description": note, "properties": dict(kept)}
     for name, tool in tools.items():
         schema = tool.fn_metadata.output_schema
-        if name == owner or not schema:
+        if name == owner or name in answering or not schema:
             continue
         if schema == full:
-            kept = {k: body["properties"][k] for k in _KEPT if k in body.get("properties", {})}
-            tool.fn_metadata.output_schema = {"type": "object", "description": note, "properties": kept}
+            tool.fn_metadata.output_schema = {"type": "object", "description": note, "properties": dict(kept)}
             continue
         _replace_copies(schema, body, {"type": "object", "description": note})
         _drop_unused_defs(schema)

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from kling_mcp.catalog import PROVIDERS
-from kling_mcp.cli import main
+from kling_mcp.cli import PLAIN_SERVE, _parser, main, parse
 from kling_mcp.cli_commands import ProgressBar, cli_text, table
 from kling_mcp.jobs.model import JobStatus
 
@@ -206,6 +206,12 @@ def test_table_and_cli_text():
         "k    v", "---  -", "a    long value", "bbb  x"]
     assert cli_text("call check_job with job_id; pass reference_images and first_frame") == (
         "call `kling-mcp check` with job_id; pass --reference-image and --first-frame")
+
+
+def test_serve_is_read_as_the_parser_reads_it():
+    # `kling-mcp` and `kling-mcp serve` skip building the parser (cli.parse): the result must not differ.
+    assert vars(parse(["serve"])) == vars(_parser().parse_args(["serve"])) == PLAIN_SERVE
+    assert vars(parse([])) == vars(_parser().parse_args([]))
 
 
 # --- the real console script ------------------------------------------------------------------------------

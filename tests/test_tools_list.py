@@ -12,7 +12,8 @@ from mcp import Client
 
 from kling_mcp import catalog
 from kling_mcp.config import WAIT_DEFAULT_S, Settings
-from kling_mcp.server import create_server
+from kling_mcp.requests import JobView
+from kling_mcp.server import ANSWER_JOBS, create_server
 
 pytestmark = pytest.mark.anyio
 
@@ -99,3 +100,13 @@ async def test_the_job_view_is_described_once(tmp_path: Path) -> None:
     for name in ("generate_video", "edit_video", "list_jobs"):
         schema = json.dumps(tools[name]["outputSchema"])
         assert '"videos"' not in schema and "check_job's outputSchema" in schema, name
+
+
+async def test_the_tools_that_answer_a_job_validate_it_as_check_job_does(tmp_path: Path) -> None:
+    # They are registered without an output schema of their own (share_output_schema gives them check_job's model).
+    server = create_server(Settings.from_env({"KLING_MCP_DATA_DIR": str(tmp_path / "data")}))
+    tools = server._tool_manager._tools
+    assert tools["check_job"].fn_metadata.output_model is JobView
+    for name in ANSWER_JOBS:
+        assert tools[name].fn_metadata.output_model is JobView and not tools[name].fn_metadata.wrap_output, name
+        assert tools[name].output_schema["properties"] == {"job_id": {"type": "string"}}, name
