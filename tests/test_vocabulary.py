@@ -13,8 +13,8 @@ from mcp import Client
 
 from kling_mcp import catalog
 from kling_mcp.cli import main
-from kling_mcp.cli_commands import cli_text
 from kling_mcp.cli_options import flag
+from kling_mcp.cli_output import cli_text
 from kling_mcp.config import Settings
 from kling_mcp.jobs.model import JobStatus
 from kling_mcp.requests import EditRequest, EstimateRequest, GenerateRequest, said
