@@ -24,6 +24,7 @@ from .requests import ErrorView
 from .results import frame_uri
 from .storyboard_plan import fingerprint, spec_identity
 from .validation import check
+from .vocabulary import UNSUCCESSFUL
 
 if TYPE_CHECKING:
     from .service import VideoService
@@ -32,7 +33,6 @@ log = logging.getLogger("kling_mcp.storyboards")
 
 ASSEMBLY_SHARE = 5.0  # percent of a board's progress that is the final join
 WAKE_S = 1.0
-_LOST = (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class BoardDriver:
@@ -56,7 +56,7 @@ class BoardDriver:
                     board_id, lambda j: j.moved(JobStatus.RUNNING) if j.status == JobStatus.PENDING else None
                 )
             running = [t for t in takes if t is not None and not t.terminal]
-            failed = [i for i, t in enumerate(takes) if t is not None and t.status in _LOST]
+            failed = [i for i, t in enumerate(takes) if t is not None and t.status in UNSUCCESSFUL]
             if failed and not running:
                 await self._fail(board_id, failed[0] + 1, takes[failed[0]])
                 return

@@ -24,7 +24,7 @@ from .cli_options import add_options, request_of
 from .cli_output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ProgressBar, cli_text, jobs_table, quote_table, report, say
 from .config import Settings
 from .requests import EditRequest, EstimateRequest, GenerateRequest, said
-from .vocabulary import STATUS_NAMES
+from .vocabulary import STATUS_NAMES, TIERS
 
 COMMANDS = ("estimate", "generate", "edit", "jobs", "check", "cancel", "last-frame")
 EPILOG = (
@@ -170,7 +170,7 @@ def _request(args: argparse.Namespace, kind: str) -> Any:
 
 async def _estimate(service: Any, args: argparse.Namespace) -> int:
     """Quote every provider; without --tier, at each tier in turn, so rows compare like with like."""
-    tiers = [args.tier] if args.tier else ["standard", "pro"]
+    tiers = [args.tier] if args.tier else list(TIERS)
     estimates = []
     for tier in tiers:
         args.tier = tier

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from . import catalog
 from .cli_options import flag_words
 from .requests import EditRequest, EstimateRequest, GenerateRequest
+from .vocabulary import UNSUCCESSFUL_NAMES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNNING = 0, 1, 2, 3
 
@@ -43,7 +44,7 @@ def _shown_cost(view: Any) -> str:
     billed cost shows "-", not its quote as if it had been charged)."""
     if view.cost_usd is not None:
         return _usd(view.cost_usd)
-    if view.status in ("failed", "cancelled"):
+    if view.status in UNSUCCESSFUL_NAMES:
         return "-"
     return "~" + _usd(view.estimated_cost_usd)
 
@@ -186,7 +187,7 @@ def report(job: Any, note: str | None, as_json: bool, output: str | None = None)
             for path in paths:
                 print(path)
         return EXIT_OK
-    if view.status in ("failed", "cancelled"):
+    if view.status in UNSUCCESSFUL_NAMES:
         reason = f"[{view.error.code}] {view.error.message}" if view.error else view.status
         say(cli_text(f"kling-mcp: job {view.job_id} {view.status}: {reason}. {view.next_action}"))
         return EXIT_FAILED

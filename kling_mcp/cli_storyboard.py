@@ -22,6 +22,7 @@ from .cli_options import request_of
 from .cli_output import EXIT_FAILED, EXIT_OK, EXIT_RUNNING, EXIT_USAGE, cli_text, save_copies, say
 from .config import Settings
 from .requests import said
+from .vocabulary import UNSUCCESSFUL_NAMES
 
 STORYBOARD_COMMANDS = ("storyboard", "retake", "assemble")
 _CLI_WORDS = {"retake_shot with job_id=": "`kling-mcp retake` with the storyboard id ", "shot=": "shot "}
@@ -129,7 +130,7 @@ def _report(view: Any, as_json: bool, output: str | None) -> int:
             for path in paths:
                 print(path)
         return EXIT_OK
-    if view.status in ("failed", "cancelled"):
+    if view.status in UNSUCCESSFUL_NAMES:
         reason = f"[{view.error.code}] {view.error.message}" if view.error else view.status
         text = f"kling-mcp: {view.operation} {view.job_id} {view.status}: {reason}. {view.next_action}"
         for word, cli in _CLI_WORDS.items():

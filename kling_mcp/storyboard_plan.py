@@ -22,12 +22,11 @@ from . import catalog, errors
 from .jobs.composite import BoardRecord, ShotPlan
 from .requests import GenerateRequest, MediaRef, VideoSpec
 from .validation import Match, check
+from .vocabulary import PRICE_BASES
 
 if TYPE_CHECKING:
     from .service import VideoService
     from .storyboard_models import StoryboardRequest
-
-_BASIS_ORDER = ("published", "inferred", "unknown")
 
 
 @dataclass
@@ -176,7 +175,7 @@ def _quote(name: str, tier: str | None, plans: list[ShotPlan], matches: list[Mat
     costs = [m.cost_usd for m in matches]
     total = None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 6)
     bases = [m.price.basis if m.price else "unknown" for m in matches]
-    basis = max(bases, key=_BASIS_ORDER.index)
+    basis = max(bases, key=PRICE_BASES.index)  # the least certain basis of any shot
     return BoardQuote(name, tier, matches[0].model or "", shots, total, basis)
 
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .. import errors
+from ..vocabulary import TERMINAL_NAMES
 from .backend import (
     JobStore,
     KeyClaim,
@@ -53,7 +54,9 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
 SAFETY_REREAD_S = 3.0
-_TERMINAL_SQL = "('succeeded', 'failed', 'cancelled')"
+# The terminal statuses as SQL: the predicate of migration 0001's partial index on unfinished jobs too (a
+# migration is history, so it keeps its own copy; tests/test_vocabulary.py checks the two agree).
+_TERMINAL_SQL = "(" + ", ".join(f"'{name}'" for name in TERMINAL_NAMES) + ")"
 _NOW = "extract(epoch from clock_timestamp())"
 _BUDGET_EPSILON = 1e-9
 
