@@ -22,7 +22,8 @@ from .jobs.composite import ShotPlan
 from .jobs.model import Job, JobStatus, new_job_id
 from .requests import ErrorView
 from .results import frame_uri
-from .storyboard_plan import fingerprint, spec_identity
+from .specs import spec_identity
+from .storyboard_plan import fingerprint
 from .validation import check
 from .vocabulary import UNSUCCESSFUL
 

@@ -128,12 +128,18 @@ def request_fingerprint(req: GenerateRequest | EditRequest) -> RequestFingerprin
     return RequestFingerprint.of({"tool": "edit_video" if isinstance(req, EditRequest) else "generate_video", **args})
 
 
-def spec_fingerprint(provider: str, spec: VideoSpec) -> str:
-    """What makes two jobs twins: the provider and the spec, each input file by its content where known."""
+def spec_identity(spec: VideoSpec) -> dict[str, Any]:
+    """A spec with its inputs named by content hash where known, else by value (what makes two requests the
+    same: a job's twin, a board's, a shot's)."""
     data = spec.model_dump(mode="json")
     for key in ("first_frame", "last_frame", "reference_video", "video"):
         if data.get(key):
             data[key] = data[key].get("sha256") or data[key]["value"]
     data["reference_images"] = [r.get("sha256") or r["value"] for r in data["reference_images"]]
-    raw = json.dumps({"provider": provider, **data}, sort_keys=True)
+    return data
+
+
+def spec_fingerprint(provider: str, spec: VideoSpec) -> str:
+    """What makes two jobs twins: the provider and the spec's identity."""
+    raw = json.dumps({"provider": provider, **spec_identity(spec)}, sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()

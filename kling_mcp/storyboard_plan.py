@@ -217,13 +217,3 @@ def _cheaper(a: BoardQuote, b: BoardQuote) -> bool:
 def fingerprint(*parts: object) -> str:
     raw = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()
-
-
-def spec_identity(spec: VideoSpec) -> dict[str, object]:
-    """A spec with its inputs named by content hash (what makes two boards the same request)."""
-    data = spec.model_dump(mode="json")
-    for key in ("first_frame", "last_frame", "reference_video", "video"):
-        if data.get(key):
-            data[key] = data[key].get("sha256") or data[key]["value"]
-    data["reference_images"] = [r.get("sha256") or r["value"] for r in data["reference_images"]]
-    return data

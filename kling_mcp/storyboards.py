@@ -21,8 +21,9 @@ from .board_view import board_view
 from .jobs.composite import BoardRecord
 from .jobs.model import Job, JobStatus
 from .requests import CancelResult, VideoSpec
+from .specs import spec_identity
 from .spending import require_confirmation
-from .storyboard_plan import BoardQuote, build_shots, fingerprint, quote_shots, retake_plans, spec_identity
+from .storyboard_plan import BoardQuote, build_shots, fingerprint, quote_shots, retake_plans
 
 if TYPE_CHECKING:
     from .service import Progress, VideoService
