@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import errors
+from .vocabulary import TRANSITIONS, Transition, spoken
 
 MIN_INPUTS, MAX_INPUTS = 2, 50
 MAX_TRANSITION_S = 5.0
@@ -40,7 +41,6 @@ _REMUX_CODECS = ("h264", "hevc")
 _VIDEO_DEMUXERS = ("mov", "mp4", "matroska", "webm")
 _ASPECT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*[:/x]\s*(\d+(?:\.\d+)?)\s*")
 
-Transition = Literal["cut", "crossfade"]
 Progress = Callable[[float], None]
 
 
@@ -83,7 +83,7 @@ def assemble(
     inputs: Sequence[Path],
     dest: Path,
     *,
-    transition: Literal["cut", "crossfade"] = "cut",
+    transition: Transition = "cut",
     transition_s: float = 0.5,
     aspect_ratio: str | None = None,
     on_progress: Callable[[float], None] | None = None,
@@ -94,8 +94,8 @@ def assemble(
             f"assembly joins {MIN_INPUTS}-{MAX_INPUTS} videos; got {len(inputs)}.",
             hint=f"Pass between {MIN_INPUTS} and {MAX_INPUTS} videos, in the order they should play.",
         )
-    if transition not in ("cut", "crossfade"):
-        raise errors.InvalidRequest(f"transition must be 'cut' or 'crossfade'; got {transition!r}.")
+    if transition not in TRANSITIONS:
+        raise errors.InvalidRequest(f"transition must be {spoken(map(repr, TRANSITIONS))}; got {transition!r}.")
     shape = parse_aspect_ratio(aspect_ratio) if aspect_ratio else None
     clips = [probe_clip(Path(p), k, len(inputs)) for k, p in enumerate(inputs, start=1)]
     dest = Path(dest)

@@ -20,10 +20,11 @@ from . import errors, media
 from .board_state import JobState
 from .catalog import ASPECT_RATIOS
 from .download import download
-from .jobs.composite import AssemblyRecord, Transition
+from .jobs.composite import AssemblyRecord
 from .jobs.model import Job, JobStatus, StoredVideo
 from .requests import CancelResult, ErrorView, VideoSpec
 from .storyboard_plan import fingerprint
+from .vocabulary import Transition
 
 if TYPE_CHECKING:
     from .service import Progress, VideoService

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .jobs.model import Job, JobStatus
 from .storyboard_models import BoardView, ShotView
 from .views import job_view
-from .vocabulary import TERMINAL_NAMES
+from .vocabulary import TERMINAL_NAMES, UNSUCCESSFUL_NAMES
 
 
 def board_view(board: Job, takes: list[Job | None], note: str | None = None) -> BoardView:
@@ -57,7 +57,7 @@ def _next_action(board: Job, shots: list[ShotView]) -> str:
             f"{retake} and shot=N."
         )
     if board.status == JobStatus.FAILED:
-        failed = next((s.shot for s in shots if s.status in (JobStatus.FAILED, JobStatus.CANCELLED)), None)
+        failed = next((s.shot for s in shots if s.status in UNSUCCESSFUL_NAMES), None)
         if failed is not None:
             return (
                 f"Shot {failed} failed ({board.error.message if board.error else 'see error'}): call {retake} and "

@@ -3,7 +3,7 @@
 The commands use :class:`VideoService` directly (the layer the MCP tools share), so they validate,
 quote, deduplicate and bill exactly as the server does, on the same data dir (``KLING_MCP_DATA_DIR``).
 Results go to stdout (video paths, one per line; or JSON with ``--json``); tables, progress and
-errors go to stderr, so ``kling-mcp generate ... | xargs open`` works.
+errors go to stderr, so ``kling-mcp generate ... | xargs open`` works (what is printed is :mod:`.cli_output`).
 
 Exit codes: 0 done (or submitted with ``--no-wait``); 1 refused, failed or cancelled (the reason is
 on stderr and says what to change); 2 bad arguments or settings; 3 still running (``check``, or a
@@ -13,20 +13,19 @@ on stderr and says what to change); 2 bad arguments or settings; 3 still running
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from . import catalog, errors
-from .cli_options import add_options, flag_words, request_of
+from .cli_options import add_options, request_of
+from .cli_output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ProgressBar, cli_text, jobs_table, quote_table, report, say
 from .config import Settings
 from .requests import EditRequest, EstimateRequest, GenerateRequest, said
-from .vocabulary import STATUS_NAMES
+from .vocabulary import STATUS_NAMES, TIERS
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNNING = 0, 1, 2, 3
 COMMANDS = ("estimate", "generate", "edit", "jobs", "check", "cancel", "last-frame")
 EPILOG = (
     "exit codes: 0 done (or submitted with --no-wait); 1 refused, failed or cancelled (stderr says why "
@@ -119,132 +118,7 @@ def add_commands(sub: Any) -> None:
     last.add_argument("-o", "--output", help="PNG path (default: next to the video, <name>.last.png)")
 
 
-# --- rendering -----------------------------------------------------------------------------------------
-
-
-def table(rows: list[list[str]], headers: list[str]) -> str:
-    """A plain-text table; the last column is not padded (it may be long)."""
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = []
-    rule = ["-" * w for w in widths[:-1]] + ["-" * len(headers[-1])]
-    for row in [headers, rule, *rows]:
-        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)] + [str(row[-1])]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def _usd(value: float | None) -> str:
-    return "?" if value is None else f"${value:.3f}"
-
-
-def _shown_cost(view: Any) -> str:
-    """The billed cost; a quote only while the job may still be billed (a failed or cancelled job with no
-    billed cost shows "-", not its quote as if it had been charged)."""
-    if view.cost_usd is not None:
-        return _usd(view.cost_usd)
-    if view.status in ("failed", "cancelled"):
-        return "-"
-    return "~" + _usd(view.estimated_cost_usd)
-
-
-def quote_table(estimate: Any) -> str:
-    rows = []
-    for q in estimate.quotes:
-        supported = "yes" if q.supported else "no"
-        env = catalog.PROVIDERS[q.provider].env_key
-        if q.supported and not q.configured and env:
-            supported += f" (set {env})"
-        rows.append(
-            [
-                q.provider,
-                q.tier or "-",
-                q.model or "-",
-                supported,
-                _usd(q.cost_usd),
-                q.basis,
-                "; ".join(q.problems) or "-",
-            ]
-        )
-    return table(rows, ["provider", "tier", "model", "supported", "cost", "basis", "problems"])
-
-
-def jobs_table(views: list[Any]) -> str:
-    rows = [
-        [
-            v.job_id,
-            v.status,
-            v.provider,
-            v.operation,
-            f"{v.progress:.0f}%",
-            _shown_cost(v),
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at)),
-            v.prompt,
-        ]
-        for v in views
-    ]
-    return table(rows, ["job_id", "status", "provider", "operation", "progress", "cost", "created", "prompt"])
-
-
-class ProgressBar:
-    """A one-line progress bar redrawn with ``\\r`` on a terminal; one line per change otherwise."""
-
-    def __init__(self, stream: TextIO, tty: bool | None = None, width: int = 30) -> None:
-        self.stream = stream
-        self.tty = stream.isatty() if tty is None else tty
-        self.width = width
-        self.started = time.monotonic()
-        self._last: tuple[str, int] | None = None
-        self._drawn = False
-
-    def line(self, job: Any) -> str:
-        filled = int(self.width * min(max(job.progress, 0.0), 100.0) / 100)
-        bar = "#" * filled + "." * (self.width - filled)
-        return (
-            f"[{bar}] {job.progress:5.1f}%  {job.status.value:<11} {job.provider} "
-            f"{time.monotonic() - self.started:6.1f} s"
-        )
-
-    def update(self, job: Any) -> None:
-        if self.tty:
-            self.stream.write("\r" + self.line(job))
-            self._drawn = True
-        else:
-            key = (job.status.value, int(job.progress // 10))
-            if key != self._last:
-                self.stream.write(self.line(job) + "\n")
-            self._last = key
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
-
-
 # --- running -------------------------------------------------------------------------------------------
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-_CLI_WORDS = {
-    "generate_video": "`kling-mcp generate`",
-    "edit_video": "`kling-mcp edit`",
-    "check_job": "`kling-mcp check`",
-    "list_jobs": "`kling-mcp jobs`",
-    "estimate_cost": "`kling-mcp estimate`",
-    "cancel_job": "`kling-mcp cancel`",
-    **flag_words([GenerateRequest, EditRequest, EstimateRequest]),
-    "wait_seconds": "--wait",
-}
-_CLI_PATTERN = re.compile(r"\b(" + "|".join(_CLI_WORDS) + r")\b")
-
-
-def cli_text(message: str) -> str:
-    """An error written for MCP callers, in command-line terms (tool names -> commands, args -> flags)."""
-    return _CLI_PATTERN.sub(lambda m: _CLI_WORDS[m.group(1)], message)
 
 
 async def _with_service(settings: Settings, body: Callable[[Any], Awaitable[int]], run_jobs: bool) -> int:
@@ -288,55 +162,6 @@ async def _wait(service: Any, job: Any, timeout: float | None, bar: ProgressBar)
     return job
 
 
-def save_copies(paths: list[str], output: str) -> list[Path]:
-    """Copy finished videos to ``output`` (a folder, or a file name: ``clip.mp4``, ``clip-1.mp4``, ...)."""
-    import shutil
-
-    target = Path(output).expanduser()
-    copies = []
-    for n, source in enumerate(paths):
-        if target.is_dir() or output.endswith(("/", "\\")):
-            dest = target / Path(source).name if len(paths) == 1 else target / f"{Path(source).stem}-{n}.mp4"
-        else:
-            dest = target if len(paths) == 1 else target.with_name(f"{target.stem}-{n}{target.suffix or '.mp4'}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, dest)
-        copies.append(dest.resolve())
-    return copies
-
-
-def _report(job: Any, note: str | None, as_json: bool, output: str | None = None) -> int:
-    from .views import job_view
-
-    view = job_view(job, note)
-    if as_json:
-        print(view.model_dump_json(indent=1))
-    if view.note:
-        _say(cli_text(view.note))
-    if view.status == "succeeded":
-        cost = _usd(view.cost_usd if view.cost_usd is not None else view.estimated_cost_usd)
-        _say(f"job {view.job_id} succeeded on {view.provider} ({cost}).")
-        for v in view.videos:
-            _say(f"  {v.width}x{v.height}, {v.duration_s} s, {v.size_bytes} bytes, resource {v.uri}")
-        paths = [v.path for v in view.videos]
-        if output:
-            paths = [str(p) for p in save_copies(paths, output)]
-            _say(f"  saved to {', '.join(paths)}")
-        if not as_json:
-            for path in paths:
-                print(path)
-        return EXIT_OK
-    if view.status in ("failed", "cancelled"):
-        reason = f"[{view.error.code}] {view.error.message}" if view.error else view.status
-        _say(cli_text(f"kling-mcp: job {view.job_id} {view.status}: {reason}. {view.next_action}"))
-        return EXIT_FAILED
-    _say(
-        f"job {view.job_id} is {view.status} ({view.progress:.0f}%). Run `kling-mcp check {view.job_id} "
-        "--wait 300` to wait for it."
-    )
-    return EXIT_RUNNING
-
-
 def _request(args: argparse.Namespace, kind: str) -> Any:
     if kind == "estimate":
         return request_of(EstimateRequest, args)
@@ -345,7 +170,7 @@ def _request(args: argparse.Namespace, kind: str) -> Any:
 
 async def _estimate(service: Any, args: argparse.Namespace) -> int:
     """Quote every provider; without --tier, at each tier in turn, so rows compare like with like."""
-    tiers = [args.tier] if args.tier else ["standard", "pro"]
+    tiers = [args.tier] if args.tier else list(TIERS)
     estimates = []
     for tier in tiers:
         args.tier = tier
@@ -369,7 +194,7 @@ async def _estimate(service: Any, args: argparse.Namespace) -> int:
         if estimate.recommended:
             print(f"{tier}: auto picks {estimate.recommended}: run `kling-mcp {command} --tier {tier}` (same flags).")
     if not accepted:
-        _say("kling-mcp estimate: no configured provider accepts this request; see the problems above.")
+        say("kling-mcp estimate: no configured provider accepts this request; see the problems above.")
     return EXIT_OK if accepted else EXIT_FAILED
 
 
@@ -378,22 +203,22 @@ async def _generate(service: Any, args: argparse.Namespace, kind: str) -> int:
     renders_here = job.provider == "local"
     if args.no_wait:
         if note:
-            _say(cli_text(note))
+            say(cli_text(note))
         print(job.job_id)
         if renders_here:
-            _say(
+            say(
                 f"submitted job {job.job_id} to local. The local provider renders inside a kling-mcp process, so it "
                 f"pauses when this command exits and goes on when a server or `kling-mcp check {job.job_id} --wait "
                 "300` runs."
             )
         else:
-            _say(f"submitted job {job.job_id} to {job.provider}; run `kling-mcp check {job.job_id} --wait 300`.")
+            say(f"submitted job {job.job_id} to {job.provider}; run `kling-mcp check {job.job_id} --wait 300`.")
         return EXIT_OK
     stop = "pauses the render until the next check --wait" if renders_here else "stops waiting, not the job"
-    _say(f"job {job.job_id} on {job.provider} ({job.model}); waiting (Ctrl-C {stop}).")
+    say(f"job {job.job_id} on {job.provider} ({job.model}); waiting (Ctrl-C {stop}).")
     args.current_job = job
     job = await _wait(service, job, args.timeout, ProgressBar(sys.stderr))
-    return _report(job, note, args.json, args.output)
+    return report(job, note, args.json, args.output)
 
 
 async def resolve_job_id(service: Any, given: str) -> str:
@@ -413,7 +238,7 @@ async def _check(service: Any, args: argparse.Namespace) -> int:
     job = await service.check(await resolve_job_id(service, args.job_id), 0.0)
     if args.wait > 0 and not job.terminal:
         job = await _wait(service, job, args.wait, ProgressBar(sys.stderr))
-    return _report(job, None, args.json, args.output)
+    return report(job, None, args.json, args.output)
 
 
 async def _jobs(service: Any, args: argparse.Namespace) -> int:
@@ -423,7 +248,7 @@ async def _jobs(service: Any, args: argparse.Namespace) -> int:
     elif listing.jobs:
         print(jobs_table(listing.jobs))
     else:
-        _say(
+        say(
             "No jobs"
             + (f" with status {args.status}" if args.status else "")
             + f' in {service.settings.data_dir}. Run `kling-mcp generate "..."` to make one.'
@@ -433,7 +258,7 @@ async def _jobs(service: Any, args: argparse.Namespace) -> int:
 
 async def _cancel(service: Any, args: argparse.Namespace) -> int:
     result = await service.cancel(await resolve_job_id(service, args.job_id))
-    _say(cli_text(result.message))
+    say(cli_text(result.message))
     print(result.status)
     return EXIT_OK
 
@@ -458,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             settings = Settings.from_env()
         except errors.KlingError as exc:
-            _say(f"kling-mcp: {exc}")
+            say(f"kling-mcp: {exc}")
             return EXIT_USAGE
         body: dict[str, Callable[[Any], Awaitable[int]]] = {
             "estimate": lambda s: _estimate(s, args),
@@ -471,16 +296,16 @@ def run(args: argparse.Namespace) -> int:
         run_jobs = args.command in ("generate", "edit", "check")  # these wait, so the runner must poll
         return anyio.run(_with_service, settings, body[args.command], run_jobs)
     except errors.KlingError as exc:
-        _say(f"kling-mcp {args.command}: {cli_text(str(exc))}")
+        say(f"kling-mcp {args.command}: {cli_text(str(exc))}")
         return EXIT_FAILED
     except KeyboardInterrupt:
         job = getattr(args, "current_job", None)
         job_id = job.job_id if job is not None else "JOB_ID"
         if job is not None and job.provider == "local":
-            _say(
+            say(
                 f"\nkling-mcp: stopped. The local render of job {job_id} pauses until a server or "
                 f"`kling-mcp check {job_id} --wait 300` resumes it."
             )
         else:
-            _say(f"\nkling-mcp: stopped waiting; the job goes on. Run `kling-mcp check {job_id} --wait 300` for it.")
+            say(f"\nkling-mcp: stopped waiting; the job goes on. Run `kling-mcp check {job_id} --wait 300` for it.")
         return 130

@@ -17,21 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from . import catalog, errors
-from .cli_commands import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_RUNNING,
-    EXIT_USAGE,
-    _command,
-    _output,
-    _say,
-    _with_service,
-    cli_text,
-    save_copies,
-)
+from .cli_commands import _command, _output, _with_service
 from .cli_options import request_of
+from .cli_output import EXIT_FAILED, EXIT_OK, EXIT_RUNNING, EXIT_USAGE, cli_text, save_copies, say
 from .config import Settings
 from .requests import said
+from .vocabulary import UNSUCCESSFUL_NAMES
 
 STORYBOARD_COMMANDS = ("storyboard", "retake", "assemble")
 _CLI_WORDS = {"retake_shot with job_id=": "`kling-mcp retake` with the storyboard id ", "shot=": "shot "}
@@ -103,7 +94,7 @@ def _shot_lines(view: Any, seen: dict[int, str]) -> None:
         if seen.get(shot.shot) != shot.status:
             seen[shot.shot] = shot.status
             where = f" (job {shot.job_id})" if shot.job_id else ""
-            _say(f"shot {shot.shot}/{len(view.shots)}: {shot.status}{where} {shot.prompt[:60]}")
+            say(f"shot {shot.shot}/{len(view.shots)}: {shot.status}{where} {shot.prompt[:60]}")
 
 
 async def _follow(service: Any, job: Any, timeout: float | None, shots: bool) -> Any:
@@ -116,7 +107,7 @@ async def _follow(service: Any, job: Any, timeout: float | None, shots: bool) ->
             _shot_lines(view, seen)
         if view.progress // 10 != last // 10 or job.terminal:
             last = view.progress
-            _say(f"{view.operation} {job.job_id}: {view.status} {view.progress:.0f}%")
+            say(f"{view.operation} {job.job_id}: {view.status} {view.progress:.0f}%")
         if job.terminal or (deadline is not None and time.monotonic() >= deadline):
             return job
         step = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
@@ -127,26 +118,26 @@ def _report(view: Any, as_json: bool, output: str | None) -> int:
     if as_json:
         print(view.model_dump_json(indent=1))
     if view.note:
-        _say(cli_text(view.note))
+        say(cli_text(view.note))
     if view.status == "succeeded":
         paths = [v.path for v in view.videos] or [v.path for s in getattr(view, "shots", []) for v in s.videos]
         cost = "?" if view.cost_usd is None else f"${view.cost_usd:.3f}"
-        _say(f"{view.operation} {view.job_id} succeeded ({cost}).")
+        say(f"{view.operation} {view.job_id} succeeded ({cost}).")
         if output:
             paths = [str(p) for p in save_copies(paths, output)]
-            _say(f"  saved to {', '.join(paths)}")
+            say(f"  saved to {', '.join(paths)}")
         if not as_json:
             for path in paths:
                 print(path)
         return EXIT_OK
-    if view.status in ("failed", "cancelled"):
+    if view.status in UNSUCCESSFUL_NAMES:
         reason = f"[{view.error.code}] {view.error.message}" if view.error else view.status
         text = f"kling-mcp: {view.operation} {view.job_id} {view.status}: {reason}. {view.next_action}"
         for word, cli in _CLI_WORDS.items():
             text = text.replace(word, cli)
-        _say(cli_text(text))
+        say(cli_text(text))
         return EXIT_FAILED
-    _say(f"{view.job_id} is {view.status}. Run `kling-mcp check {view.job_id} --wait 300` to wait for it.")
+    say(f"{view.job_id} is {view.status}. Run `kling-mcp check {view.job_id} --wait 300` to wait for it.")
     return EXIT_RUNNING
 
 
@@ -164,10 +155,10 @@ async def _make(service: Any, args: argparse.Namespace) -> int:
 
         job, note = await service.assemblies.create(request_of(AssembleRequest, args, wait_seconds=0.0))
     if note:
-        _say(cli_text(note))
+        say(cli_text(note))
     if args.no_wait:
         print(job.job_id)
-        _say(
+        say(
             f"saved {job.job_id}; it runs while a kling-mcp server (or `kling-mcp check {job.job_id} --wait 300`) "
             "runs on this data dir."
         )
@@ -182,16 +173,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
     except errors.KlingError as exc:
-        _say(f"kling-mcp: {exc}")
+        say(f"kling-mcp: {exc}")
         return EXIT_USAGE
     if args.command == "assemble" and not 2 <= len(args.videos) <= 50:
-        _say("kling-mcp assemble: give 2-50 videos, in the order they should play.")
+        say("kling-mcp assemble: give 2-50 videos, in the order they should play.")
         return EXIT_USAGE
     try:
         return anyio.run(_with_service, settings, lambda s: _make(s, args), True)
     except errors.KlingError as exc:
-        _say(f"kling-mcp {args.command}: {cli_text(str(exc))}")
+        say(f"kling-mcp {args.command}: {cli_text(str(exc))}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        _say("\nkling-mcp: stopped waiting; the job resumes when a kling-mcp server runs on this data dir.")
+        say("\nkling-mcp: stopped waiting; the job resumes when a kling-mcp server runs on this data dir.")
         return 130

@@ -7,11 +7,11 @@ adapter turns into its wire format.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .vocabulary import JobOperation, JobStatusName, Operation
+from .vocabulary import TIER_RESOLUTIONS, TIERS, JobOperation, JobStatusName, Operation, PriceBasis, Tier, spoken
 
 
 class _Strict(BaseModel):
@@ -29,8 +29,10 @@ MAX_ARG_CHARS = 300 * 1024 * 1024  # an image or video argument (a data URI, at 
 
 
 class Tiered(_Strict):
-    tier: Literal["standard", "pro"] | None = Field(
-        default=None, description="standard (720p) or pro (1080p); unset: the cheapest that accepts the request."
+    tier: Tier | None = Field(
+        default=None,
+        description=f"{spoken(f'{t} ({TIER_RESOLUTIONS[t]})' for t in TIERS)}; unset: the cheapest that accepts "
+        "the request.",
     )
 
 
@@ -124,20 +126,30 @@ class MediaRef(BaseModel):
     fps: float | None = None
 
 
-class VideoSpec(BaseModel):
+_Media = TypeVar("_Media")
+
+
+class ShotFields(BaseModel, Generic[_Media]):
+    # What one shot of video is made from, declared once for a storyboard shot as the caller gives it
+    # (storyboard_models.ShotInput: images as strings) and the spec a job stores (VideoSpec: images resolved
+    # to MediaRef). No docstring and no descriptions: ShotInput's schema is published as it is.
+
+    prompt: str
+    duration: int | None = None  # requested output seconds (None for edits)
+    first_frame: _Media | None = None
+    last_frame: _Media | None = None
+    reference_images: list[_Media] = Field(default_factory=list)
+    negative_prompt: str | None = None
+
+
+class VideoSpec(ShotFields[MediaRef]):
     """A normalised generation or edit request (what a job stores)."""
 
     operation: Operation
-    prompt: str
-    first_frame: MediaRef | None = None
-    last_frame: MediaRef | None = None
-    reference_images: list[MediaRef] = Field(default_factory=list)
     reference_video: MediaRef | None = None
     video: MediaRef | None = None
     aspect_ratio: str | None = None
-    duration: int | None = None  # requested output seconds (None for edits)
-    tier: Literal["standard", "pro"] | None = None
-    negative_prompt: str | None = None
+    tier: Tier | None = None
     seed: int | None = None
     num_videos: int = 1
     keep_original_sound: bool | None = None
@@ -160,7 +172,7 @@ class Quote(BaseModel):
     supported: bool
     problems: list[str] = Field(default_factory=list)
     cost_usd: float | None = None
-    basis: Literal["published", "inferred", "unknown"] = "unknown"
+    basis: PriceBasis = "unknown"
     billed_seconds: float | None = None
     configured: bool = True
     note: str = ""

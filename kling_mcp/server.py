@@ -19,7 +19,7 @@ from mcp.types import (
 )
 from pydantic import Field, WithJsonSchema
 
-from . import __version__, catalog, errors, server_checks
+from . import __version__, catalog, errors, server_checks, vocabulary
 from .config import WAIT_DEFAULT_S, WAIT_MAX_S, Settings
 from .estimate_text import estimate_text
 from .prompts_text import INSTRUCTIONS, STORYBOARD, tool_descriptions
@@ -66,7 +66,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         ]
 
     Tier = Annotated[
-        Literal["standard", "pro"],
+        vocabulary.Tier,
         Field(description=said(G, "tier")),
     ]
 

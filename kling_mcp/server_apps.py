@@ -1,7 +1,8 @@
 """The inline player (MCP Apps, ``io.modelcontextprotocol/ui``): the MCP edge of it.
 
 - ``ui://kling-mcp/player.html`` (``text/html;profile=mcp-app``): one static page shipped in the package
-  (``assets/player.html``), no network access needed (the spec's default CSP allows ``data:`` media);
+  (``assets/player.html``), no network access needed (the spec's default CSP allows ``data:`` media); the
+  names it reads (statuses, how operations and tiers are shown) are filled in from :mod:`.vocabulary`;
 - ``PLAYER_META``: the ``_meta`` that binds a tool to it (``ui.resourceUri``; the flat ``ui/resourceUri`` key
   of pre-GA hosts is left out: tools/list is read in every prompt);
 - ``kling://jobs/{job_id}/videos/{index}/preview``: a small rendition (<= 480p, a few MB, made once and
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
@@ -28,15 +30,40 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.types import CallToolRequestParams, CallToolResult, ResourceLink
 
 from . import errors
+from .vocabulary import ACTIVE_NAMES, TERMINAL_NAMES, TIERS, JobOperation, tier_label
 
 PLAYER_URI = "ui://kling-mcp/player.html"
 PLAYER_META: dict[str, Any] = {"ui": {"resourceUri": PLAYER_URI}}
 PREVIEW_TEMPLATE = "kling://jobs/{job_id}/videos/{index}/preview"
+VOCABULARY_SLOT = "__KLING_MCP_VOCABULARY__"  # in the page's <script type="application/json" id="vocabulary">
+
+# How the page titles each operation (the page's own wording; the names are the vocabulary's).
+OPERATION_TITLES: dict[JobOperation, str] = {
+    "text": "Text to video",
+    "image": "Image to video",
+    "reference": "Reference to video",
+    "edit": "Video edit",
+    "storyboard": "Storyboard",
+    "assemble": "Assembly",
+}
+
+
+def player_vocabulary() -> dict[str, Any]:
+    """The names the page reads, so it holds no copy of its own: which statuses are finished and which
+    still move, and how operations and tiers are shown."""
+    return {
+        "terminal": list(TERMINAL_NAMES),
+        "active": list(ACTIVE_NAMES),
+        "operations": dict(OPERATION_TITLES),
+        "tiers": {tier: tier_label(tier) for tier in TIERS},
+    }
 
 
 def player_html() -> str:
-    """The page, as shipped in the package."""
-    return resources.files("kling_mcp").joinpath("assets", "player.html").read_text(encoding="utf-8")
+    """The page as shipped in the package, with :func:`player_vocabulary` filled in."""
+    page = resources.files("kling_mcp").joinpath("assets", "player.html").read_text(encoding="utf-8")
+    data = json.dumps(player_vocabulary(), separators=(",", ":")).replace("<", "\\u003c")  # never ends the <script>
+    return page.replace(VOCABULARY_SLOT, data, 1)
 
 
 class PlayerApps(Apps):
@@ -90,4 +117,12 @@ def install_preview(mcp: MCPServer, video_path: Callable[[Context, str, int], Aw
         return await anyio.Path(preview).read_bytes()
 
 
-__all__ = ["PLAYER_META", "PLAYER_URI", "PREVIEW_TEMPLATE", "PlayerApps", "install_preview", "player_html"]
+__all__ = [
+    "PLAYER_META",
+    "PLAYER_URI",
+    "PREVIEW_TEMPLATE",
+    "PlayerApps",
+    "install_preview",
+    "player_html",
+    "player_vocabulary",
+]

@@ -15,7 +15,7 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from . import errors
+from . import errors, vocabulary
 from .requests import request_from, said
 from .server_apps import PLAYER_META
 from .server_checks import reporting
@@ -71,12 +71,12 @@ def install_storyboard(
         """The field's description, as the request model declares it (storyboard_models.py)."""
         return Field(description=said(model, name))
 
-    Transition = Annotated[Literal["cut", "crossfade"], said_by(StoryboardRequest, "transition")]
+    Transition = Annotated[vocabulary.Transition, said_by(StoryboardRequest, "transition")]
     Seconds = Annotated[
         float,
         Field(gt=0, le=TRANSITION_S_MAX, allow_inf_nan=False, description=said(StoryboardRequest, "transition_s")),
     ]
-    Continuity = Annotated[Literal["chain", "none"], said_by(StoryboardRequest, "continuity")]
+    Continuity = Annotated[vocabulary.Continuity, said_by(StoryboardRequest, "continuity")]
     Style = Annotated[Annotated[str, Field(max_length=1000)] | None, said_by(StoryboardRequest, "style")]
     SharedRefs = Annotated[
         Annotated[list[Media], Field(max_length=10)] | None, said_by(StoryboardRequest, "reference_images")

@@ -1,25 +1,24 @@
-"""VideoService: infer the operation, validate, quote, guard, submit, wait.
+"""VideoService: a request's spec -> the provider that serves it -> guards -> idempotency -> submit -> wait.
 
 The service is what the MCP tools (server.py) and the CLI share. It never imports mcp; progress
-is reported through a plain async callback.
+is reported through a plain async callback. The spec is built in :mod:`.specs`, the spending guards are
+:mod:`.spending`, the submit itself is :mod:`.submission` and cancelling is :mod:`.cancelling`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from . import errors, inputs
+from . import errors
 from .cancelling import cancel_job
 from .catalog import OPERATION_LABELS, PROVIDERS, REAL_PROVIDERS
 from .config import WAIT_DEFAULT_S, WAIT_MAX_S, Settings
 from .jobs import open_store
-from .jobs.backend import JobStore, KeyClaim, RequestFingerprint, key_conflict
+from .jobs.backend import JobStore, KeyClaim, key_conflict
 from .jobs.model import Job, JobStatus
 from .jobs.runner import JobRunner
 from .providers import ProviderContext, VideoProvider, create_provider
@@ -35,9 +34,10 @@ from .requests import (
     MediaRef,
     VideoSpec,
 )
-from .spending import require_confirmation, usd
-from .submission import Submitter, today
-from .validation import Match, check, structural_problems
+from .specs import build_spec, request_fingerprint, resolve_ref, spec_fingerprint
+from .spending import budget, confirm_match, guard_cost, usd
+from .submission import Submitter
+from .validation import Match, check
 from .views import job_view
 
 if TYPE_CHECKING:  # httpx is imported with the first provider call, not before initialize
@@ -46,24 +46,6 @@ if TYPE_CHECKING:  # httpx is imported with the first provider call, not before 
 log = logging.getLogger("kling_mcp.service")
 
 Progress = Callable[[float, str], Awaitable[None]]
-
-
-def infer_operation(
-    *,
-    video: Any = None,
-    first_frame: Any = None,
-    last_frame: Any = None,
-    reference_images: list[Any] | None = None,
-    reference_video: Any = None,
-) -> str:
-    """``video`` -> edit; first/last frame -> image; references -> reference; none -> text."""
-    if video:
-        return "edit"
-    if first_frame or last_frame:
-        return "image"
-    if reference_images or reference_video:
-        return "reference"
-    return "text"
 
 
 class VideoService:
@@ -120,22 +102,9 @@ class VideoService:
 
     # --- building the spec -----------------------------------------------------------------
 
-    async def _ref(self, value: str | None, arg: str, kind: str, probe: bool = False) -> MediaRef | None:
-        if value is None:
-            return None
-        return await inputs.resolve(
-            value,
-            arg=arg,
-            kind=kind,  # type: ignore[arg-type]
-            data_dir=self.settings.data_dir,
-            allowed_dirs=self.settings.allowed_dirs,
-            probe_urls=probe,
-            lookup=self.lookup,
-        )
-
     async def resolve_input(self, value: str, arg: str, kind: str) -> MediaRef:
         """One image/video argument as the tools take it (URL, data URI, path or ``kling://`` result)."""
-        ref = await self._ref(value, arg, kind)
+        ref = await resolve_ref(self.settings, self.lookup, value, arg, kind)
         assert ref is not None
         return ref
 
@@ -146,61 +115,8 @@ class VideoService:
     async def build_spec(
         self, req: GenerateRequest | EditRequest | EstimateRequest, video_duration_s: float | None = None
     ) -> VideoSpec:
-        video = getattr(req, "video", None)
-        first, last = getattr(req, "first_frame", None), getattr(req, "last_frame", None)
-        ref_video = getattr(req, "reference_video", None)
-        operation = infer_operation(
-            video=video,
-            first_frame=first,
-            last_frame=last,
-            reference_images=req.reference_images,
-            reference_video=ref_video,
-        )
-        problems = []
-        if not req.prompt.strip() and not isinstance(req, EstimateRequest):
-            problems.append("prompt is empty; describe the video you want.")
-        if operation == "image" and (req.reference_images or ref_video):
-            problems.append(
-                "first_frame/last_frame cannot be combined with reference_images/reference_video; "
-                "use frames (image-to-video) or references (reference-to-video)."
-            )
-        if operation == "edit" and (first or last or ref_video):
-            problems.append(
-                "an edit (video=...) takes only reference_images besides the video; remove "
-                "first_frame/last_frame/reference_video."
-            )
-        if operation == "edit" and getattr(req, "duration", None) is not None:
-            problems.append("an edit's length follows the input video; remove duration.")
-        num = getattr(req, "num_videos", 1)
-        if num < 1:
-            problems.append(f"num_videos must be at least 1; got {num}.")
-        if problems:
-            raise errors.InvalidRequest(" ".join(problems))
-        edit_video = await self._ref(video, "video", "video", probe=video_duration_s is None)
-        if edit_video is not None and video_duration_s is not None:
-            edit_video = edit_video.model_copy(update={"duration_s": video_duration_s})
-        refs = [await self._ref(r, f"reference_images[{i}]", "image") for i, r in enumerate(req.reference_images)]
-        spec = VideoSpec(
-            operation=operation,  # type: ignore[arg-type]
-            prompt=req.prompt,
-            video=edit_video,
-            first_frame=await self._ref(first, "first_frame", "image"),
-            last_frame=await self._ref(last, "last_frame", "image"),
-            reference_images=[r for r in refs if r is not None],
-            reference_video=await self._ref(ref_video, "reference_video", "video", probe=True),
-            aspect_ratio=getattr(req, "aspect_ratio", None),
-            duration=getattr(req, "duration", None),
-            tier=req.tier,
-            negative_prompt=getattr(req, "negative_prompt", None),
-            seed=getattr(req, "seed", None),
-            num_videos=num,
-            keep_original_sound=req.keep_original_sound,
-            fast=getattr(req, "fast", False),
-        )
-        shape = structural_problems(spec)
-        if shape:
-            raise errors.InvalidRequest(" ".join(shape))
-        return spec
+        """The normalised spec of ``req``: see :func:`specs.build_spec`."""
+        return await build_spec(self.settings, self.lookup, req, video_duration_s)
 
     # --- choosing a provider ---------------------------------------------------------------
 
@@ -252,57 +168,16 @@ class VideoService:
     # --- budgets ---------------------------------------------------------------------------
 
     async def budget(self) -> Budget:
-        spent = await self.store.spent(today())
-        daily = self.settings.daily_budget_usd
-        return Budget(
-            max_job_cost_usd=self.settings.max_job_cost_usd,
-            daily_budget_usd=daily,
-            spent_today_usd=round(spent, 4),
-            remaining_today_usd=None if daily is None else round(max(0.0, daily - spent), 4),
-        )
+        """The spending limits and what is left of today's budget."""
+        return await budget(self.settings, self.store)
 
     async def _guard(self, match: Match) -> None:
         """A quick refusal with a clear message; the atomic check is the ledger's reservation at submit."""
         await self.guard_cost(match.provider, match.cost_usd, match.price.basis if match.price else "unknown")
 
     async def guard_cost(self, provider: str, cost: float | None, basis: str, what: str = "") -> None:
-        """The spending guards for one request quoted at ``cost`` (a storyboard passes its total)."""
-        limit, daily = self.settings.max_job_cost_usd, self.settings.daily_budget_usd
-        if provider == "local" or (limit is None and daily is None):
-            return
-        quote = (
-            f"{provider} quotes ${cost:.3f}{what} ({basis})"
-            if cost is not None
-            else f"{provider} gives no price for this request{what}"
-        )
-        if cost is None:
-            raise errors.BudgetExceeded(
-                f"{quote}, and a spending limit is set, so it was not submitted.",
-                hint="Pass video_duration_s so it can be priced, or use another provider.",
-            )
-        if limit is not None and cost > limit:
-            raise errors.BudgetExceeded(f"{quote}; KLING_MCP_MAX_JOB_COST_USD is ${limit:.2f}.")
-        if daily is not None:
-            spent = await self.store.spent(today())
-            if spent + cost > daily:
-                raise errors.BudgetExceeded(
-                    f"{quote}; ${spent:.2f} of the ${daily:.2f} KLING_MCP_DAILY_BUDGET_USD is already spent today."
-                )
-
-    def _confirm(self, match: Match, confirmed_usd: float | None) -> None:
-        if match.provider == "local":
-            return
-        label = OPERATION_LABELS[match.op.operation] if match.op else "request"
-        seconds = f"{match.billed_seconds:g} s " if match.billed_seconds else ""
-        tier = f", {match.variant.tier}" if match.variant else ""
-        require_confirmation(
-            self.settings.confirm_above_usd,
-            match.cost_usd,
-            confirmed_usd,
-            provider=match.provider,
-            basis=f"{match.price.basis}, {match.price.source}" if match.price else "unknown",
-            what=f"This {seconds}{label} on {match.provider} ({match.model}{tier})",
-        )
+        """The budget guards for one request quoted at ``cost``: see :func:`spending.guard_cost`."""
+        await guard_cost(self.settings, self.store, provider, cost, basis, what)
 
     # --- the tools -------------------------------------------------------------------------
 
@@ -382,7 +257,7 @@ class VideoService:
                 "tier": match.variant.tier if match.variant else spec.tier,
             }
         )
-        fingerprint = _fingerprint(match.provider, filled)
+        fingerprint = spec_fingerprint(match.provider, filled)
         if not req.idempotency_key:
             twin = await self.store.find_twin(fingerprint)
             if twin is not None and not twin.terminal:
@@ -391,7 +266,7 @@ class VideoService:
                     "twice. Pass a new idempotency_key to start another one."
                 )
         await self._guard(match)
-        self._confirm(match, req.confirm_cost_usd)
+        confirm_match(self.settings.confirm_above_usd, match, req.confirm_cost_usd)
         job = Job(
             provider=match.provider,
             model=match.model or "",
@@ -404,7 +279,7 @@ class VideoService:
 
         async def failover_guard(target: Match) -> None:  # never past a limit, nor above what the user agreed
             await self._guard(target)
-            self._confirm(target, req.confirm_cost_usd)
+            confirm_match(self.settings.confirm_above_usd, target, req.confirm_cost_usd)
 
         job, note = await self.submitter.submit(
             job,
@@ -483,19 +358,3 @@ class VideoService:
                 if path.is_relative_to(self.settings.data_dir) and path.is_file():
                     return path
         raise errors.UnknownJob(f"job {job_id} has no video {index}.", hint="Call check_job to see its videos.")
-
-
-def request_fingerprint(req: GenerateRequest | EditRequest) -> RequestFingerprint:
-    """What an idempotency key is bound to: the call's own arguments (not how long it waits)."""
-    args = req.model_dump(mode="json", exclude={"wait_seconds", "idempotency_key", "confirm_cost_usd"})
-    return RequestFingerprint.of({"tool": "edit_video" if isinstance(req, EditRequest) else "generate_video", **args})
-
-
-def _fingerprint(provider: str, spec: VideoSpec) -> str:
-    data = spec.model_dump(mode="json")
-    for key in ("first_frame", "last_frame", "reference_video", "video"):
-        if data.get(key):
-            data[key] = data[key].get("sha256") or data[key]["value"]
-    data["reference_images"] = [r.get("sha256") or r["value"] for r in data["reference_images"]]
-    raw = json.dumps({"provider": provider, **data}, sort_keys=True)
-    return hashlib.sha256(raw.encode()).hexdigest()

@@ -2,40 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from .assembly import MAX_INPUTS, MAX_TRANSITION_S, MIN_INPUTS
 from .requests import (
     Framed,
     GenerateRequest,
     JobStatusName,
     JobView,
     Operation,
+    ShotFields,
     Submission,
     Tiered,
     VideoView,
     Waiting,
 )
+from .vocabulary import Continuity, Transition
 
 MAX_SHOTS = 20
-MIN_ASSEMBLY_INPUTS, MAX_ASSEMBLY_INPUTS = 2, 50
-TRANSITION_S_MAX = 5.0
+MIN_ASSEMBLY_INPUTS, MAX_ASSEMBLY_INPUTS = MIN_INPUTS, MAX_INPUTS  # what assembly.assemble joins
+TRANSITION_S_MAX = MAX_TRANSITION_S
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ShotInput(_Strict):
+class ShotInput(_Strict, ShotFields[str]):
     # One shot as the caller describes it (no docstring: it would be published in the tool's schema).
 
     prompt: str = Field(min_length=1)
-    duration: int | None = None
-    first_frame: str | None = None
-    last_frame: str | None = None
-    reference_images: list[str] = Field(default_factory=list)
-    negative_prompt: str | None = None
 
 
 # Each argument's description is declared here once: the tools (server_storyboard.py) and the CLI
@@ -46,13 +42,13 @@ _TRANSITION_S = "Crossfade seconds."
 
 class StoryboardRequest(Submission, Framed, Tiered):
     shots: list[ShotInput] = Field(min_length=1, max_length=MAX_SHOTS, description="In order.")
-    continuity: Literal["chain", "none"] = Field(
+    continuity: Continuity = Field(
         default="chain", description="chain: each shot starts from the previous one's last frame."
     )
     style: str | None = Field(default=None, description="Added to every shot's prompt.")
     reference_images: list[str] = Field(default_factory=list, description="Given to every shot.")
     provider: str | None = Field(default=None, description="auto: the cheapest provider that takes every shot.")
-    transition: Literal["cut", "crossfade"] = Field(default="cut", description=_TRANSITION)
+    transition: Transition = Field(default="cut", description=_TRANSITION)
     transition_s: float = Field(default=0.5, gt=0, le=TRANSITION_S_MAX, description=_TRANSITION_S)
     assemble: bool = Field(default=True, description="Join the shots into one MP4.")
 
@@ -67,7 +63,7 @@ class RetakeRequest(Submission):
 
 class AssembleRequest(Waiting):
     videos: list[str] = Field(min_length=MIN_ASSEMBLY_INPUTS, max_length=MAX_ASSEMBLY_INPUTS, description="In order.")
-    transition: Literal["cut", "crossfade"] = Field(default="cut", description=_TRANSITION)
+    transition: Transition = Field(default="cut", description=_TRANSITION)
     transition_s: float = Field(default=0.5, gt=0, le=TRANSITION_S_MAX, description=_TRANSITION_S)
     aspect_ratio: str | None = Field(default=None, description="Unset: first video's.")
 
@@ -88,5 +84,5 @@ class BoardView(JobView):
     """A storyboard: a job view plus its shots; ``videos`` is the assembled MP4 once it exists."""
 
     shots: list[ShotView] = Field(default_factory=list)
-    continuity: Literal["chain", "none"] = "chain"
+    continuity: Continuity = "chain"
     retake_of: str | None = None

@@ -22,12 +22,11 @@ from . import catalog, errors
 from .jobs.composite import BoardRecord, ShotPlan
 from .requests import GenerateRequest, MediaRef, VideoSpec
 from .validation import Match, check
+from .vocabulary import PRICE_BASES
 
 if TYPE_CHECKING:
     from .service import VideoService
     from .storyboard_models import StoryboardRequest
-
-_BASIS_ORDER = ("published", "inferred", "unknown")
 
 
 @dataclass
@@ -176,7 +175,7 @@ def _quote(name: str, tier: str | None, plans: list[ShotPlan], matches: list[Mat
     costs = [m.cost_usd for m in matches]
     total = None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 6)
     bases = [m.price.basis if m.price else "unknown" for m in matches]
-    basis = max(bases, key=_BASIS_ORDER.index)
+    basis = max(bases, key=PRICE_BASES.index)  # the least certain basis of any shot
     return BoardQuote(name, tier, matches[0].model or "", shots, total, basis)
 
 
@@ -218,13 +217,3 @@ def _cheaper(a: BoardQuote, b: BoardQuote) -> bool:
 def fingerprint(*parts: object) -> str:
     raw = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()
-
-
-def spec_identity(spec: VideoSpec) -> dict[str, object]:
-    """A spec with its inputs named by content hash (what makes two boards the same request)."""
-    data = spec.model_dump(mode="json")
-    for key in ("first_frame", "last_frame", "reference_video", "video"):
-        if data.get(key):
-            data[key] = data[key].get("sha256") or data[key]["value"]
-    data["reference_images"] = [r.get("sha256") or r["value"] for r in data["reference_images"]]
-    return data

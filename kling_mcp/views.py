@@ -54,24 +54,24 @@ def _cost_note(job: Job) -> str | None:
     return None
 
 
+# The view's fields that the job record declares too, with the same type: shown as stored. The others are
+# computed from the record (the status's name, rounded progress, videos with their URIs, the notes joined).
+AS_STORED: tuple[str, ...] = tuple(
+    name
+    for name in JobView.model_fields
+    if name in Job.model_fields and name not in ("status", "progress", "videos", "note")
+)
+
+
 def job_view(job: Job, note: str | None = None) -> JobView:
     return JobView(
-        job_id=job.job_id,
+        **{name: getattr(job, name) for name in AS_STORED},
         status=job.status.value,
-        provider=job.provider,
-        model=job.model,
-        tier=job.tier,
         operation=job.operation,  # type: ignore[arg-type]
         prompt=short(job.spec.prompt),
         progress=round(job.progress, 1),
-        estimated_cost_usd=job.estimated_cost_usd,
-        cost_usd=job.cost_usd,
         videos=[VideoView.of(v, video_uri(job.job_id, v.index)) for v in job.videos],
-        error=job.error,
         next_action=next_action(job),
         note=" ".join(n for n in (note, job.note, _cost_note(job)) if n) or None,
         storyboard_id=job.parent_id,
-        shot=job.shot,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
     )

@@ -15,7 +15,7 @@ import pytest
 
 from kling_mcp.catalog import PROVIDERS
 from kling_mcp.cli import PLAIN_SERVE, _parser, main, parse
-from kling_mcp.cli_commands import ProgressBar, cli_text, table
+from kling_mcp.cli_output import ProgressBar, cli_text, table
 from kling_mcp.jobs.model import JobStatus
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ import pytest
 from kling_mcp import catalog, errors
 from kling_mcp.config import Settings
 from kling_mcp.requests import MediaRef, VideoSpec
-from kling_mcp.service import VideoService, infer_operation
+from kling_mcp.service import VideoService
+from kling_mcp.specs import infer_operation
 from kling_mcp.validation import check
 
 

@@ -7,10 +7,11 @@ quotes (``pricing.py``), tool schemas and tool descriptions are all derived from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from ..vocabulary import OPERATIONS as OPERATIONS  # declared once, in vocabulary.py
-from ..vocabulary import Operation
+from ..vocabulary import TIERS as TIERS
+from ..vocabulary import Operation, PriceBasis, Tier
 
 OPERATION_LABELS: dict[str, str] = {
     "text": "text-to-video",
@@ -18,13 +19,10 @@ OPERATION_LABELS: dict[str, str] = {
     "reference": "reference-to-video",
     "edit": "video edit",
 }
-Tier = Literal["standard", "pro"]
-TIERS: tuple[Tier, ...] = ("standard", "pro")
-PriceBasis = Literal["published", "inferred", "unknown"]
 InputKind = Literal["url", "data_uri", "upload"]
 Support = Literal["no", "optional", "required"]
 AspectRatio = Literal["16:9", "9:16", "1:1"]
-ASPECT_RATIOS: tuple[str, ...] = ("16:9", "9:16", "1:1")
+ASPECT_RATIOS: tuple[str, ...] = get_args(AspectRatio)
 
 
 @dataclass(frozen=True)

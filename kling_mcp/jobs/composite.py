@@ -7,13 +7,10 @@ current take. An assembly (``assemble_video``) keeps its inputs and options in :
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
 from ..requests import MediaRef, VideoSpec
-
-Transition = Literal["cut", "crossfade"]
+from ..vocabulary import Continuity, Transition
 
 
 class ShotPlan(BaseModel):
@@ -29,7 +26,7 @@ class ShotPlan(BaseModel):
 
 class BoardRecord(BaseModel):
     shots: list[ShotPlan]
-    continuity: Literal["chain", "none"] = "chain"
+    continuity: Continuity = "chain"
     style: str | None = None
     transition: Transition = "cut"
     transition_s: float = 0.5

@@ -20,21 +20,20 @@ Selected by ``KLING_MCP_STORE_URL=postgresql://…``; psycopg 3 (async, with a p
 
 A database that cannot be reached raises :class:`~kling_mcp.errors.StoreUnavailable` (a tool error
 saying so); nothing is cached in the process, so nothing is lost when it returns. Pooled connections
-the database closed while it was away are dropped and the operation runs once more on a fresh one.
+the database closed while it was away are dropped and the operation runs once more on a fresh one
+(the pool, the transactions and the record encoding are :mod:`.pg_base`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .. import errors
+from ..vocabulary import TERMINAL_NAMES
 from .backend import (
     JobStore,
     KeyClaim,
@@ -48,128 +47,26 @@ from .backend import (
     key_conflict,
 )
 from .model import Job, JobStatus
-from .pg_support import CHANNEL, CONNECT_TIMEOUT_S, Listener, pool_timeout, prepare, psycopg_module, unavailable
+from .pg_base import PgBase
+from .pg_support import CHANNEL, Listener
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
-    from psycopg_pool import AsyncConnectionPool
-
-T = TypeVar("T")
 
 SAFETY_REREAD_S = 3.0
-_TERMINAL_SQL = "('succeeded', 'failed', 'cancelled')"
+# The terminal statuses as SQL: the predicate of migration 0001's partial index on unfinished jobs too (a
+# migration is history, so it keeps its own copy; tests/test_vocabulary.py checks the two agree).
+_TERMINAL_SQL = "(" + ", ".join(f"'{name}'" for name in TERMINAL_NAMES) + ")"
 _NOW = "extract(epoch from clock_timestamp())"
 _BUDGET_EPSILON = 1e-9
 
 
-class PostgresStore(JobStore):
+class PostgresStore(PgBase, JobStore):
     """:class:`JobStore` on PostgreSQL (see the module docstring for how each guarantee is kept)."""
 
     def __init__(self, url: str, data_dir: Path, *, max_connections: int = 10) -> None:
-        self._url = url
-        self._data_dir = Path(data_dir).resolve()
-        self._max = max_connections
-        self._pool: AsyncConnectionPool | None = None
-        self._opening: asyncio.Lock | None = None
+        super().__init__(url, data_dir, max_connections=max_connections)
         self._listener = Listener(url)
-
-    # --- plumbing ------------------------------------------------------------------------------
-
-    async def _open_pool(self) -> AsyncConnectionPool:
-        if self._pool is not None:
-            return self._pool
-        if self._opening is None:
-            self._opening = asyncio.Lock()
-        async with self._opening:
-            if self._pool is None:
-                psycopg_module()
-                from psycopg_pool import AsyncConnectionPool
-
-                await prepare(self._url)
-                pool = AsyncConnectionPool(
-                    self._url,
-                    min_size=1,
-                    max_size=self._max,
-                    open=False,
-                    timeout=CONNECT_TIMEOUT_S,
-                    kwargs={"connect_timeout": int(CONNECT_TIMEOUT_S)},
-                    name="kling-mcp",
-                )
-                await pool.open(wait=False)
-                self._pool = pool
-        return self._pool
-
-    async def _run(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """``body`` on a pooled connection inside one transaction.
-
-        A connection the database closed (a restart) fails on its first statement: the pool is then
-        checked (dropping such connections) and ``body`` runs once more. A database that stays down
-        becomes :class:`~kling_mcp.errors.StoreUnavailable` within about ``CONNECT_TIMEOUT_S``.
-        """
-        psycopg = psycopg_module()
-        for attempt in (1, 2):
-            try:
-                pool = await self._open_pool()
-                async with pool.connection() as conn, conn.transaction():
-                    return await body(conn)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                if attempt == 1 and self._pool is not None and not isinstance(exc, pool_timeout()):
-                    with contextlib.suppress(Exception):
-                        await self._pool.check()
-                    continue
-                raise unavailable(self._url, exc) from None
-        raise AssertionError("unreachable")
-
-    async def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
-        async def body(conn: AsyncConnection) -> tuple[Any, ...] | None:
-            cur = await conn.execute(sql.encode(), params)
-            return await cur.fetchone()
-
-        return await self._run(body)
-
-    async def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        async def body(conn: AsyncConnection) -> None:
-            await conn.execute(sql.encode(), params)
-
-        await self._run(body)
-
-    async def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        async def body(conn: AsyncConnection) -> list[tuple[Any, ...]]:
-            cur = await conn.execute(sql.encode(), params)
-            return await cur.fetchall()
-
-        return await self._run(body)
-
-    def _dump(self, job: Job) -> Any:
-        """The record as JSON, with file paths under the data dir made relative to it."""
-        from psycopg.types.json import Jsonb
-
-        return Jsonb(self._rebase(job.model_dump(mode="json"), relative=True))
-
-    def _load(self, record: dict[str, Any], version: int) -> Job:
-        record = self._rebase(record, relative=False)
-        record["version"] = version
-        return Job.model_validate(record)
-
-    def _rebase(self, node: Any, *, relative: bool) -> Any:
-        """Every local file path in a record (videos' ``path``, file inputs' ``value``, however deep: board
-        shots, assembly inputs) made relative to the data dir, or back to this replica's absolute path."""
-        if isinstance(node, list):
-            return [self._rebase(item, relative=relative) for item in node]
-        if not isinstance(node, dict):
-            return node
-        out = {key: self._rebase(value, relative=relative) for key, value in node.items()}
-        keys = ["path"] + (["value"] if out.get("kind") == "file" and "media" in out else [])
-        for key in keys:
-            value = out.get(key)
-            if not isinstance(value, str) or not value:
-                continue
-            if relative and Path(value).is_absolute():
-                with contextlib.suppress(ValueError):
-                    out[key] = Path(value).resolve().relative_to(self._data_dir).as_posix()
-            elif not relative and not Path(value).is_absolute():
-                out[key] = str(self._data_dir / value)
-        return out
 
     # --- jobs ----------------------------------------------------------------------------------
 

@@ -254,5 +254,5 @@ def _variant(job: Job) -> ModelVariant:
             return variant
     raise errors.InvalidRequest(
         f"runware serves {', '.join(v.model for v in known)}; this job asks for {job.model!r} (tier {tier!r}).",
-        hint="Use tier='pro' or tier='standard' with provider='runware'.",
+        hint=f"Use {' or '.join(f'tier={v.tier!r}' for v in known)} with provider='runware'.",
     )
