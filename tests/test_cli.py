@@ -231,3 +231,18 @@ def test_console_script_exit_codes_and_several_videos(tmp_path):
     assert bad.returncode == 2 and "KLING_MCP_DEFAULT_PROVIDER='bogus' is not a provider" in bad.stderr
     usage = subprocess.run([*run, "generate"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert usage.returncode == 2 and "prompt" in usage.stderr
+
+
+def test_serve_pauses_garbage_collection_only_while_the_server_is_built() -> None:
+    import gc
+
+    from kling_mcp.cli import _collecting_after_start
+
+    assert gc.isenabled()
+    try:
+        with _collecting_after_start():
+            assert not gc.isenabled()
+            built = [[] for _ in range(1000)]  # start-up objects that live as long as the server
+        assert gc.isenabled() and gc.get_freeze_count() >= len(built)  # collecting again, start-up skipped
+    finally:
+        gc.unfreeze()
