@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import catalog, errors
+from .assembly import MAX_INPUTS, MIN_INPUTS
 from .cli_commands import _command, _output, _with_service
 from .cli_options import request_of
 from .cli_output import EXIT_FAILED, EXIT_OK, EXIT_RUNNING, EXIT_USAGE, cli_text, save_copies, say
@@ -56,7 +57,9 @@ def add_storyboard_commands(sub: Any) -> None:
     _fields(retake, RetakeRequest, skip=("job_id", "shot"))
     _waiting(retake)
 
-    join = _command(sub, "assemble", "join 2-50 videos in order into one MP4 on this machine (free)")
+    join = _command(
+        sub, "assemble", f"join {MIN_INPUTS}-{MAX_INPUTS} videos in order into one MP4 on this machine (free)"
+    )
     join.add_argument("videos", nargs="+", metavar="VIDEO", help="paths, URLs or kling://jobs/... results")
     _fields(join, AssembleRequest, skip=("videos",))
     _waiting(join)
@@ -175,8 +178,8 @@ def run(args: argparse.Namespace) -> int:
     except errors.KlingError as exc:
         say(f"kling-mcp: {exc}")
         return EXIT_USAGE
-    if args.command == "assemble" and not 2 <= len(args.videos) <= 50:
-        say("kling-mcp assemble: give 2-50 videos, in the order they should play.")
+    if args.command == "assemble" and not MIN_INPUTS <= len(args.videos) <= MAX_INPUTS:
+        say(f"kling-mcp assemble: give {MIN_INPUTS}-{MAX_INPUTS} videos, in the order they should play.")
         return EXIT_USAGE
     try:
         return anyio.run(_with_service, settings, lambda s: _make(s, args), True)

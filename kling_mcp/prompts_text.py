@@ -6,7 +6,7 @@ from __future__ import annotations
 from . import catalog
 from .config import WAIT_DEFAULT_S, Settings
 from .tool_limits import EDIT_OPS, GENERATE_OPS, provider_lines
-from .vocabulary import ACTIVE_NAMES, TERMINAL_NAMES, spoken
+from .vocabulary import ACTIVE_NAMES, TERMINAL_NAMES, Operation, spoken
 
 INSTRUCTIONS = (
     "Generate and edit videos with Kling Video O1. Videos take 1-5 minutes: generate_video/edit_video wait up "
@@ -31,7 +31,7 @@ STORYBOARD = (
 )
 
 
-def _providers_text(settings: Settings, ops: tuple[str, ...]) -> str:
+def _providers_text(settings: Settings, ops: tuple[Operation, ...]) -> str:
     """One line per offered provider (tiers merged), then the real providers not configured here."""
     text = provider_lines(settings.configured, ops, local_too="local" in settings.offered)
     missing = [n for n in catalog.REAL_PROVIDERS if n not in settings.offered]

@@ -30,6 +30,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.types import CallToolRequestParams, CallToolResult, ResourceLink
 
 from . import errors
+from .catalog.model import OPERATION_LABELS
 from .vocabulary import ACTIVE_NAMES, TERMINAL_NAMES, TIERS, JobOperation, tier_label
 
 PLAYER_URI = "ui://kling-mcp/player.html"
@@ -37,12 +38,10 @@ PLAYER_META: dict[str, Any] = {"ui": {"resourceUri": PLAYER_URI}}
 PREVIEW_TEMPLATE = "kling://jobs/{job_id}/videos/{index}/preview"
 VOCABULARY_SLOT = "__KLING_MCP_VOCABULARY__"  # in the page's <script type="application/json" id="vocabulary">
 
-# How the page titles each operation (the page's own wording; the names are the vocabulary's).
+# How the page titles each operation: the catalog's labels ("text-to-video" -> "Text to video"), and the two
+# kinds of job that are not a provider operation.
 OPERATION_TITLES: dict[JobOperation, str] = {
-    "text": "Text to video",
-    "image": "Image to video",
-    "reference": "Reference to video",
-    "edit": "Video edit",
+    **{op: label.replace("-", " ").capitalize() for op, label in OPERATION_LABELS.items()},
     "storyboard": "Storyboard",
     "assemble": "Assembly",
 }

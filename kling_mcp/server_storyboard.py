@@ -16,15 +16,13 @@ from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from . import errors, vocabulary
+from .assembly import MAX_INPUTS, MAX_TRANSITION_S, MIN_INPUTS
 from .requests import request_from, said
 from .server_apps import PLAYER_META
 from .server_checks import reporting
 from .server_confirm import with_confirmation
 from .storyboard_models import (
-    MAX_ASSEMBLY_INPUTS,
     MAX_SHOTS,
-    MIN_ASSEMBLY_INPUTS,
-    TRANSITION_S_MAX,
     AssembleRequest,
     RetakeRequest,
     ShotInput,
@@ -74,7 +72,7 @@ def install_storyboard(
     Transition = Annotated[vocabulary.Transition, said_by(StoryboardRequest, "transition")]
     Seconds = Annotated[
         float,
-        Field(gt=0, le=TRANSITION_S_MAX, allow_inf_nan=False, description=said(StoryboardRequest, "transition_s")),
+        Field(gt=0, le=MAX_TRANSITION_S, allow_inf_nan=False, description=said(StoryboardRequest, "transition_s")),
     ]
     Continuity = Annotated[vocabulary.Continuity, said_by(StoryboardRequest, "continuity")]
     Style = Annotated[Annotated[str, Field(max_length=1000)] | None, said_by(StoryboardRequest, "style")]
@@ -155,8 +153,8 @@ def install_storyboard(
         videos: Annotated[
             list[Media],
             Field(
-                min_length=MIN_ASSEMBLY_INPUTS,
-                max_length=MAX_ASSEMBLY_INPUTS,
+                min_length=MIN_INPUTS,
+                max_length=MAX_INPUTS,
                 description=said(AssembleRequest, "videos"),
             ),
         ],

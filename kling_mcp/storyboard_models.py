@@ -20,8 +20,6 @@ from .requests import (
 from .vocabulary import Continuity, Transition
 
 MAX_SHOTS = 20
-MIN_ASSEMBLY_INPUTS, MAX_ASSEMBLY_INPUTS = MIN_INPUTS, MAX_INPUTS  # what assembly.assemble joins
-TRANSITION_S_MAX = MAX_TRANSITION_S
 
 
 class _Strict(BaseModel):
@@ -49,7 +47,7 @@ class StoryboardRequest(Submission, Framed, Tiered):
     reference_images: list[str] = Field(default_factory=list, description="Given to every shot.")
     provider: str | None = Field(default=None, description="auto: the cheapest provider that takes every shot.")
     transition: Transition = Field(default="cut", description=_TRANSITION)
-    transition_s: float = Field(default=0.5, gt=0, le=TRANSITION_S_MAX, description=_TRANSITION_S)
+    transition_s: float = Field(default=0.5, gt=0, le=MAX_TRANSITION_S, description=_TRANSITION_S)
     assemble: bool = Field(default=True, description="Join the shots into one MP4.")
 
 
@@ -62,9 +60,9 @@ class RetakeRequest(Submission):
 
 
 class AssembleRequest(Waiting):
-    videos: list[str] = Field(min_length=MIN_ASSEMBLY_INPUTS, max_length=MAX_ASSEMBLY_INPUTS, description="In order.")
+    videos: list[str] = Field(min_length=MIN_INPUTS, max_length=MAX_INPUTS, description="In order.")
     transition: Transition = Field(default="cut", description=_TRANSITION)
-    transition_s: float = Field(default=0.5, gt=0, le=TRANSITION_S_MAX, description=_TRANSITION_S)
+    transition_s: float = Field(default=0.5, gt=0, le=MAX_TRANSITION_S, description=_TRANSITION_S)
     aspect_ratio: str | None = Field(default=None, description="Unset: first video's.")
 
 

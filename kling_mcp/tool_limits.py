@@ -16,6 +16,7 @@ from . import catalog
 from .catalog import ModelVariant, OperationSpec, Price
 from .vocabulary import EDIT_OPS as EDIT_OPS  # re-exported: declared in vocabulary.py
 from .vocabulary import GENERATE_OPS as GENERATE_OPS
+from .vocabulary import Operation
 
 _SHORT = {"text": "text", "image": "image", "reference": "reference"}
 
@@ -103,7 +104,7 @@ def _op_limits(op: str, s: OperationSpec) -> str:
     return text
 
 
-def _operation(op: str, variants: Sequence[ModelVariant]) -> str:
+def _operation(op: Operation, variants: Sequence[ModelVariant]) -> str:
     having = [v for v in variants if op in v.operations]
     limits = {v.tier: _op_limits(op, v.operations[op]) for v in having}
     only = "" if len(having) == len(variants) or len(variants) == 1 else f" ({'/'.join(limits)} only)"
@@ -136,7 +137,7 @@ def _features(specs: Sequence[OperationSpec], ops: Sequence[str]) -> str:
     return ", ".join(bits)
 
 
-def provider_line(name: str, ops: Sequence[str]) -> str | None:
+def provider_line(name: str, ops: Sequence[Operation]) -> str | None:
     """One line: the provider's tiers, prompt limit, options, then each operation's limits and price."""
     variants = [v for v in catalog.PROVIDERS[name].variants if any(op in v.operations for op in ops)]
     if not variants:
@@ -153,7 +154,7 @@ def provider_line(name: str, ops: Sequence[str]) -> str | None:
     return f"{head}: {ops_text}"
 
 
-def provider_lines(providers: Sequence[str], ops: Sequence[str], *, local_too: bool) -> str:
+def provider_lines(providers: Sequence[str], ops: Sequence[Operation], *, local_too: bool) -> str:
     """The lines of ``providers`` for ``ops``; ``local`` in one short line when ``local_too``."""
     lines = [line for name in providers if name != "local" and (line := provider_line(name, ops))]
     if local_too and lines:

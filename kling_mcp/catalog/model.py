@@ -13,7 +13,7 @@ from ..vocabulary import OPERATIONS as OPERATIONS  # declared once, in vocabular
 from ..vocabulary import TIERS as TIERS
 from ..vocabulary import Operation, PriceBasis, Tier
 
-OPERATION_LABELS: dict[str, str] = {
+OPERATION_LABELS: dict[Operation, str] = {
     "text": "text-to-video",
     "image": "image-to-video (first/last frame)",
     "reference": "reference-to-video",
@@ -96,7 +96,7 @@ class ModelVariant:
     provider: str
     model: str
     tier: Tier
-    operations: dict[str, OperationSpec]
+    operations: dict[Operation, OperationSpec]
     sizes: dict[str, tuple[int, int]]  # aspect ratio -> output (width, height)
     max_prompt_chars: int
     input_kinds: tuple[InputKind, ...]
