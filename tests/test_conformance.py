@@ -30,7 +30,8 @@ from kling_mcp.server import create_server
 from kling_mcp.server_extras import VIDEO_TEMPLATE, install_extras, mcp_level
 
 ROOT = Path(__file__).resolve().parents[1]
-NODE_BIN = ROOT / ".tools" / "node" / "node_modules" / ".bin"
+# Where scripts/install-node-tools.sh puts the pinned tools (KLING_MCP_NODE_TOOLS moves them, as it does there).
+NODE_BIN = Path(os.environ.get("KLING_MCP_NODE_TOOLS") or ROOT / ".tools" / "node") / "node_modules" / ".bin"
 NODE22_BIN = ROOT / ".tools" / "node22" / "node_modules" / "node" / "bin"
 ERAS = ["auto", "legacy"]
 STORYBOARD = PromptReference(type="ref/prompt", name="storyboard")

@@ -27,6 +27,7 @@ import pytest
 from tests.emulators._server import serve
 from tests.emulators.runware import RunwareState
 from tests.emulators.runware import create_app as runware_app
+from tests.test_conformance import node_tools  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "player"
@@ -43,15 +44,9 @@ pytestmark = pytest.mark.slow
 # --- fixtures: node tools, the server, the host page, the browser ----------------------------------------
 
 @pytest.fixture(scope="module")
-def node_modules() -> Path:
-    if shutil.which("npm") is None or shutil.which("node") is None:
-        pytest.fail("node and npm (Node.js 20+) are required for the player's browser test; install Node.js 20+ "
-                    "and run `bash scripts/install-node-tools.sh`.")
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "install-node-tools.sh")], capture_output=True,
-                          text=True, timeout=600)
-    if done.returncode != 0:
-        pytest.fail(f"scripts/install-node-tools.sh failed ({done.returncode}): {done.stderr[-2000:]}")
-    return Path(os.environ.get("KLING_MCP_NODE_TOOLS") or ROOT / ".tools" / "node") / "node_modules"
+def node_modules(node_tools: Path) -> Path:
+    """The pinned Node tools (installed by test_conformance's node_tools fixture): their node_modules."""
+    return node_tools.parent
 
 
 @pytest.fixture(scope="module")
